@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# Reel: reeld (server), reelctl (CLI), reel-bench (load generator).
+#   docker build -t reel .
+#   docker run --rm -p 50051:50051 reel \
+#     --listen 0.0.0.0:50051 --database-url postgresql://USER@HOST:5432/reel --provider simulated
+
+# ---- build ----
+FROM swift:6.0-bookworm AS build
+RUN export DEBIAN_FRONTEND=noninteractive \
+ && apt-get update -q \
+ && apt-get install -y -q --no-install-recommends \
+      libnghttp2-dev libpq-dev libcurl4-openssl-dev libprotobuf-c-dev \
+      protobuf-c-compiler protobuf-compiler pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# The Swift runtime is linked statically so the runtime image needs only the C libraries.
+RUN swift build -c release --static-swift-stdlib \
+ && bin="$(swift build -c release --static-swift-stdlib --show-bin-path)" \
+ && mkdir -p /out \
+ && cp "$bin/reeld" "$bin/reelctl" /out/ \
+ && if [ -x "$bin/reel-bench" ]; then cp "$bin/reel-bench" /out/; fi
+
+# ---- runtime ----
+FROM debian:bookworm-slim
+RUN export DEBIAN_FRONTEND=noninteractive \
+ && apt-get update -q \
+ && apt-get install -y -q --no-install-recommends \
+      libnghttp2-14 libpq5 libcurl4 libprotobuf-c1 ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin reel
+COPY --from=build /out/ /usr/local/bin/
+USER reel
+ENV REEL_LISTEN=0.0.0.0:50051 \
+    REEL_METRICS_LISTEN=0.0.0.0:9464 \
+    REEL_PROVIDER=simulated
+EXPOSE 50051 9464
+ENTRYPOINT ["/usr/local/bin/reeld"]

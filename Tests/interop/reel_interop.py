@@ -1,0 +1,411 @@
+"""Shared helpers for the interop suite: generated stubs, a reeld process wrapper, polling.
+
+Importing this module generates the Python protobuf/gRPC stubs from ../../proto into a
+temporary directory (removed at exit) and puts it on sys.path. The standard health proto is
+compiled under a private module name (reel_interop_health) because the top-level name `grpc`
+belongs to grpcio itself; the wire names (grpc.health.v1.Health) are unchanged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROTO_DIR = REPO_ROOT / "proto"
+
+DEFAULT_TIMEOUT = 10.0  # seconds, for every unary call
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- stubs
+
+
+def _generate_stubs() -> Path:
+    from grpc_tools import protoc
+    import importlib.resources
+
+    gen = Path(tempfile.mkdtemp(prefix="reel-interop-stubs-"))
+    atexit.register(shutil.rmtree, gen, True)
+    src = gen / "src"
+    out = gen / "py"
+    (src / "reel_interop_health").mkdir(parents=True)
+    out.mkdir()
+    shutil.copy(PROTO_DIR / "grpc" / "health" / "v1" / "health.proto",
+                src / "reel_interop_health" / "health.proto")
+    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{src}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        "reel/v1/jobs.proto",
+        "reel_interop_health/health.proto",
+    ]
+    rc = protoc.main(args)
+    if rc != 0:
+        raise RuntimeError(f"grpc_tools.protoc failed ({rc}) for {args}")
+    sys.path.insert(0, str(out))
+    return out
+
+
+STUBS_DIR = _generate_stubs()
+
+from reel.v1 import jobs_pb2 as pb  # noqa: E402
+from reel.v1 import jobs_pb2_grpc as pb_grpc  # noqa: E402
+from reel_interop_health import health_pb2  # noqa: E402
+from reel_interop_health import health_pb2_grpc  # noqa: E402
+
+TERMINAL = {pb.JOB_STATUS_FINAL_READY, pb.JOB_STATUS_CANCELLED}
+
+
+def status_name(s: int) -> str:
+    return pb.JobStatus.Name(s) if s in pb.JobStatus.values() else str(s)
+
+
+def stage_name(s: int) -> str:
+    return pb.Stage.Name(s) if s in pb.Stage.values() else str(s)
+
+
+def is_terminal(job_or_event) -> bool:
+    """FINAL_READY, CANCELLED, or FAILED with dead_lettered (DESIGN §2)."""
+    return job_or_event.status in TERMINAL or (
+        job_or_event.status == pb.JOB_STATUS_FAILED and job_or_event.dead_lettered)
+
+
+def describe_job(job) -> str:
+    err = ""
+    if job.HasField("error") and (job.error.code or job.error.message):
+        err = f" error={job.error.code}:{job.error.message!r}"
+    return (f"job {job.id} status={status_name(job.status)} stage={stage_name(job.stage)} "
+            f"progress={job.progress} seq={job.last_event_seq} retries={job.retry_count}/"
+            f"{job.max_retries} dead_lettered={job.dead_lettered} msg={job.message!r}{err}")
+
+
+def describe_event(ev) -> str:
+    snap = " +snapshot" if ev.HasField("snapshot") else ""
+    return (f"seq={ev.seq} {status_name(ev.status)}/{stage_name(ev.stage)} "
+            f"p={ev.progress} dl={ev.dead_lettered} msg={ev.message!r}{snap}")
+
+
+def event_key(ev):
+    """What a stored event is: compared between live and replayed streams."""
+    return (ev.job_id, ev.seq, ev.status, ev.stage, ev.progress, ev.message, ev.at_unix_ms,
+            ev.dead_lettered)
+
+
+# --------------------------------------------------------------------------- misc helpers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    """A fresh id matching [A-Za-z0-9_.-]{1,128}: one user per test keeps tests apart."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def create_request(user_id: str, scene_id: str = "scene-1", text: str | None = None,
+                   **fields) -> "pb.CreateJobRequest":
+    fields.setdefault("type", pb.JOB_TYPE_SCENE_CREATION)
+    return pb.CreateJobRequest(
+        user_id=user_id, scene_id=scene_id,
+        input_text=text if text is not None else f"A short scene {uuid.uuid4().hex[:8]}",
+        **fields)
+
+
+def rpc_error(fn, *args, **kwargs) -> grpc.RpcError:
+    """Calls fn and returns the RpcError it raises; fails the test if it succeeds."""
+    try:
+        result = fn(*args, **kwargs)
+        if hasattr(result, "__iter__") and not hasattr(result, "SerializeToString"):
+            result = list(result)  # a server stream: errors surface while reading
+    except grpc.RpcError as e:
+        return e
+    raise AssertionError(f"expected an RPC error, got a success: {result!r:.500}")
+
+
+def assert_code(err: grpc.RpcError, code: grpc.StatusCode, mentions: str | None = None,
+                what: str = ""):
+    assert err.code() == code, (
+        f"{what}: expected {code.name}, got {err.code().name} details={err.details()!r}")
+    if mentions is not None:
+        assert mentions in (err.details() or ""), (
+            f"{what}: {code.name} details should name {mentions!r}, got {err.details()!r}")
+
+
+def wait_for_job(stub, job_id: str, want=(pb.JOB_STATUS_FINAL_READY,), timeout: float = 60.0,
+                 poll: float = 0.05):
+    """Polls GetJob until the job's status is in `want`; fails on another terminal state or
+    when `timeout` passes, describing the last state seen."""
+    want = set(want)
+    deadline = time.monotonic() + timeout
+    job = None
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), timeout=DEFAULT_TIMEOUT)
+        if job.status in want:
+            return job
+        if is_terminal(job):
+            raise AssertionError(
+                f"job reached {status_name(job.status)} while waiting for "
+                f"{[status_name(w) for w in want]}: {describe_job(job)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"job not in {[status_name(w) for w in want]} after {timeout}s: "
+                f"{describe_job(job)}")
+        time.sleep(poll)
+
+
+def wait_until_running(stub, job_id: str, timeout: float = 60.0):
+    """Polls until the job has left QUEUED (claimed by a worker) and is not terminal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), timeout=DEFAULT_TIMEOUT)
+        if job.status != pb.JOB_STATUS_QUEUED:
+            assert not is_terminal(job), f"job finished before it was seen running: {describe_job(job)}"
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job still QUEUED after {timeout}s: {describe_job(job)}")
+        time.sleep(0.05)
+
+
+def watch(stub, job_id: str, after_seq: int = 0, timeout: float = 60.0):
+    """The whole WatchJob stream as a list (raises grpc.RpcError on a non-OK end)."""
+    return list(stub.WatchJob(pb.WatchJobRequest(id=job_id, after_seq=after_seq),
+                              timeout=timeout))
+
+
+def cancel_quietly(stub, ids):
+    """Best-effort cancel of jobs a test created in bulk, so they don't keep workers busy."""
+    futures = [stub.CancelJob.future(pb.CancelJobRequest(id=i, reason="test cleanup"),
+                                     timeout=30) for i in ids]
+    for f in futures:
+        try:
+            f.result()
+        except grpc.RpcError:
+            pass
+
+
+class Watcher(threading.Thread):
+    """Reads a WatchJob stream in the background; .events, .error, .first_event (Event)."""
+
+    def __init__(self, stub, job_id, after_seq=0, timeout=60.0):
+        super().__init__(daemon=True)
+        self.stub, self.job_id, self.after_seq, self.timeout = stub, job_id, after_seq, timeout
+        self.events = []
+        self.error: grpc.RpcError | None = None
+        self.first_event = threading.Event()
+        self.call = None
+
+    def run(self):
+        try:
+            self.call = self.stub.WatchJob(
+                pb.WatchJobRequest(id=self.job_id, after_seq=self.after_seq),
+                timeout=self.timeout)
+            for ev in self.call:
+                self.events.append(ev)
+                self.first_event.set()
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.first_event.set()
+
+    def finish(self, timeout=30.0):
+        self.join(timeout)
+        assert not self.is_alive(), (
+            f"watch stream of {self.job_id} still open after {timeout}s; events so far: "
+            f"{[describe_event(e) for e in self.events]}")
+        return self.events
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+def _psql(url: str, sql: str):
+    env = dict(os.environ, PGCONNECT_TIMEOUT="10")
+    r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, text=True, timeout=60, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} on {url} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def create_database(base_url: str) -> tuple[str, str]:
+    """Creates reel_interop_<random> on the server of base_url; returns (name, url)."""
+    name = f"reel_interop_{uuid.uuid4().hex[:12]}"
+    _psql(base_url, f'CREATE DATABASE "{name}"')
+    parts = urllib.parse.urlsplit(base_url)
+    return name, urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(base_url: str, name: str):
+    try:
+        _psql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception as e:  # cleanup only: the cluster is usually throwaway anyway
+        print(f"warning: could not drop database {name}: {e}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- reeld
+
+
+ALL_SERVERS: list["ReelServer"] = []
+
+
+class ReelServer:
+    """One reeld subprocess (DESIGN §8) on a loopback port, with a gRPC channel to it."""
+
+    def __init__(self, name: str, bin_dir: Path, db_url: str, workdir: Path, *,
+                 workers: int = 4, sim_stage_ms: int = 50, lease_seconds: int = 3,
+                 extra_args=()):
+        self.name = name
+        self.binary = Path(bin_dir) / "reeld"
+        self.db_url = db_url
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = Path(workdir) / f"reeld-{name}.log"
+        self.args = [
+            str(self.binary),
+            "--listen", self.target,
+            "--database-url", db_url,
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--provider", "simulated",
+            "--workers", str(workers),
+            "--sim-stage-ms", str(sim_stage_ms),
+            "--lease-seconds", str(lease_seconds),
+            *extra_args,
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.channel: grpc.Channel | None = None
+        self.stub = None
+        self.health = None
+        self.starts = 0
+        ALL_SERVERS.append(self)
+
+    # -- process control
+
+    def start(self, ready_timeout: float = 60.0):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        if not self.binary.exists():
+            raise RuntimeError(f"{self.binary} does not exist: build first (swift build), or "
+                               f"set REEL_BIN_DIR")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REEL_")}
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n----- start #{self.starts}: {' '.join(self.args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env)
+        self._open_channel()
+        self.wait_ready(ready_timeout)
+        return self
+
+    def _open_channel(self):
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = grpc.insecure_channel(self.target, options=[
+            ("grpc.max_send_message_length", 64 * MIB),
+            ("grpc.max_receive_message_length", 64 * MIB),
+            ("grpc.use_local_subchannel_pool", 1),
+        ])
+        self.stub = pb_grpc.JobServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def wait_ready(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(f"reeld {self.name} exited with {rc} during start\n"
+                                   f"{self.log_tail()}")
+            try:
+                r = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0,
+                                      wait_for_ready=False)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = f"health status {r.status}"
+            except grpc.RpcError as e:
+                last = f"{e.code().name}: {e.details()}"
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"reeld {self.name} not SERVING after {timeout}s (last: {last})\n"
+                           f"{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with open(self.log_path, "ab") as log:
+                    log.write(f"\n----- no exit {timeout}s after SIGTERM: SIGKILL\n".encode())
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, ready_timeout: float = 60.0):
+        self.kill()
+        return self.start(ready_timeout)
+
+    # -- logs
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80, since: int = 0) -> str:
+        text = self.log_text(since).splitlines()
+        cut = len(text) - lines
+        head = [f"... ({cut} earlier lines in {self.log_path})"] if cut > 0 else []
+        return "\n".join(head + text[-lines:])
+
+
+def kill_all_servers():
+    for s in ALL_SERVERS:
+        try:
+            s.kill()
+        except Exception:
+            pass
+
+
+atexit.register(kill_all_servers)
