@@ -1,0 +1,27 @@
+/// What the scheduler, pipeline and service need from durable storage.
+/// ReelStore implements it on PostgreSQL; every method is durable when it returns.
+public protocol JobStore: Sendable {
+    /// Stores the job and its event seq 1, committed before returning. A key the same user
+    /// already used returns that first job and `created == false`.
+    func createJob(_ job: NewJob) async throws -> (job: Job, created: Bool)
+    func job(id: String) async throws -> Job?
+    func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage
+    /// Stored events with `seq > afterSeq`, in order.
+    func events(jobID: String, afterSeq: Int64) async throws -> [JobEvent]
+    /// Applies `change` if the transition table allows it from the current status, writing
+    /// the event in the same transaction. Throws `failedPrecondition` (invalid transition or
+    /// lease lost) or `notFound`, and then changes nothing.
+    func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent)
+    /// Claims up to `limit` ready jobs in priority order for `workerID` under a lease.
+    func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)]
+    /// Extends the lease; false when the worker no longer holds the job.
+    func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool
+    /// Jobs whose lease expired go back to the queue with the attempt counted.
+    func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)]
+    /// Hands back jobs held by this worker (graceful shutdown), without counting an attempt.
+    func releaseLeases(workerPrefix: String) async throws -> [(job: Job, event: JobEvent)]
+    /// Writes the segment (once per job), bumps the scene's counters and bible version, and
+    /// moves the job to `final_ready`, all in one transaction. Running it twice changes nothing.
+    func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
+        async throws -> (job: Job, event: JobEvent)?
+}

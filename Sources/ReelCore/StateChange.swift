@@ -1,0 +1,42 @@
+/// One change of a job's state, written with its event in one transaction.
+/// Fields left nil keep their stored value.
+public struct StateChange: Sendable, Equatable {
+    public var status: JobStatus
+    public var stage: Stage
+    public var progress: Int32
+    public var message: String
+    public var artifacts: Artifacts?
+    public var result: JobResult?
+    public var error: JobError?
+    public var deadLettered: Bool?
+    public var retryCount: Int32?
+    /// For a change back to `queued`: when the job may run again (a retry's backoff).
+    public var runAfterMs: Int64?
+    /// Only the worker holding the lease may write (nil: anyone, e.g. a user's cancel).
+    public var requireWorker: String?
+
+    public init(status: JobStatus, stage: Stage, progress: Int32, message: String,
+                artifacts: Artifacts? = nil, result: JobResult? = nil, error: JobError? = nil,
+                deadLettered: Bool? = nil, retryCount: Int32? = nil, runAfterMs: Int64? = nil,
+                requireWorker: String? = nil) {
+        self.status = status; self.stage = stage; self.progress = progress; self.message = message
+        self.artifacts = artifacts; self.result = result; self.error = error
+        self.deadLettered = deadLettered; self.retryCount = retryCount; self.runAfterMs = runAfterMs
+        self.requireWorker = requireWorker
+    }
+}
+
+/// Retry backoff (DESIGN §4): base·2^(attempt-1), with up to 20 % jitter.
+public struct RetryPolicy: Sendable, Equatable {
+    public var baseMs: Int64
+    public var maxMs: Int64
+
+    public init(baseMs: Int64 = 5_000, maxMs: Int64 = 300_000) { self.baseMs = baseMs; self.maxMs = maxMs }
+
+    /// `attempt` counts from 1 (the first retry). `jitter` is in 0..<1.
+    public func delayMs(attempt: Int32, jitter: Double) -> Int64 {
+        let exp = min(max(Int(attempt) - 1, 0), 20)
+        let raw = min(baseMs << Int64(exp), maxMs)
+        return raw + Int64(Double(raw) * 0.2 * min(max(jitter, 0), 1))
+    }
+}

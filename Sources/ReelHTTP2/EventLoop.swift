@@ -1,0 +1,130 @@
+internal import CReelSys
+import Synchronization
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One epoll loop on a thread of its own. Objects registered with it (listeners, connections)
+/// are confined to that thread; other threads reach them only through `execute`.
+final class EventLoop: Sendable {
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private let mailbox = Mutex<[@Sendable () -> Void]>([])
+    private let stopped = Atomic<Bool>(false)
+    // Confined to the loop thread: written and read only inside `run` and `execute`d closures.
+    nonisolated(unsafe) private var handlers: [Int32: any LoopHandler] = [:]
+    nonisolated(unsafe) private var tickers: [any LoopTicker] = []
+    nonisolated(unsafe) private(set) var threadID: pthread_t? = nil
+    let index: Int
+
+    static let wakeToken: UInt64 = UInt64.max
+
+    init(index: Int) {
+        self.index = index
+        epfd = reel_epoll_create()
+        wakeFD = reel_eventfd()
+        _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_ADD), wakeFD, UInt32(REEL_EPOLLIN), Self.wakeToken)
+    }
+
+    var inLoop: Bool {
+        guard let t = threadID else { return false }
+        return pthread_equal(t, pthread_self()) != 0
+    }
+
+    /// Runs `f` on the loop thread, soon.
+    func execute(_ f: @escaping @Sendable () -> Void) {
+        let wasEmpty = mailbox.withLock { box in
+            box.append(f)
+            return box.count == 1
+        }
+        if wasEmpty { _ = reel_eventfd_signal(wakeFD) }
+    }
+
+    /// Loop thread only.
+    func register(fd: Int32, handler: any LoopHandler, events: UInt32) {
+        handlers[fd] = handler
+        _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_ADD), fd, events, UInt64(UInt32(bitPattern: fd)))
+    }
+
+    func modify(fd: Int32, events: UInt32) {
+        _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_MOD), fd, events, UInt64(UInt32(bitPattern: fd)))
+    }
+
+    func deregister(fd: Int32) {
+        _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_DEL), fd, 0, 0)
+        handlers[fd] = nil
+    }
+
+    func addTicker(_ t: any LoopTicker) { tickers.append(t) }
+
+    var handlerCount: Int { handlers.count }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        _ = reel_eventfd_signal(wakeFD)
+    }
+
+    func start(name: String) {
+        let thread = Thread { [self] in self.run() }
+        thread.name = name
+        thread.start()
+    }
+
+    private func run() {
+        threadID = pthread_self()
+        var datas = [UInt64](repeating: 0, count: 256)
+        var events = [UInt32](repeating: 0, count: 256)
+        while !stopped.load(ordering: .acquiring) {
+            let n = reel_epoll_wait(epfd, &datas, &events, 256, 100)
+            if n > 0 {
+                for i in 0..<Int(n) {
+                    if datas[i] == Self.wakeToken {
+                        reel_eventfd_drain(wakeFD)
+                        continue
+                    }
+                    let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: datas[i]))
+                    handlers[fd]?.handle(events: events[i])
+                }
+            }
+            let work = mailbox.withLock { box in
+                let w = box
+                box.removeAll(keepingCapacity: true)
+                return w
+            }
+            for f in work { f() }
+            for t in tickers { t.tick() }
+        }
+        // Final drain so that no posted closure (e.g. a continuation) is lost.
+        let work = mailbox.withLock { box in let w = box; box.removeAll(); return w }
+        for f in work { f() }
+    }
+}
+
+protocol LoopHandler: AnyObject {
+    func handle(events: UInt32)
+}
+
+protocol LoopTicker: AnyObject {
+    func tick()
+}
+
+/// A loop-confined object carried across threads: dereferenced only inside `loop.execute`.
+struct LoopBound<T: AnyObject>: @unchecked Sendable {
+    // Safety: `value` is only touched on `loop`'s thread (see `withValue`).
+    private let value: T
+    let loop: EventLoop
+
+    init(_ value: T, loop: EventLoop) { self.value = value; self.loop = loop }
+
+    func withValue(_ f: @escaping @Sendable (T) -> Void) {
+        let v = UncheckedBox(value)
+        loop.execute { f(v.value) }
+    }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    // Safety: used only to hop a loop-confined value onto its own loop thread.
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,51 @@
+import ReelWire
+
+/// What a method handler sees of one call: the request message, its metadata and
+/// deadline, and a way to send response messages. The handler returns the final status.
+public struct GRPCCall: Sendable {
+    public let path: String
+    public let request: [UInt8]
+    public let metadata: [String: String]
+    public let deadline: ContinuousClock.Instant?
+    let sink: StreamSink
+
+    /// Sends one response message. Suspends while the client is slow to read (flow
+    /// control), so output is never buffered without bound; throws when the stream is gone.
+    public func send(_ message: [UInt8]) async throws {
+        try await sink.send(GRPCFraming.frame(message))
+    }
+}
+
+public enum GRPCMethodKind: Sendable {
+    case unary
+    case serverStreaming
+}
+
+public struct GRPCRoute: Sendable {
+    public let kind: GRPCMethodKind
+    public let handler: @Sendable (GRPCCall) async -> GRPCStatus
+
+    public init(_ kind: GRPCMethodKind, _ handler: @escaping @Sendable (GRPCCall) async -> GRPCStatus) {
+        self.kind = kind; self.handler = handler
+    }
+}
+
+/// Paths (`/package.Service/Method`) to handlers. An unknown path answers UNIMPLEMENTED.
+public struct GRPCRouter: Sendable {
+    public var routes: [String: GRPCRoute] = [:]
+    public init() {}
+    public mutating func add(_ path: String, _ route: GRPCRoute) { routes[path] = route }
+}
+
+public struct GRPCServerConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var loops: Int
+    public var maxMessageSize: Int = GRPCFraming.defaultMaxMessageSize
+    public var maxConcurrentStreams: UInt32 = 4096
+    public var idleTimeout: Duration = .seconds(300)
+    /// Bytes queued on one stream before `send` waits for the reader.
+    public var streamHighWater: Int = 256 * 1024
+
+    public init(host: String, port: Int, loops: Int) { self.host = host; self.port = port; self.loops = loops }
+}

@@ -1,0 +1,451 @@
+internal import CNghttp2
+internal import CReelSys
+import ReelWire
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One h2c connection: bytes in from the socket through nghttp2, gRPC calls out to
+/// handlers, responses back. Confined to its event loop's thread.
+final class HTTP2Connection: LoopHandler {
+    let fd: Int32
+    let loop: EventLoop
+    let server: GRPCServerCore
+    unowned let context: LoopContext
+    private var session: OpaquePointer?
+    private var streams: [Int32: ServerStream] = [:]
+    private var out: [UInt8] = []
+    private var outOffset = 0
+    private var writeBlocked = false
+    private var closed = false
+    private var goingAway = false
+    var lastActivity = ContinuousClock.now
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private var selfRef: LoopBound<HTTP2Connection>!
+
+    init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext) {
+        self.context = context
+        self.fd = fd
+        self.loop = loop
+        self.server = server
+        selfRef = LoopBound(self, loop: loop)
+        var cbs: OpaquePointer?
+        nghttp2_session_callbacks_new(&cbs)
+        defer { nghttp2_session_callbacks_del(cbs) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, ud in
+            HTTP2Connection.from(ud).onBeginHeaders(frame!)
+        }
+        nghttp2_session_callbacks_set_on_header_callback(cbs) { _, frame, name, namelen, value, valuelen, _, ud in
+            HTTP2Connection.from(ud).onHeader(frame!, name!, namelen, value!, valuelen)
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, ud in
+            HTTP2Connection.from(ud).onFrameRecv(frame!)
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, streamID, data, len, ud in
+            HTTP2Connection.from(ud).onData(streamID, UnsafeRawBufferPointer(start: data, count: len))
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamID, errorCode, ud in
+            HTTP2Connection.from(ud).onStreamClose(streamID, errorCode)
+        }
+        var opt: OpaquePointer?
+        nghttp2_option_new(&opt)
+        defer { nghttp2_option_del(opt) }
+        nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024)
+        nghttp2_session_server_new2(&session, cbs, Unmanaged.passUnretained(self).toOpaque(), opt)
+
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: server.config.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: 1 << 20),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: 64 * 1024),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, 16 << 20)
+    }
+
+    deinit { if let session { nghttp2_session_del(session) } }
+
+    private static func from(_ ud: UnsafeMutableRawPointer?) -> HTTP2Connection {
+        Unmanaged<HTTP2Connection>.fromOpaque(ud!).takeUnretainedValue()
+    }
+
+    var openStreams: Int { streams.count }
+
+    // MARK: socket I/O
+
+    func handle(events: UInt32) {
+        if events & UInt32(REEL_EPOLLIN | REEL_EPOLLERR | REEL_EPOLLHUP) != 0 { readAvailable() }
+        if !closed, events & UInt32(REEL_EPOLLOUT) != 0 { writeBlocked = false }
+        if !closed { flush() }
+    }
+
+    private func readAvailable() {
+        lastActivity = .now
+        while !closed {
+            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                let rc = readBuffer.withUnsafeBytes { nghttp2_session_mem_recv(session, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), n) }
+                if rc < 0 {
+                    server.logger.debug("h2 protocol error, closing", metadata: ["h2.error": "\(String(cString: nghttp2_strerror(Int32(rc))))"])
+                    flush()  // let nghttp2's GOAWAY out if it queued one
+                    close()
+                    return
+                }
+                if n < readBuffer.count { return }
+            } else if n == 0 {
+                close()
+                return
+            } else {
+                if errno == EAGAIN || errno == EWOULDBLOCK { return }
+                if errno == EINTR { continue }
+                close()
+                return
+            }
+        }
+    }
+
+    /// Moves nghttp2's output to the socket, coalescing frames into ~64 KB writes.
+    func flush() {
+        guard !closed else { return }
+        while true {
+            if !writeBlocked {
+                while out.count - outOffset < 64 * 1024 {
+                    var data: UnsafePointer<UInt8>?
+                    let n = nghttp2_session_mem_send(session, &data)
+                    if n < 0 { close(); return }
+                    if n == 0 { break }
+                    out.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
+                }
+            }
+            if out.count == outOffset { break }
+            let w = out.withUnsafeBytes { p in write(fd, p.baseAddress! + outOffset, out.count - outOffset) }
+            if w > 0 {
+                outOffset += w
+                if outOffset == out.count { out.removeAll(keepingCapacity: out.capacity <= 256 * 1024); outOffset = 0 }
+            } else if w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                writeBlocked = true
+                loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
+                return
+            } else if w < 0 && errno == EINTR {
+                continue
+            } else {
+                close(); return
+            }
+        }
+        loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            close()
+        }
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        for (_, s) in streams { abandon(s) }
+        streams.removeAll()
+        loop.deregister(fd: fd)
+        Glibc.close(fd)
+        context.connectionClosed(self)
+    }
+
+    private func abandon(_ s: ServerStream) {
+        s.task?.cancel()
+        s.finished = true
+        let waiters = s.waiters
+        s.waiters = []
+        for w in waiters { w.resume(throwing: StreamGoneError()) }
+    }
+
+    // MARK: nghttp2 callbacks
+
+    private func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        guard reel_nghttp2_is_headers_request(frame) != 0 else { return 0 }
+        let id = frame.pointee.hd.stream_id
+        streams[id] = ServerStream(id: id, maxMessageSize: server.config.maxMessageSize)
+        return 0
+    }
+
+    private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, _ name: UnsafePointer<UInt8>, _ nlen: Int,
+                          _ value: UnsafePointer<UInt8>, _ vlen: Int) -> Int32 {
+        guard let s = streams[frame.pointee.hd.stream_id], !s.headersSent else { return 0 }
+        s.headerBytes += nlen + vlen
+        let n = String(decoding: UnsafeBufferPointer(start: name, count: nlen), as: UTF8.self)
+        let v = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
+        switch n {
+        case ":path": s.path = v
+        case ":method": s.method = v
+        case "content-type": s.contentType = v
+        case "grpc-encoding": s.encoding = v
+        case "grpc-timeout": s.timeout = v
+        default:
+            if !n.hasPrefix(":") && s.metadata.count < 64 { s.metadata[n] = v }
+        }
+        return 0
+    }
+
+    private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let type = UInt32(frame.pointee.hd.type)
+        let id = frame.pointee.hd.stream_id
+        if type == NGHTTP2_HEADERS.rawValue, reel_nghttp2_is_headers_request(frame) != 0, let s = streams[id] {
+            headersComplete(s)
+        }
+        if (type == NGHTTP2_HEADERS.rawValue || type == NGHTTP2_DATA.rawValue),
+           reel_nghttp2_frame_end_stream(frame) != 0, let s = streams[id] {
+            requestComplete(s)
+        }
+        return 0
+    }
+
+    private func headersComplete(_ s: ServerStream) {
+        if s.method != "POST" {
+            s.httpStatus = 405
+            s.earlyStatus = GRPCStatus(.internal, "method \(s.method) not allowed; gRPC uses POST")
+        } else if !(s.contentType == "application/grpc" || s.contentType.hasPrefix("application/grpc+proto")
+                    || s.contentType.hasPrefix("application/grpc;")) {
+            s.httpStatus = 415
+            s.earlyStatus = GRPCStatus(.internal, "unsupported content-type \(s.contentType)")
+        } else if let route = server.router.routes[s.path] {
+            s.route = route
+        } else {
+            s.earlyStatus = GRPCStatus(.unimplemented, "unknown method \(s.path)")
+        }
+        if !s.timeout.isEmpty {
+            if let ns = GRPCTimeout.parse(s.timeout) {
+                s.deadline = ContinuousClock.now.advanced(by: .nanoseconds(Int64(min(ns, UInt64(Int64.max)))))
+                context.armDeadline(s.deadline!, conn: self, stream: s.id)
+            } else if s.earlyStatus == nil {
+                s.earlyStatus = GRPCStatus(.internal, "malformed grpc-timeout \(s.timeout)")
+            }
+        }
+        // A status decided from the headers alone is sent at once; the body is discarded.
+        if let status = s.earlyStatus { respondTrailersOnly(s, status) }
+    }
+
+    private func onData(_ streamID: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
+        guard let s = streams[streamID], s.earlyStatus == nil, !s.finished else { return 0 }
+        do {
+            let msgs = try s.reader.feed(data)
+            s.messages.append(contentsOf: msgs)
+            if s.messages.count > 1 {
+                fail(s, GRPCStatus(.unimplemented, "more than one request message on a unary or server-streaming call"))
+            }
+        } catch {
+            switch error {
+            case .tooLarge(let declared, let limit):
+                fail(s, GRPCStatus(.resourceExhausted, "request message of \(declared) bytes exceeds the limit of \(limit) bytes"))
+            case .compressedUnsupported:
+                fail(s, GRPCStatus(.unimplemented, "compressed messages are not supported (grpc-encoding \(s.encoding.isEmpty ? "unset" : s.encoding)); send identity"))
+            case .badFlag(let f):
+                fail(s, GRPCStatus(.internal, "invalid compressed-flag byte \(f)"))
+            }
+        }
+        return 0
+    }
+
+    private func fail(_ s: ServerStream, _ status: GRPCStatus) {
+        s.earlyStatus = status
+        s.messages = []
+        respondTrailersOnly(s, status)
+    }
+
+    private func requestComplete(_ s: ServerStream) {
+        guard s.earlyStatus == nil, !s.finished, let route = s.route else { return }
+        if s.reader.hasPartialMessage {
+            return fail(s, GRPCStatus(.internal, "request message cut short: the length prefix promises more than the stream carried"))
+        }
+        guard s.messages.count == 1 else {
+            return fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
+        }
+        let call = GRPCCall(path: s.path, request: s.messages[0], metadata: s.metadata, deadline: s.deadline,
+                            sink: StreamSink(connection: selfRef, streamID: s.id))
+        s.messages = []
+        let sink = call.sink
+        server.callStarted()
+        let server = self.server
+        s.task = Task {
+            let status = await route.handler(call)
+            sink.finish(status)
+            server.callEnded()
+        }
+    }
+
+    private func onStreamClose(_ streamID: Int32, _ errorCode: UInt32) -> Int32 {
+        if let s = streams.removeValue(forKey: streamID) {
+            abandon(s)
+        }
+        return 0
+    }
+
+    // MARK: responses
+
+    private func submitHeaders(_ s: ServerStream, extra: [(String, String)], withBody: Bool) {
+        var headers: [(String, String)] = [(":status", String(s.httpStatus)), ("content-type", "application/grpc"),
+                                           ("grpc-accept-encoding", "identity")]
+        headers.append(contentsOf: extra)
+        s.headersSent = true
+        withNV(headers) { nv in
+            if withBody {
+                var provider = nghttp2_data_provider()
+                provider.read_callback = { _, streamID, buf, length, flags, _, ud in
+                    HTTP2Connection.from(ud).readData(streamID, buf!, length, flags!)
+                }
+                _ = nghttp2_submit_response(session, s.id, nv.baseAddress, nv.count, &provider)
+            } else {
+                _ = nghttp2_submit_response(session, s.id, nv.baseAddress, nv.count, nil)
+            }
+        }
+    }
+
+    private func statusHeaders(_ status: GRPCStatus) -> [(String, String)] {
+        var h = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { h.append(("grpc-message", PercentEncoding.encode(status.message))) }
+        return h
+    }
+
+    /// A response with no messages: status in the one HEADERS frame (END_STREAM).
+    private func respondTrailersOnly(_ s: ServerStream, _ status: GRPCStatus) {
+        guard !s.finished, !s.headersSent else { return }
+        s.finished = true
+        s.task?.cancel()
+        submitHeaders(s, extra: statusHeaders(status), withBody: false)
+        server.noteStatus(status)
+    }
+
+    func enqueue(streamID: Int32, _ framed: [UInt8], waiter: CheckedContinuation<Void, any Error>) {
+        guard let s = streams[streamID], !s.finished, !closed else {
+            waiter.resume(throwing: StreamGoneError())
+            return
+        }
+        s.outbound.append(contentsOf: framed)
+        if !s.headersSent {
+            submitHeaders(s, extra: [], withBody: true)
+        } else if s.deferred {
+            s.deferred = false
+            nghttp2_session_resume_data(session, s.id)
+        }
+        if s.queuedBytes <= server.config.streamHighWater {
+            waiter.resume()
+        } else {
+            s.waiters.append(waiter)
+        }
+        flush()
+    }
+
+    func finish(streamID: Int32, status: GRPCStatus) {
+        guard let s = streams[streamID], !s.finished, !closed else { return }
+        if !s.headersSent {
+            respondTrailersOnly(s, status)
+        } else {
+            s.finished = true
+            s.trailers = status
+            server.noteStatus(status)
+            if s.deferred {
+                s.deferred = false
+                nghttp2_session_resume_data(session, s.id)
+            }
+        }
+        flush()
+    }
+
+    /// Ends a call early (deadline, shutdown): cancels its handler and sends `status`.
+    func terminate(streamID: Int32, status: GRPCStatus) {
+        guard let s = streams[streamID], !s.finished else { return }
+        s.task?.cancel()
+        let waiters = s.waiters
+        s.waiters = []
+        for w in waiters { w.resume(throwing: StreamGoneError()) }
+        s.outbound = []
+        s.outboundOffset = 0
+        finish(streamID: streamID, status: status)
+    }
+
+    private func readData(_ streamID: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
+                          _ flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let s = streams[streamID] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        let n = min(length, s.queuedBytes)
+        if n > 0 {
+            s.outbound.withUnsafeBytes { p in
+                buf.update(from: p.baseAddress!.assumingMemoryBound(to: UInt8.self) + s.outboundOffset, count: n)
+            }
+            s.outboundOffset += n
+            if s.outboundOffset == s.outbound.count {
+                s.outbound.removeAll(keepingCapacity: true)
+                s.outboundOffset = 0
+            } else if s.outboundOffset > 256 * 1024 {
+                s.outbound.removeFirst(s.outboundOffset)
+                s.outboundOffset = 0
+            }
+            if s.queuedBytes <= server.config.streamHighWater / 2 && !s.waiters.isEmpty {
+                let waiters = s.waiters
+                s.waiters = []
+                for w in waiters { w.resume() }
+            }
+        }
+        if s.queuedBytes == 0 {
+            if let status = s.trailers {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                withNV(statusHeaders(status)) { nv in
+                    _ = nghttp2_submit_trailer(session, s.id, nv.baseAddress, nv.count)
+                }
+                s.trailers = nil
+                return n
+            }
+            if n == 0 {
+                s.deferred = true
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            }
+        }
+        return n
+    }
+
+    // MARK: lifecycle
+
+    /// GOAWAY: no new streams; streaming calls end with UNAVAILABLE, unary calls finish.
+    func beginShutdown() {
+        guard !closed, !goingAway else { return }
+        goingAway = true
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                              nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+        for (id, s) in streams where s.route?.kind == .serverStreaming {
+            terminate(streamID: id, status: GRPCStatus(.unavailable, "server is shutting down"))
+        }
+        flush()
+    }
+
+    func checkIdle(now: ContinuousClock.Instant) {
+        guard !closed else { return }
+        if streams.isEmpty, now - lastActivity > server.config.idleTimeout {
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                  nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
+            flush()
+            close()
+        }
+    }
+
+    func deadlinePassed(streamID: Int32) {
+        guard let s = streams[streamID], !s.finished else { return }
+        terminate(streamID: streamID, status: GRPCStatus(.deadlineExceeded, "deadline exceeded"))
+    }
+
+    /// Called once per accepted socket, after registration.
+    func start() { flush() }
+}
+
+/// Builds an nghttp2_nv array for the duration of `body` (nghttp2 copies names and values).
+private func withNV(_ headers: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> Void) {
+    var storage: [UnsafeMutablePointer<UInt8>] = []
+    var nv = [nghttp2_nv]()
+    nv.reserveCapacity(headers.count)
+    for (n, v) in headers {
+        let nb = Array(n.utf8), vb = Array(v.utf8)
+        let np = UnsafeMutablePointer<UInt8>.allocate(capacity: max(nb.count, 1))
+        let vp = UnsafeMutablePointer<UInt8>.allocate(capacity: max(vb.count, 1))
+        np.initialize(from: nb, count: nb.count)
+        vp.initialize(from: vb, count: vb.count)
+        storage.append(np); storage.append(vp)
+        nv.append(nghttp2_nv(name: np, value: vp, namelen: nb.count, valuelen: vb.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+    }
+    nv.withUnsafeMutableBufferPointer { body($0) }
+    for p in storage { p.deallocate() }
+}

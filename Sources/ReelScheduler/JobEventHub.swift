@@ -1,0 +1,44 @@
+import ReelCore
+import Synchronization
+
+/// Fans committed job events out to the watchers of each job, in this process.
+/// A watcher that stops iterating (or whose task is cancelled) is removed at once.
+public final class JobEventHub: Sendable {
+    private struct State {
+        var nextID = 0
+        var watchers: [String: [Int: AsyncStream<JobEvent>.Continuation]] = [:]
+    }
+    private let state = Mutex(State())
+    /// Events a watcher may have pending before it counts as fallen behind.
+    public let bufferLimit: Int
+
+    public init(bufferLimit: Int = 1024) { self.bufferLimit = bufferLimit }
+
+    /// Starts buffering `jobID`'s events. The stream ends early (without a terminal event) only
+    /// when the watcher falls more than `bufferLimit` events behind.
+    public func subscribe(jobID: String) -> AsyncStream<JobEvent> {
+        let (stream, cont) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .unbounded)
+        let id = state.withLock { s in
+            let id = s.nextID
+            s.nextID += 1
+            s.watchers[jobID, default: [:]][id] = cont
+            return id
+        }
+        cont.onTermination = { [weak self] _ in self?.remove(jobID: jobID, id: id) }
+        return stream
+    }
+
+    private func remove(jobID: String, id: Int) {
+        state.withLock { s in
+            s.watchers[jobID]?[id] = nil
+            if s.watchers[jobID]?.isEmpty == true { s.watchers[jobID] = nil }
+        }
+    }
+
+    public func publish(_ event: JobEvent) {
+        let conts = state.withLock { s in s.watchers[event.jobID].map { Array($0.values) } ?? [] }
+        for c in conts { c.yield(event) }
+    }
+
+    public var watcherCount: Int { state.withLock { s in s.watchers.values.reduce(0) { $0 + $1.count } } }
+}

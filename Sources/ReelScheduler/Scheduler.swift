@@ -1,0 +1,139 @@
+import ReelCore
+import Logging
+
+/// Hands ready jobs to free worker slots in priority order (the order is the store's claim
+/// order, which is `PriorityScore.sortKey`), keeps their leases alive while they run, and
+/// returns jobs whose leases expired to the queue.
+public actor Scheduler {
+    public struct Config: Sendable {
+        public var workers: Int
+        public var workerID: String
+        public var leaseMs: Int64
+        public var pollInterval: Duration
+        public init(workers: Int, workerID: String, leaseMs: Int64 = 30_000, pollInterval: Duration = .milliseconds(500)) {
+            self.workers = workers; self.workerID = workerID; self.leaseMs = leaseMs; self.pollInterval = pollInterval
+        }
+    }
+
+    public typealias Runner = @Sendable (Job) async -> Void
+
+    private let store: any JobStore
+    private let hub: JobEventHub
+    private let config: Config
+    private let runner: Runner
+    private let logger: Logger
+    private var running: [String: Task<Void, Never>] = [:]
+    private var loops: [Task<Void, Never>] = []
+    private var stopping = false
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakeStream: AsyncStream<Void>
+
+    public init(store: any JobStore, hub: JobEventHub, config: Config, logger: Logger, runner: @escaping Runner) {
+        self.store = store; self.hub = hub; self.config = config; self.logger = logger; self.runner = runner
+        (wakeStream, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public func start() {
+        loops.append(Task { await self.dispatchLoop() })
+        loops.append(Task { await self.reapLoop() })
+    }
+
+    /// New work may be ready (a job was created or requeued here).
+    public nonisolated func notifyWork() { wake.yield() }
+
+    public var runningCount: Int { running.count }
+
+    private func dispatchLoop() async {
+        var wakeups = wakeStream.makeAsyncIterator()
+        while !stopping {
+            let free = config.workers - running.count
+            var claimed = 0
+            if free > 0 {
+                do {
+                    let jobs = try await store.claim(workerID: config.workerID, limit: free, leaseMs: config.leaseMs)
+                    claimed = jobs.count
+                    for (job, event) in jobs where !stopping {
+                        hub.publish(event)
+                        launch(job)
+                    }
+                } catch {
+                    logger.warning("claim failed", metadata: ["error": "\(error)"])
+                }
+            }
+            if stopping { break }
+            if claimed > 0 && claimed == free { continue }
+            // Sleep until woken (new job, a worker freed) or the poll interval passes.
+            let waiter = Task { [pollInterval = config.pollInterval] in try? await Task.sleep(for: pollInterval); self.notifyWork() }
+            _ = await wakeups.next()
+            waiter.cancel()
+        }
+    }
+
+    private func launch(_ job: Job) {
+        let id = job.id
+        running[id] = Task {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.runner(job) }
+                group.addTask { await self.heartbeat(jobID: id) }
+                await group.next()
+                group.cancelAll()
+            }
+            self.finished(id)
+        }
+    }
+
+    private func finished(_ id: String) {
+        running[id] = nil
+        notifyWork()
+    }
+
+    /// Renews the lease every third of its length; a lease that can't be renewed stops the job.
+    private nonisolated func heartbeat(jobID: String) async {
+        let every = Duration.milliseconds(max(config.leaseMs / 3, 50))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: every)
+            if Task.isCancelled { return }
+            do {
+                if try await !store.renewLease(jobID: jobID, workerID: config.workerID, leaseMs: config.leaseMs) {
+                    logger.info("lease lost; stopping job", metadata: ["reel.job_id": "\(jobID)"])
+                    return  // ends the task group, which cancels the runner
+                }
+            } catch {
+                logger.warning("lease renewal failed", metadata: ["reel.job_id": "\(jobID)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func reapLoop() async {
+        let every = Duration.milliseconds(max(config.leaseMs / 2, 100))
+        while !stopping {
+            try? await Task.sleep(for: every)
+            if stopping { return }
+            do {
+                let requeued = try await store.requeueExpiredLeases()
+                for (job, event) in requeued {
+                    hub.publish(event)
+                    logger.info("requeued job with expired lease", metadata: ["reel.job_id": "\(job.id)"])
+                }
+                if !requeued.isEmpty { notifyWork() }
+            } catch {
+                logger.warning("lease reaper failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Stops claiming, stops running jobs at their next checkpoint and hands them back to the queue.
+    public func shutdown() async {
+        stopping = true
+        notifyWork()
+        for l in loops { l.cancel() }
+        let tasks = Array(running.values)
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
+        do {
+            for (_, event) in try await store.releaseLeases(workerPrefix: config.workerID) { hub.publish(event) }
+        } catch {
+            logger.warning("could not hand back leases; they will expire", metadata: ["error": "\(error)"])
+        }
+    }
+}

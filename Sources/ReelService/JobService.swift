@@ -1,0 +1,176 @@
+import ReelCore
+import ReelWire
+import ReelHTTP2
+import ReelScheduler
+import Logging
+import Synchronization
+
+/// `reel.v1.JobService` and `grpc.health.v1.Health` as gRPC routes: decode, validate,
+/// call the store and scheduler, encode. One implementation of each rule lives in ReelCore.
+public struct JobService: Sendable {
+    let store: any JobStore
+    let hub: JobEventHub
+    let scheduler: Scheduler?
+    let logger: Logger
+
+    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, logger: Logger) {
+        self.store = store; self.hub = hub; self.scheduler = scheduler; self.logger = logger
+    }
+
+    public func routes(health: HealthState) -> GRPCRouter {
+        var r = GRPCRouter()
+        let s = self
+        r.add("/reel.v1.JobService/CreateJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.create($0) } })
+        r.add("/reel.v1.JobService/GetJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.get($0) } })
+        r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.cancel($0) } })
+        r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.unary(call) { try await s.list($0) } })
+        r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.retry($0) } })
+        r.add("/reel.v1.JobService/WatchJob", GRPCRoute(.serverStreaming) { call in await s.watch(call) })
+        r.add("/grpc.health.v1.Health/Check", GRPCRoute(.unary) { call in
+            await s.unary(call) { req in
+                let service = try ProtoCodec.decodeHealthCheckRequest(req)
+                guard service.isEmpty || service == "reel.v1.JobService" else {
+                    throw GRPCStatus(.notFound, "unknown service \(service)")
+                }
+                return ProtoCodec.encodeHealthCheckResponse(status: health.status)
+            }
+        })
+        r.add("/grpc.health.v1.Health/Watch", GRPCRoute(.serverStreaming) { call in
+            do {
+                _ = try ProtoCodec.decodeHealthCheckRequest(call.request)
+                var last: Int32 = -1
+                while !Task.isCancelled {
+                    let now = health.status
+                    if now != last {
+                        try await call.send(ProtoCodec.encodeHealthCheckResponse(status: now))
+                        last = now
+                    }
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+                return GRPCStatus(.cancelled, "watch ended")
+            } catch {
+                return GRPCStatus.from(error)
+            }
+        })
+        return r
+    }
+
+    private func unary(_ call: GRPCCall, _ body: ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus {
+        do {
+            let response = try await body(call.request)
+            try await call.send(response)
+            return .ok
+        } catch {
+            let status = GRPCStatus.from(error)
+            if status.code == .internal || status.code == .unavailable {
+                logger.warning("call failed", metadata: ["grpc.method": "\(call.path)", "error": "\(error)"])
+            }
+            return status
+        }
+    }
+
+    // MARK: methods
+
+    func create(_ req: [UInt8]) async throws -> [UInt8] {
+        let input = try ProtoCodec.decodeCreateJobRequest(req)
+        let new = try input.validated()
+        let (job, created) = try await store.createJob(new)
+        if created {
+            hub.publish(JobEvent(jobID: job.id, seq: 1, status: job.status, stage: job.stage, progress: job.progress,
+                                 message: job.message, atUnixMs: job.createdAtUnixMs))
+            scheduler?.notifyWork()
+        }
+        return ProtoCodec.encode(job)
+    }
+
+    func get(_ req: [UInt8]) async throws -> [UInt8] {
+        let id = try Validate.jobID(ProtoCodec.decodeJobID(req))
+        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        return ProtoCodec.encode(job)
+    }
+
+    func cancel(_ req: [UInt8]) async throws -> [UInt8] {
+        let (rawID, reason) = try ProtoCodec.decodeCancelJobRequest(req)
+        let id = try Validate.jobID(rawID)
+        if reason.unicodeScalars.count > 1024 { throw ReelError.invalid("reason", "must be at most 1024 characters") }
+        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        guard job.status.canTransition(to: .cancelled) else {
+            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only queued or running jobs can be cancelled", jobID: id)
+        }
+        let change = StateChange(status: .cancelled, stage: job.stage, progress: job.progress,
+                                 message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
+        let (updated, event) = try await store.apply(change, to: id)
+        hub.publish(event)
+        return ProtoCodec.encode(updated)
+    }
+
+    func retry(_ req: [UInt8]) async throws -> [UInt8] {
+        let id = try Validate.jobID(ProtoCodec.decodeRetryJobRequest(req))
+        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        guard job.status == .failed else {
+            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only failed jobs can be retried", jobID: id)
+        }
+        let change = StateChange(status: .queued, stage: .pending, progress: 0, message: "retry requested",
+                                 deadLettered: false, retryCount: 0, runAfterMs: 0)
+        let (updated, event) = try await store.apply(change, to: id)
+        hub.publish(event)
+        scheduler?.notifyWork()
+        return ProtoCodec.encode(updated)
+    }
+
+    func list(_ req: [UInt8]) async throws -> [UInt8] {
+        let filter = try ProtoCodec.decodeListJobsRequest(req)
+        let pageSize = try filter.validatedPageSize()
+        return ProtoCodec.encode(try await store.listJobs(filter, pageSize: pageSize))
+    }
+
+    /// Snapshot (or stored events after `after_seq`), then live events in `seq` order, until
+    /// the terminal event. Subscribing before reading storage means no event falls in between.
+    func watch(_ call: GRPCCall) async -> GRPCStatus {
+        do {
+            let (rawID, afterSeq) = try ProtoCodec.decodeWatchJobRequest(call.request)
+            let id = try Validate.jobID(rawID)
+            try Validate.afterSeq(afterSeq)
+            let live = hub.subscribe(jobID: id)
+            guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+            var last: Int64
+            if afterSeq == 0 {
+                try await call.send(ProtoCodec.encode(JobEvent.snapshot(of: job)))
+                last = job.lastEventSeq
+                if job.isFinished { return .ok }
+            } else {
+                last = afterSeq
+                for e in try await store.events(jobID: id, afterSeq: afterSeq) {
+                    try await call.send(ProtoCodec.encode(e))
+                    last = e.seq
+                    if e.endsWatch { return .ok }
+                }
+                if job.isFinished && last >= job.lastEventSeq { return .ok }
+            }
+            for await event in live {
+                if event.seq <= last { continue }
+                // A gap (events published out of order, or by another writer): fill it from storage.
+                let batch = event.seq == last + 1 ? [event] : try await store.events(jobID: id, afterSeq: last)
+                for e in batch where e.seq > last {
+                    try await call.send(ProtoCodec.encode(e))
+                    last = e.seq
+                    if e.endsWatch { return .ok }
+                }
+            }
+            if Task.isCancelled { return GRPCStatus(.cancelled, "watch cancelled") }
+            return GRPCStatus(.resourceExhausted, "watcher fell behind; reconnect with after_seq=\(last)")
+        } catch {
+            return GRPCStatus.from(error)
+        }
+    }
+}
+
+/// What the health service reports; reeld flips it to SERVING once migrations ran.
+public final class HealthState: Sendable {
+    private let value = Mutex<Int32>(0)
+    public init() {}
+    public static let serving: Int32 = 1
+    public static let notServing: Int32 = 2
+    public var status: Int32 { value.withLock { $0 } }
+    public func set(_ s: Int32) { value.withLock { $0 = s } }
+}

@@ -1,0 +1,57 @@
+import ReelCore
+import Foundation
+
+/// Decodes rows selected with `SQL.jobColumns` / `SQL.eventColumns`.
+enum JobRow {
+    static let columnCount = 40
+
+    static func decode(_ r: [String?]) -> Job {
+        func s(_ i: Int) -> String { r[i] ?? "" }
+        func i32(_ i: Int) -> Int32 { Int32(r[i] ?? "") ?? 0 }
+        func i64(_ i: Int) -> Int64 { Int64(r[i] ?? "") ?? 0 }
+        var config = JobConfig(targetDurationSeconds: i32(10), quality: Quality(name: s(11)) ?? .unspecified, model: s(12))
+        config.styleOverrides = decodeStringMap(s(13))
+        var a = Artifacts()
+        a.expandedScript = s(14); a.validationResult = s(15); a.previewVideoURL = s(16); a.finalVideoURL = s(17)
+        a.thumbnailURL = s(18); a.hlsPlaylistURL = s(19); a.providerJobID = s(20)
+        let result = r[21].map { seg in
+            JobResult(segmentID: seg, videoURL: s(22), thumbnailURL: s(23), durationSeconds: Double(s(24)) ?? 0,
+                      updatedBibleVersion: i32(25))
+        }
+        let error = r[26].map { code in
+            JobError(code: code, message: s(27), details: s(28), stage: Stage(name: s(29)) ?? .unspecified)
+        }
+        return Job(
+            id: s(0), userID: s(1), sceneID: s(2), type: JobType(name: s(3)) ?? .unspecified,
+            status: JobStatus(name: s(4)) ?? .unspecified, stage: Stage(name: s(5)) ?? .unspecified,
+            progress: i32(6), message: s(7), inputText: s(8), bibleVersion: i32(9), config: config,
+            artifacts: a, result: result, error: error, retryCount: i32(30), maxRetries: i32(31),
+            idempotencyKey: s(32), tier: Tier(name: s(33)) ?? .unspecified, deadLettered: r[34] == "t",
+            workerID: s(35), createdAtUnixMs: i64(36), startedAtUnixMs: i64(37), completedAtUnixMs: i64(38),
+            lastEventSeq: i64(39))
+    }
+
+    /// A row of `jobColumns` followed by the change time: the job and the event just written.
+    static func decodeWithEvent(_ r: [String?]) -> (job: Job, event: JobEvent) {
+        let job = decode(r)
+        let at = Int64(r[columnCount] ?? "") ?? 0
+        return (job, JobEvent(jobID: job.id, seq: job.lastEventSeq, status: job.status, stage: job.stage,
+                              progress: job.progress, message: job.message, atUnixMs: at, deadLettered: job.deadLettered))
+    }
+
+    static func decodeEvent(_ r: [String?]) -> JobEvent {
+        JobEvent(jobID: r[0] ?? "", seq: Int64(r[1] ?? "") ?? 0, status: JobStatus(name: r[2] ?? "") ?? .unspecified,
+                 stage: Stage(name: r[3] ?? "") ?? .unspecified, progress: Int32(r[4] ?? "") ?? 0,
+                 message: r[5] ?? "", atUnixMs: Int64(r[6] ?? "") ?? 0, deadLettered: r[7] == "t")
+    }
+
+    static func encodeStringMap(_ m: [String: String]) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: m, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func decodeStringMap(_ s: String) -> [String: String] {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else { return [:] }
+        return obj.compactMapValues { $0 as? String }
+    }
+}

@@ -1,0 +1,91 @@
+/// Versioned schema migrations, applied in order at start under an advisory lock so that
+/// several reeld processes starting together apply each one once.
+enum Migrations {
+    static let all: [(version: Int, name: String, sql: String)] = [
+        (1, "jobs, events, scenes, segments", """
+        CREATE TABLE scenes (
+            id              text PRIMARY KEY,
+            bible_version   integer NOT NULL DEFAULT 1,
+            bible           jsonb NOT NULL DEFAULT '{}'::jsonb,
+            segment_count   integer NOT NULL DEFAULT 0,
+            total_duration_seconds double precision NOT NULL DEFAULT 0,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            updated_at      timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE jobs (
+            id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            user_id         text NOT NULL,
+            scene_id        text NOT NULL,
+            type            text NOT NULL,
+            status          text NOT NULL,
+            stage           text NOT NULL,
+            progress        integer NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+            message         text NOT NULL DEFAULT '',
+            input_text      text NOT NULL,
+            bible_version   integer NOT NULL DEFAULT 1,
+            target_duration_seconds integer NOT NULL DEFAULT 0,
+            quality         text NOT NULL DEFAULT 'unspecified',
+            model           text NOT NULL DEFAULT '',
+            style_overrides jsonb NOT NULL DEFAULT '{}'::jsonb,
+            expanded_script text NOT NULL DEFAULT '',
+            validation_result text NOT NULL DEFAULT '',
+            preview_video_url text NOT NULL DEFAULT '',
+            final_video_url text NOT NULL DEFAULT '',
+            thumbnail_url   text NOT NULL DEFAULT '',
+            hls_playlist_url text NOT NULL DEFAULT '',
+            provider_job_id text NOT NULL DEFAULT '',
+            result_segment_id text,
+            result_video_url text,
+            result_thumbnail_url text,
+            result_duration_seconds double precision,
+            result_bible_version integer,
+            error_code      text,
+            error_message   text,
+            error_details   text,
+            error_stage     text,
+            retry_count     integer NOT NULL DEFAULT 0,
+            max_retries     integer NOT NULL DEFAULT 3,
+            idempotency_key text NOT NULL,
+            tier            text NOT NULL,
+            dead_lettered   boolean NOT NULL DEFAULT false,
+            worker_id       text NOT NULL DEFAULT '',
+            lease_expires_at timestamptz,
+            run_at          timestamptz NOT NULL DEFAULT now(),
+            priority_key    bigint NOT NULL,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            started_at      timestamptz,
+            completed_at    timestamptz,
+            updated_at      timestamptz NOT NULL DEFAULT now(),
+            last_event_seq  bigint NOT NULL DEFAULT 1
+        );
+        -- Idempotency is decided here, not by a read-then-write.
+        CREATE UNIQUE INDEX jobs_user_idempotency ON jobs (user_id, idempotency_key);
+        -- The claim order: a partial index over the ready queue.
+        CREATE INDEX jobs_ready ON jobs (priority_key) WHERE status = 'queued';
+        CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+        CREATE INDEX jobs_user_created ON jobs (user_id, created_at DESC, id DESC);
+        CREATE INDEX jobs_created ON jobs (created_at DESC, id DESC);
+        CREATE TABLE job_events (
+            job_id          uuid NOT NULL REFERENCES jobs(id),
+            seq             bigint NOT NULL,
+            status          text NOT NULL,
+            stage           text NOT NULL,
+            progress        integer NOT NULL,
+            message         text NOT NULL,
+            dead_lettered   boolean NOT NULL DEFAULT false,
+            at              timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job_id, seq)
+        );
+        CREATE TABLE segments (
+            id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            job_id          uuid NOT NULL UNIQUE REFERENCES jobs(id),
+            scene_id        text NOT NULL REFERENCES scenes(id),
+            video_url       text NOT NULL,
+            thumbnail_url   text NOT NULL,
+            duration_seconds double precision NOT NULL,
+            script          text NOT NULL DEFAULT '',
+            created_at      timestamptz NOT NULL DEFAULT now()
+        );
+        """),
+    ]
+}

@@ -1,0 +1,173 @@
+import ReelCore
+import Logging
+import Foundation
+
+/// `JobStore` on PostgreSQL through libpq. Every method commits before it returns.
+public final class PostgresJobStore: JobStore {
+    public let pool: PGPool
+    private let logger: Logger
+
+    public init(url: String, poolSize: Int, logger: Logger) throws {
+        pool = try PGPool(url: url, size: poolSize)
+        self.logger = logger
+    }
+
+    /// Applies pending migrations in order; safe to run from several processes at once.
+    public func migrate() async throws -> [Int] {
+        try await pool.withConnection { c in
+            try c.exec(SQL.migrationsTable)
+            return try c.transaction {
+                try c.exec(SQL.migrationLock)
+                let applied = Set(try c.query(SQL.appliedVersions, []).rows.compactMap { $0[0].flatMap { Int($0) } })
+                var done: [Int] = []
+                for m in Migrations.all where !applied.contains(m.version) {
+                    try c.exec(m.sql)
+                    _ = try c.query(SQL.recordMigration, [String(m.version), m.name])
+                    done.append(m.version)
+                }
+                return done
+            }
+        }
+    }
+
+    public func createJob(_ j: NewJob) async throws -> (job: Job, created: Bool) {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let firstKey = PriorityScore(tier: j.tier, type: j.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: now)
+        let laterKey = PriorityScore(tier: j.tier, type: j.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: now)
+        let params: [String?] = [
+            j.userID, j.sceneID, j.type.name, j.inputText, String(j.config.targetDurationSeconds), j.config.quality.name,
+            j.config.model, JobRow.encodeStringMap(j.config.styleOverrides), j.idempotencyKey, j.tier.name,
+            String(j.maxRetries), String(firstKey), String(laterKey),
+        ]
+        return try await pool.withConnection { c in
+            if let row = try c.query(SQL.createJob, params).first { return (JobRow.decode(row), true) }
+            // The key was taken (perhaps a moment ago by a concurrent call): return that job.
+            guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey]).first else {
+                throw ReelError(.unavailable, "idempotency key conflict; retry")
+            }
+            return (JobRow.decode(row), false)
+        }
+    }
+
+    public func job(id: String) async throws -> Job? {
+        try await pool.withConnection { c in try c.query(SQL.jobByID, [id]).first.map(JobRow.decode) }
+    }
+
+    public func listJobs(_ f: ListJobsInput, pageSize: Int32) async throws -> JobPage {
+        var cursorID: String? = nil
+        if !f.pageToken.isEmpty {
+            guard let id = try? Validate.jobID(f.pageToken, field: "page_token") else {
+                throw ReelError.invalid("page_token", "is not a token this server issued")
+            }
+            cursorID = id
+        }
+        let cursor = cursorID
+        return try await pool.withConnection { c in
+            var cursorMicros: String? = nil
+            if let id = cursor {
+                guard let row = try c.query(SQL.listCursor, [id]).first, let v = row[0] else {
+                    throw ReelError.invalid("page_token", "is not a token this server issued")
+                }
+                cursorMicros = v
+            }
+            let rows = try c.query(SQL.listJobs, [
+                f.userID, f.sceneID, f.status == .unspecified ? "" : f.status.name, f.deadLetteredOnly ? "true" : "false",
+                cursorMicros, cursor, String(pageSize + 1),
+            ]).rows
+            var jobs = rows.prefix(Int(pageSize)).map(JobRow.decode)
+            let next = rows.count > Int(pageSize) ? (jobs.last?.id ?? "") : ""
+            if jobs.count > Int(pageSize) { jobs.removeLast() }
+            return JobPage(jobs: jobs, nextPageToken: next)
+        }
+    }
+
+    public func events(jobID: String, afterSeq: Int64) async throws -> [JobEvent] {
+        try await pool.withConnection { c in
+            try c.query(SQL.eventsAfter, [jobID, String(afterSeq)]).rows.map(JobRow.decodeEvent)
+        }
+    }
+
+    public func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent) {
+        try await pool.withConnection { c in try Self.apply(change, to: jobID, on: c) }
+    }
+
+    static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {
+        try Validate.progress(ch.progress)
+        let sources = "{" + JobStatus.sources(of: ch.status).map(\.name).joined(separator: ",") + "}"
+        let a = ch.artifacts
+        let terminal = ch.status.isTerminal(deadLettered: ch.deadLettered ?? false)
+        let params: [String?] = [
+            jobID, ch.status.name, ch.stage.name, String(ch.progress), ch.message, sources, ch.requireWorker,
+            a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
+            a?.hlsPlaylistURL, a?.providerJobID,
+            ch.result?.segmentID, ch.result?.videoURL, ch.result?.thumbnailURL,
+            ch.result.map { String($0.durationSeconds) }, ch.result.map { String($0.updatedBibleVersion) },
+            ch.error?.code, ch.error?.message, ch.error?.details, ch.error.map { $0.stage.name },
+            ch.deadLettered.map { $0 ? "true" : "false" }, ch.retryCount.map(String.init), ch.runAfterMs.map(String.init),
+            ch.status.isRunning ? "true" : "false", terminal ? "true" : "false",
+        ]
+        if let row = try c.query(SQL.applyChange, params).first { return JobRow.decodeWithEvent(row) }
+        guard let cur = try c.query(SQL.statusByID, [jobID]).first else { throw ReelError.notFound(jobID: jobID) }
+        let status = JobStatus(name: cur[0] ?? "") ?? .unspecified
+        if let w = ch.requireWorker, cur[1] != w, status.canTransition(to: ch.status) {
+            throw ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID)
+        }
+        throw ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
+    }
+
+    public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
+        try await pool.withConnection { c in
+            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs)]).rows.map(JobRow.decodeWithEvent)
+        }
+    }
+
+    public func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool {
+        try await pool.withConnection { c in
+            let running = "{" + JobStatus.allCases.filter(\.isRunning).map(\.name).joined(separator: ",") + "}"
+            _ = try c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), running])
+            return try c.query(SQL.statusByID, [jobID]).first.map { $0[1] == workerID && (JobStatus(name: $0[0] ?? "")?.isRunning ?? false) } ?? false
+        }
+    }
+
+    public func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)] {
+        try await requeue(prefix: nil, expired: true)
+    }
+
+    public func releaseLeases(workerPrefix: String) async throws -> [(job: Job, event: JobEvent)] {
+        try await requeue(prefix: workerPrefix, expired: false)
+    }
+
+    private func requeue(prefix: String?, expired: Bool) async throws -> [(job: Job, event: JobEvent)] {
+        // Lease loss is `running → queued` in the transition table.
+        let sources = "{" + JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name).joined(separator: ",") + "}"
+        return try await pool.withConnection { c in
+            try c.query(SQL.requeueLeases, [prefix, expired ? "true" : "false", expired ? "true" : "false", sources])
+                .rows.map(JobRow.decodeWithEvent)
+        }
+    }
+
+    public func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
+        async throws -> (job: Job, event: JobEvent)? {
+        try await pool.withConnection { c in
+            try c.transaction { () throws -> (job: Job, event: JobEvent)? in
+                guard let cur = try c.query(SQL.lockJob, [jobID]).first else { throw ReelError.notFound(jobID: jobID) }
+                if cur[0] == JobStatus.finalReady.name { return nil }  // finalized already: nothing changes
+                guard let seg = try c.query(SQL.insertSegment, [jobID, result.videoURL, result.thumbnailURL,
+                                                                String(durationSeconds)]).first,
+                      let segmentID = seg[0], let sceneID = seg[1] else {
+                    throw ReelError(.failedPrecondition, "job \(jobID) already has a segment", jobID: jobID)
+                }
+                let bible = try c.query(SQL.bumpScene, [sceneID, String(durationSeconds)]).first?[0].flatMap { Int32($0) } ?? 0
+                var r = result
+                r.segmentID = segmentID
+                r.durationSeconds = durationSeconds
+                r.updatedBibleVersion = bible
+                let change = StateChange(status: .finalReady, stage: .completed, progress: 100, message: "final video ready",
+                                         result: r, requireWorker: workerID)
+                return try Self.apply(change, to: jobID, on: c)
+            }
+        }
+    }
+
+    public func close() { pool.close() }
+}

@@ -1,0 +1,161 @@
+import ReelCore
+
+/// Every SQL statement Reel runs, in one place.
+enum SQL {
+    /// The job columns in the order `JobRow.decode` reads them.
+    static let jobColumns = """
+    id::text, user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
+    target_duration_seconds, quality, model, style_overrides::text,
+    expanded_script, validation_result, preview_video_url, final_video_url, thumbnail_url, hls_playlist_url, provider_job_id,
+    result_segment_id, result_video_url, result_thumbnail_url, result_duration_seconds, result_bible_version,
+    error_code, error_message, error_details, error_stage,
+    retry_count, max_retries, idempotency_key, tier, dead_lettered, worker_id,
+    (extract(epoch FROM created_at) * 1000)::int8,
+    COALESCE((extract(epoch FROM started_at) * 1000)::int8, 0),
+    COALESCE((extract(epoch FROM completed_at) * 1000)::int8, 0),
+    last_event_seq
+    """
+
+    /// The event columns in the order `JobRow.decodeEvent` reads them.
+    static let eventColumns = "job_id::text, seq, status, stage, progress, message, (extract(epoch FROM at) * 1000)::int8, dead_lettered"
+
+    static let migrationsTable = "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    static let migrationLock = "SELECT pg_advisory_xact_lock(7365726565)"
+    static let appliedVersions = "SELECT version FROM schema_migrations"
+    static let recordMigration = "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)"
+
+    /// Insert-or-nothing on (user_id, idempotency_key); event seq 1 in the same statement.
+    /// $13/$14: the priority key when this is / is not the user's first job today.
+    static let createJob = """
+    WITH scene AS (
+        INSERT INTO scenes (id) VALUES ($2) ON CONFLICT (id) DO UPDATE SET updated_at = scenes.updated_at
+        RETURNING bible_version
+    ), ins AS (
+        INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
+                          target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
+                          priority_key)
+        SELECT $1, $2, $3, 'queued', 'pending', 0, 'queued', $4, (SELECT bible_version FROM scene),
+               $5::int, $6, $7, $8::jsonb, $9, $10, $11::int,
+               CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE user_id = $1 AND created_at >= date_trunc('day', now()))
+                    THEN $13::int8 ELSE $12::int8 END
+        ON CONFLICT (user_id, idempotency_key) DO NOTHING
+        RETURNING *
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
+        SELECT id, 1, status, stage, progress, message, created_at FROM ins
+    )
+    SELECT \(jobColumns) FROM ins
+    """
+
+    static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2"
+    static let jobByID = "SELECT \(jobColumns) FROM jobs WHERE id = $1::uuid"
+    static let statusByID = "SELECT status, worker_id FROM jobs WHERE id = $1::uuid"
+
+    /// Newest first; keyset pagination on (created_at, id). Empty filters match everything.
+    static let listJobs = """
+    SELECT \(jobColumns) FROM jobs
+    WHERE ($1 = '' OR user_id = $1) AND ($2 = '' OR scene_id = $2) AND ($3 = '' OR status = $3)
+      AND (NOT $4::bool OR dead_lettered)
+      AND ($5::int8 IS NULL OR (created_at, id) < (to_timestamp($5::int8 / 1000000.0), $6::uuid))
+    ORDER BY created_at DESC, id DESC
+    LIMIT $7::int
+    """
+    static let listCursor = "SELECT (extract(epoch FROM created_at) * 1000000)::int8 FROM jobs WHERE id = $1::uuid"
+
+    static let eventsAfter = "SELECT \(eventColumns) FROM job_events WHERE job_id = $1::uuid AND seq > $2::int8 ORDER BY seq"
+
+    /// A state change and its event in one statement. Conditions: the current status is one
+    /// the transition table allows ($6), and the caller still holds the lease when it says so ($7).
+    static let applyChange = """
+    WITH u AS (
+        UPDATE jobs SET
+            status = $2, stage = $3, progress = $4::int, message = $5,
+            expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
+            preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
+            thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
+            provider_job_id = COALESCE($14, provider_job_id),
+            result_segment_id = COALESCE($15, result_segment_id), result_video_url = COALESCE($16, result_video_url),
+            result_thumbnail_url = COALESCE($17, result_thumbnail_url),
+            result_duration_seconds = COALESCE($18::float8, result_duration_seconds),
+            result_bible_version = COALESCE($19::int, result_bible_version),
+            error_code = CASE WHEN $20::text IS NULL THEN error_code ELSE NULLIF($20, '') END,
+            error_message = CASE WHEN $20::text IS NULL THEN error_message ELSE NULLIF($21, '') END,
+            error_details = CASE WHEN $20::text IS NULL THEN error_details ELSE NULLIF($22, '') END,
+            error_stage = CASE WHEN $20::text IS NULL THEN error_stage ELSE NULLIF($23, '') END,
+            dead_lettered = COALESCE($24::bool, dead_lettered),
+            retry_count = COALESCE($25::int, retry_count),
+            run_at = CASE WHEN $2 = 'queued' THEN now() + make_interval(secs => COALESCE($26::int8, 0) / 1000.0) ELSE run_at END,
+            lease_expires_at = CASE WHEN $27::bool THEN lease_expires_at ELSE NULL END,
+            completed_at = CASE WHEN $28::bool THEN now() ELSE NULL END,
+            last_event_seq = last_event_seq + 1,
+            updated_at = now()
+        WHERE id = $1::uuid AND status = ANY($6::text[]) AND ($7::text IS NULL OR worker_id = $7)
+        RETURNING *
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+    )
+    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
+    """
+
+    /// Claims ready jobs in priority order; SKIP LOCKED lets several claimers (and processes) share the queue.
+    static let claim = """
+    WITH c AS (
+        SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
+        ORDER BY priority_key LIMIT $2::int FOR UPDATE SKIP LOCKED
+    ), u AS (
+        UPDATE jobs j SET status = 'processing', stage = 'script_expansion',
+            message = 'claimed by ' || $1 || CASE WHEN j.retry_count > 0 THEN ' (attempt ' || (j.retry_count + 1) || ')' ELSE '' END,
+            worker_id = $1, lease_expires_at = now() + make_interval(secs => $3::int8 / 1000.0),
+            started_at = COALESCE(j.started_at, now()), last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM c WHERE j.id = c.id
+        RETURNING j.*
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+    )
+    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u ORDER BY priority_key
+    """
+
+    static let renewLease = """
+    UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3::int8 / 1000.0)
+    WHERE id = $1::uuid AND worker_id = $2 AND status = ANY($4::text[])
+    """
+
+    /// Running jobs whose lease has run out ($2 = true), or that this worker hands back ($1 prefix):
+    /// back to the queue, the attempt counted ($3) or not.
+    static let requeueLeases = """
+    WITH x AS (
+        SELECT id FROM jobs
+        WHERE status = ANY($4::text[])
+          AND (($2::bool AND lease_expires_at < now()) OR ($1::text IS NOT NULL AND worker_id LIKE $1 || '%'))
+        ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED
+    ), u AS (
+        UPDATE jobs j SET status = 'queued', stage = 'pending',
+            message = CASE WHEN $3::bool THEN 'lease of ' || j.worker_id || ' expired; requeued'
+                           ELSE 'handed back by ' || j.worker_id || ' at shutdown; requeued' END,
+            retry_count = j.retry_count + CASE WHEN $3::bool THEN 1 ELSE 0 END,
+            lease_expires_at = NULL, run_at = now(), last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM x WHERE j.id = x.id
+        RETURNING j.*
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+    )
+    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
+    """
+
+    static let insertSegment = """
+    INSERT INTO segments (job_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
+    SELECT id, scene_id, $2, $3, $4::float8, expanded_script FROM jobs WHERE id = $1::uuid
+    ON CONFLICT (job_id) DO NOTHING
+    RETURNING id::text, scene_id
+    """
+    static let bumpScene = """
+    UPDATE scenes SET segment_count = segment_count + 1, total_duration_seconds = total_duration_seconds + $2::float8,
+        bible_version = bible_version + 1, updated_at = now()
+    WHERE id = $1 RETURNING bible_version
+    """
+    static let lockJob = "SELECT status FROM jobs WHERE id = $1::uuid FOR UPDATE"
+    static let segmentCount = "SELECT count(*) FROM segments WHERE job_id = $1::uuid"
+}

@@ -1,0 +1,168 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ReelCore
+import ReelHTTP2
+import ReelPipeline
+import ReelScheduler
+import ReelService
+import ReelStore
+
+/// reeld: the Reel server (DESIGN §8). Flags also read REEL_* environment variables.
+@main
+struct Reeld: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reeld", abstract: "Reel: a durable job service for AI video generation (gRPC over HTTP/2).")
+
+    @Option(help: "Address for gRPC (h2c). Env: REEL_LISTEN.")
+    var listen: String = env("REEL_LISTEN") ?? "127.0.0.1:50051"
+
+    @Option(help: "PostgreSQL URL. Env: REEL_DATABASE_URL.")
+    var databaseURL: String? = env("REEL_DATABASE_URL")
+
+    @Option(help: "Address for Prometheus /metrics over HTTP/1.1. Env: REEL_METRICS_LISTEN.")
+    var metricsListen: String? = env("REEL_METRICS_LISTEN")
+
+    @Option(help: "Video provider: simulated | http. Env: REEL_PROVIDER.")
+    var provider: String = env("REEL_PROVIDER") ?? "simulated"
+
+    @Option(help: "Provider base URL for --provider http. Env: REEL_PROVIDER_URL.")
+    var providerURL: String? = env("REEL_PROVIDER_URL")
+
+    @Option(help: "In-process worker slots. Env: REEL_WORKERS.")
+    var workers: Int = Int(env("REEL_WORKERS") ?? "") ?? 8
+
+    @Option(help: "Milliseconds each simulated stage takes (0: no-op jobs). Env: REEL_SIM_STAGE_MS.")
+    var simStageMs: Int = Int(env("REEL_SIM_STAGE_MS") ?? "") ?? 500
+
+    @Option(help: "Lease length in seconds; a job whose worker stops renewing is requeued after it. Env: REEL_LEASE_SECONDS.")
+    var leaseSeconds: Double = Double(env("REEL_LEASE_SECONDS") ?? "") ?? 30
+
+    @Option(help: "Base retry backoff in milliseconds (doubles per attempt). Env: REEL_RETRY_BASE_MS.")
+    var retryBaseMs: Int = Int(env("REEL_RETRY_BASE_MS") ?? "") ?? 5000
+
+    @Option(help: "Event-loop threads (default: one per core). Env: REEL_LOOPS.")
+    var loops: Int = Int(env("REEL_LOOPS") ?? "") ?? ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Database connections. Env: REEL_DB_POOL.")
+    var dbPool: Int = Int(env("REEL_DB_POOL") ?? "") ?? 16
+
+    @Option(help: "Close connections idle (no open stream) this many seconds. Env: REEL_IDLE_TIMEOUT.")
+    var idleTimeout: Int = Int(env("REEL_IDLE_TIMEOUT") ?? "") ?? 300
+
+    @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
+    var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        var logger = Logger(label: "reeld")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+        guard let databaseURL, !databaseURL.isEmpty else {
+            fail("no database: pass --database-url or set REEL_DATABASE_URL")
+        }
+        guard provider == "simulated" else {
+            fail("provider '\(provider)' is not available in this build; use --provider simulated")
+        }
+        let (host, port) = try parseAddress(listen)
+        if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "5", 1) }
+
+        let store: PostgresJobStore
+        do {
+            store = try PostgresJobStore(url: databaseURL, poolSize: max(2, dbPool), logger: logger)
+            let applied = try await store.migrate()
+            if !applied.isEmpty { logger.info("applied migrations \(applied)") }
+        } catch {
+            fail("cannot use database \(redact(databaseURL)): \(error)")
+        }
+
+        let hub = JobEventHub()
+        let health = HealthState()
+        let workerID = "reeld-\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
+        let pipeline = Pipeline(
+            store: store, provider: SimulatedProvider(),
+            config: .init(stageDelay: .milliseconds(simStageMs), retry: RetryPolicy(baseMs: Int64(retryBaseMs))),
+            workerID: workerID, logger: logger, publish: { hub.publish($0) })
+        let scheduler = Scheduler(
+            store: store, hub: hub,
+            config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
+            logger: logger, runner: { await pipeline.run($0) })
+        let service = JobService(store: store, hub: hub, scheduler: scheduler, logger: logger)
+
+        var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
+        config.idleTimeout = .seconds(idleTimeout)
+        let server: GRPCServer
+        do {
+            server = try GRPCServer(config: config, router: service.routes(health: health), logger: logger)
+        } catch {
+            fail("\(error)")
+        }
+        server.start()
+        if workers > 0 { await scheduler.start() }
+        health.set(HealthState.serving)
+        logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops))")
+
+        await waitForTerminationSignal()
+        logger.info("shutting down: GOAWAY, handing back in-flight work")
+        health.set(HealthState.notServing)
+        await server.shutdown(grace: .seconds(10))
+        await scheduler.shutdown()
+        store.close()
+        logger.info("stopped")
+    }
+}
+
+private func env(_ name: String) -> String? {
+    guard let v = getenv(name) else { return nil }
+    let s = String(cString: v)
+    return s.isEmpty ? nil : s
+}
+
+private func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("reeld: \(message)\n".utf8))
+    exit(1)
+}
+
+private func redact(_ url: String) -> String {
+    // postgresql://user:secret@host → postgresql://user:***@host
+    guard let at = url.firstIndex(of: "@"), let scheme = url.range(of: "://"),
+          let colon = url[scheme.upperBound..<at].firstIndex(of: ":") else { return url }
+    return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+}
+
+func parseAddress(_ s: String) throws -> (String, Int) {
+    guard let i = s.lastIndex(of: ":"), let port = Int(s[s.index(after: i)...]), (0...65535).contains(port) else {
+        throw ValidationError("address '\(s)' must be HOST:PORT")
+    }
+    var host = String(s[..<i])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return (host.isEmpty ? "0.0.0.0" : host, port)
+}
+
+/// Suspends until SIGTERM or SIGINT.
+func waitForTerminationSignal() async {
+    signal(SIGTERM, SIG_IGN)
+    signal(SIGINT, SIG_IGN)
+    signal(SIGPIPE, SIG_IGN)
+    await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+        let once = OnceFlag()
+        let queue = DispatchQueue(label: "reel.signals")
+        for sig in [SIGTERM, SIGINT] {
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            src.setEventHandler { if once.take() { cont.resume() } }
+            src.resume()
+            SignalSources.keep(src)
+        }
+    }
+}
+
+final class OnceFlag: @unchecked Sendable {
+    // Safety: only touched on the serial signal queue.
+    private var done = false
+    func take() -> Bool { if done { return false }; done = true; return true }
+}
+
+enum SignalSources {
+    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
+    static func keep(_ s: any DispatchSourceSignal) { sources.append(s) }
+}
