@@ -1,0 +1,187 @@
+import Testing
+import Foundation
+import Logging
+import ReelCore
+@testable import ReelStore
+
+/// Integration tests against the real PostgreSQL that `scripts/test` starts
+/// (REEL_TEST_DATABASE_URL). Each test gets a database of its own.
+let baseURL = ProcessInfo.processInfo.environment["REEL_TEST_DATABASE_URL"]
+
+func freshStore() async throws -> PostgresJobStore {
+    let base = try #require(baseURL, "REEL_TEST_DATABASE_URL must point at a test PostgreSQL")
+    let name = "reel_swift_\(UInt64.random(in: 0..<UInt64.max))"
+    let admin = try PGPool(url: base, size: 1)
+    defer { admin.close() }
+    try await admin.withConnection { c in _ = try c.exec("CREATE DATABASE \(name)") }
+    let url = String(base[..<base.lastIndex(of: "/")!]) + "/" + name
+    let store = try PostgresJobStore(url: url, poolSize: 8, logger: Logger(label: "test"))
+    #expect(try await store.migrate() == [1])
+    #expect(try await store.migrate() == [], "migrations apply once")
+    return store
+}
+
+func newJob(user: String = "u1", scene: String = "s1", text: String = "text", key: String = "",
+            type: JobType = .continuation, tier: Tier = .standard) throws -> NewJob {
+    try CreateJobInput(userID: user, sceneID: scene, type: type, inputText: text, idempotencyKey: key, tier: tier).validated()
+}
+
+func count(_ store: PostgresJobStore, _ sql: String) async throws -> Int {
+    try await store.pool.withConnection { c in Int(try c.exec(sql).first?[0] ?? "0") ?? -1 }
+}
+
+@Suite(.enabled(if: baseURL != nil, "needs REEL_TEST_DATABASE_URL"), .serialized)
+struct PostgresJobStoreTests {
+    @Test func createStoresJobAndFirstEvent() async throws {
+        let store = try await freshStore()
+        let (job, created) = try await store.createJob(newJob())
+        #expect(created)
+        #expect(job.status == .queued && job.stage == .pending && job.lastEventSeq == 1)
+        #expect(job.maxRetries == 3 && job.bibleVersion == 1)
+        let events = try await store.events(jobID: job.id, afterSeq: 0)
+        #expect(events.map(\.seq) == [1])
+        #expect(events.first?.status == .queued)
+        #expect(try await store.job(id: job.id) == job)
+    }
+
+    @Test func concurrentCreatesWithOneKeyMakeOneJob() async throws {
+        let store = try await freshStore()
+        let ids = try await withThrowingTaskGroup(of: (String, Bool).self) { g in
+            for _ in 0..<20 { g.addTask { let r = try await store.createJob(try newJob(key: "same")); return (r.job.id, r.created) } }
+            return try await g.reduce(into: [(String, Bool)]()) { $0.append($1) }
+        }
+        #expect(Set(ids.map(\.0)).count == 1)
+        #expect(ids.filter(\.1).count == 1, "exactly one call created it")
+        #expect(try await count(store, "SELECT count(*) FROM jobs") == 1)
+        #expect(try await count(store, "SELECT count(*) FROM job_events") == 1)
+        let other = try await store.createJob(newJob(user: "u2", key: "same"))
+        #expect(other.created, "keys are per user")
+    }
+
+    @Test func invalidTransitionChangesNothing() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        await #expect(throws: ReelError.self) {
+            _ = try await store.apply(StateChange(status: .finalReady, stage: .completed, progress: 100, message: "x"), to: job.id)
+        }
+        await #expect(throws: ReelError.self) {
+            _ = try await store.apply(StateChange(status: .processing, stage: .upload, progress: 101, message: "x"), to: job.id)
+        }
+        #expect(try await store.job(id: job.id) == job)
+        #expect(try await store.events(jobID: job.id, afterSeq: 0).count == 1)
+        do {
+            _ = try await store.apply(StateChange(status: .queued, stage: .pending, progress: 0, message: "x"),
+                                      to: "00000000-0000-0000-0000-000000000000")
+            Issue.record("expected notFound")
+        } catch let e as ReelError {
+            #expect(e.code == .notFound)
+        }
+    }
+
+    @Test func everyChangeWritesTheNextEvent() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        let (claimed, e2) = try await store.claim(workerID: "w", limit: 10, leaseMs: 60_000).first!
+        #expect(claimed.id == job.id && claimed.status == .processing && e2.seq == 2 && claimed.workerID == "w")
+        let (j3, e3) = try await store.apply(StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25,
+                                                         message: "ok", requireWorker: "w"), to: job.id)
+        #expect(e3.seq == 3 && j3.lastEventSeq == 3 && j3.progress == 25)
+        await #expect(throws: ReelError.self, "another worker cannot write") {
+            _ = try await store.apply(StateChange(status: .continuityChecked, stage: .continuityValidation, progress: 35,
+                                                  message: "x", requireWorker: "intruder"), to: job.id)
+        }
+        let stored = try await store.events(jobID: job.id, afterSeq: 1)
+        #expect(stored.map(\.seq) == [2, 3])
+        #expect(try await store.events(jobID: job.id, afterSeq: 3).isEmpty)
+    }
+
+    @Test func claimFollowsPriorityAndNeverHandsAJobOutTwice() async throws {
+        let store = try await freshStore()
+        // u1's first job today gets the bonus; later ones don't.
+        let a = try await store.createJob(newJob(user: "u1", text: "a")).job
+        let b = try await store.createJob(newJob(user: "u1", text: "b")).job
+        let c = try await store.createJob(newJob(user: "u1", text: "c", type: .sceneCreation)).job
+        let d = try await store.createJob(newJob(user: "u1", text: "d", tier: .premium)).job
+        let order = try await store.claim(workerID: "w", limit: 10, leaseMs: 60_000).map(\.job.id)
+        #expect(order == [d.id, c.id, a.id, b.id])
+
+        for i in 0..<40 { _ = try await store.createJob(newJob(user: "bulk", text: "t\(i)")) }
+        let claims = try await withThrowingTaskGroup(of: [String].self) { g in
+            for w in 0..<8 { g.addTask { try await store.claim(workerID: "w\(w)", limit: 7, leaseMs: 60_000).map(\.job.id) } }
+            return try await g.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(claims.count == 40)
+        #expect(Set(claims).count == 40, "no job claimed twice")
+    }
+
+    @Test func expiredLeaseIsRequeuedWithTheAttemptCounted() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await store.renewLease(jobID: job.id, workerID: "other", leaseMs: 1000) == false)
+        let requeued = try await store.requeueExpiredLeases()
+        #expect(requeued.map(\.job.id) == [job.id])
+        let j = try await store.job(id: job.id)!
+        #expect(j.status == .queued && j.retryCount == 1)
+        #expect(try await store.requeueExpiredLeases().isEmpty)
+        // Handing back at shutdown does not count an attempt.
+        _ = try await store.claim(workerID: "reeld-1-w", limit: 1, leaseMs: 60_000)
+        #expect(try await store.renewLease(jobID: job.id, workerID: "reeld-1-w", leaseMs: 60_000))
+        #expect(try await store.releaseLeases(workerPrefix: "reeld-1").count == 1)
+        #expect(try await store.job(id: job.id)!.retryCount == 1)
+    }
+
+    @Test func finalizeIsIdempotent() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000)
+        for (s, st, p) in [(JobStatus.scriptReady, Stage.scriptExpansion, Int32(25)), (.continuityChecked, .continuityValidation, 35),
+                           (.previewReady, .videoGeneration, 85)] {
+            _ = try await store.apply(StateChange(status: s, stage: st, progress: p, message: "m", requireWorker: "w"), to: job.id)
+        }
+        let r = JobResult(videoURL: "v.mp4", thumbnailURL: "t.jpg")
+        let first = try await store.finalize(jobID: job.id, workerID: "w", result: r, durationSeconds: 5)
+        #expect(first?.job.status == .finalReady && first?.job.progress == 100)
+        #expect(first?.job.result?.segmentID.isEmpty == false)
+        #expect(first?.job.result?.updatedBibleVersion == 2)
+        #expect(first?.job.completedAtUnixMs ?? 0 > 0)
+        #expect(try await store.finalize(jobID: job.id, workerID: "w", result: r, durationSeconds: 5) == nil)
+        #expect(try await count(store, "SELECT count(*) FROM segments") == 1)
+        #expect(try await count(store, "SELECT segment_count FROM scenes WHERE id = 's1'") == 1)
+    }
+
+    @Test func listIsNewestFirstAndPagesCoverEverythingOnce() async throws {
+        let store = try await freshStore()
+        var ids: [String] = []
+        for i in 0..<7 { ids.append(try await store.createJob(newJob(user: "lister", text: "t\(i)")).job.id) }
+        _ = try await store.createJob(newJob(user: "someone-else"))
+        var seen: [Job] = []
+        var token = ""
+        repeat {
+            let page = try await store.listJobs(ListJobsInput(userID: "lister", pageToken: token), pageSize: 3)
+            #expect(page.jobs.count <= 3)
+            seen += page.jobs
+            token = page.nextPageToken
+        } while !token.isEmpty
+        #expect(seen.map(\.id).sorted() == ids.sorted())
+        #expect(zip(seen, seen.dropFirst()).allSatisfy { $0.createdAtUnixMs >= $1.createdAtUnixMs })
+        let queued = try await store.listJobs(ListJobsInput(status: .queued), pageSize: 50)
+        #expect(queued.jobs.count == 8)
+        #expect(try await store.listJobs(ListJobsInput(deadLetteredOnly: true), pageSize: 50).jobs.isEmpty)
+        await #expect(throws: ReelError.self) {
+            _ = try await store.listJobs(ListJobsInput(pageToken: "garbage"), pageSize: 5)
+        }
+    }
+
+    @Test func cancelIsTerminal() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        let (c, e) = try await store.apply(StateChange(status: .cancelled, stage: .pending, progress: 0, message: "cancelled"), to: job.id)
+        #expect(c.status == .cancelled && e.seq == 2 && c.completedAtUnixMs > 0)
+        #expect(try await store.claim(workerID: "w", limit: 5, leaseMs: 1000).isEmpty)
+        await #expect(throws: ReelError.self) {
+            _ = try await store.apply(StateChange(status: .queued, stage: .pending, progress: 0, message: "x"), to: job.id)
+        }
+    }
+}
