@@ -22,14 +22,13 @@ final class HTTP2Connection: LoopHandler {
     private var goingAway = false
     var lastActivity = ContinuousClock.now
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
-    private var selfRef: LoopBound<HTTP2Connection>!
+    private var wantsWritable = false
 
     init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext) {
         self.context = context
         self.fd = fd
         self.loop = loop
         self.server = server
-        selfRef = LoopBound(self, loop: loop)
         var cbs: OpaquePointer?
         nghttp2_session_callbacks_new(&cbs)
         defer { nghttp2_session_callbacks_del(cbs) }
@@ -125,7 +124,10 @@ final class HTTP2Connection: LoopHandler {
                 if outOffset == out.count { out.removeAll(keepingCapacity: out.capacity <= 256 * 1024); outOffset = 0 }
             } else if w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 writeBlocked = true
-                loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
+                if !wantsWritable {
+                    wantsWritable = true
+                    loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
+                }
                 return
             } else if w < 0 && errno == EINTR {
                 continue
@@ -133,7 +135,10 @@ final class HTTP2Connection: LoopHandler {
                 close(); return
             }
         }
-        loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
+        if wantsWritable {
+            wantsWritable = false
+            loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
+        }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             close()
         }
@@ -258,7 +263,7 @@ final class HTTP2Connection: LoopHandler {
             return fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
         }
         let call = GRPCCall(path: s.path, request: s.messages[0], metadata: s.metadata, deadline: s.deadline,
-                            sink: StreamSink(connection: selfRef, streamID: s.id))
+                            sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id))
         s.messages = []
         let sink = call.sink
         server.callStarted()
