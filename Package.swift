@@ -53,7 +53,13 @@ let package = Package(
 
         .testTarget(name: "ReelCoreTests", dependencies: ["ReelCore"]),
         .testTarget(name: "ReelWireTests", dependencies: ["ReelWire", "ReelCore"]),
-        .testTarget(name: "ReelStoreTests", dependencies: ["ReelStore", "ReelCore"]),
+        .target(name: "ReelTestSupport", dependencies: ["ReelStore", .product(name: "Logging", package: "swift-log")],
+                path: "Tests/ReelTestSupport"),
+        .testTarget(name: "ReelStoreTests", dependencies: ["ReelStore", "ReelCore", "ReelTestSupport"]),
+        .testTarget(name: "ReelSchedulerTests", dependencies: [
+            "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

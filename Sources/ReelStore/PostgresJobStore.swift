@@ -171,3 +171,26 @@ public final class PostgresJobStore: JobStore {
 
     public func close() { pool.close() }
 }
+
+extension PostgresJobStore {
+    /// Creates database `name` on the server `adminURL` points at and returns its URL
+    /// (used by tests and tools that want a database of their own).
+    public static func createDatabase(adminURL: String, name: String) async throws -> String {
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }), !name.isEmpty else {
+            throw ReelError.invalid("name", "database names here are [A-Za-z0-9_]+")
+        }
+        let admin = try PGPool(url: adminURL, size: 1)
+        defer { admin.close() }
+        try await admin.withConnection { c in _ = try c.exec("CREATE DATABASE \(name)") }
+        guard let slash = adminURL.lastIndex(of: "/"), adminURL[..<slash].hasSuffix("/") == false else {
+            throw ReelError.invalid("url", "expected postgresql://…/DBNAME")
+        }
+        let query = adminURL[slash...].firstIndex(of: "?").map { String(adminURL[$0...]) } ?? ""
+        return String(adminURL[..<slash]) + "/" + name + query
+    }
+
+    /// One number from a scalar query: for tests and diagnostics.
+    public func scalar(_ sql: String) async throws -> Int {
+        try await pool.withConnection { c in Int(try c.exec(sql).first?[0] ?? "") ?? -1 }
+    }
+}

@@ -3,20 +3,14 @@ import Foundation
 import Logging
 import ReelCore
 @testable import ReelStore
+import ReelTestSupport
 
 /// Integration tests against the real PostgreSQL that `scripts/test` starts
 /// (REEL_TEST_DATABASE_URL). Each test gets a database of its own.
-let baseURL = ProcessInfo.processInfo.environment["REEL_TEST_DATABASE_URL"]
+let baseURL = TestDatabase.baseURL
 
 func freshStore() async throws -> PostgresJobStore {
-    let base = try #require(baseURL, "REEL_TEST_DATABASE_URL must point at a test PostgreSQL")
-    let name = "reel_swift_\(UInt64.random(in: 0..<UInt64.max))"
-    let admin = try PGPool(url: base, size: 1)
-    defer { admin.close() }
-    try await admin.withConnection { c in _ = try c.exec("CREATE DATABASE \(name)") }
-    let url = String(base[..<base.lastIndex(of: "/")!]) + "/" + name
-    let store = try PostgresJobStore(url: url, poolSize: 8, logger: Logger(label: "test"))
-    #expect(try await store.migrate() == [1])
+    let store = try await TestDatabase.freshStore()
     #expect(try await store.migrate() == [], "migrations apply once")
     return store
 }
@@ -26,9 +20,7 @@ func newJob(user: String = "u1", scene: String = "s1", text: String = "text", ke
     try CreateJobInput(userID: user, sceneID: scene, type: type, inputText: text, idempotencyKey: key, tier: tier).validated()
 }
 
-func count(_ store: PostgresJobStore, _ sql: String) async throws -> Int {
-    try await store.pool.withConnection { c in Int(try c.exec(sql).first?[0] ?? "0") ?? -1 }
-}
+func count(_ store: PostgresJobStore, _ sql: String) async throws -> Int { try await store.scalar(sql) }
 
 @Suite(.enabled(if: baseURL != nil, "needs REEL_TEST_DATABASE_URL"), .serialized)
 struct PostgresJobStoreTests {
