@@ -1,0 +1,175 @@
+import Foundation
+import ReelCore
+
+/// How jobs, pages and events look on stdout: aligned `key: value` lines for people,
+/// snake_case JSON (the proto field names, enum values in lowercase) for programs.
+enum JobFormatting {
+    // MARK: JSON
+
+    static func json(_ job: Job) -> JSONValue {
+        let c = job.config
+        let a = job.artifacts
+        return .object([
+            ("id", .string(job.id)),
+            ("user_id", .string(job.userID)),
+            ("scene_id", .string(job.sceneID)),
+            ("type", .string(job.type.name)),
+            ("status", .string(job.status.name)),
+            ("stage", .string(job.stage.name)),
+            ("progress", .int(Int64(job.progress))),
+            ("message", .string(job.message)),
+            ("input_text", .string(job.inputText)),
+            ("bible_version", .int(Int64(job.bibleVersion))),
+            ("config", .object([
+                ("target_duration_seconds", .int(Int64(c.targetDurationSeconds))),
+                ("quality", .string(c.quality.name)),
+                ("model", .string(c.model)),
+                ("style_overrides", .object(c.styleOverrides.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+            ])),
+            ("artifacts", .object([
+                ("expanded_script", .string(a.expandedScript)),
+                ("validation_result", .string(a.validationResult)),
+                ("preview_video_url", .string(a.previewVideoURL)),
+                ("final_video_url", .string(a.finalVideoURL)),
+                ("thumbnail_url", .string(a.thumbnailURL)),
+                ("hls_playlist_url", .string(a.hlsPlaylistURL)),
+                ("provider_job_id", .string(a.providerJobID)),
+            ])),
+            ("result", job.result.map { r in .object([
+                ("segment_id", .string(r.segmentID)),
+                ("video_url", .string(r.videoURL)),
+                ("thumbnail_url", .string(r.thumbnailURL)),
+                ("duration_seconds", .double(r.durationSeconds)),
+                ("updated_bible_version", .int(Int64(r.updatedBibleVersion))),
+            ]) } ?? .null),
+            ("error", job.error.map { e in .object([
+                ("code", .string(e.code)),
+                ("message", .string(e.message)),
+                ("details", .string(e.details)),
+                ("stage", .string(e.stage.name)),
+            ]) } ?? .null),
+            ("retry_count", .int(Int64(job.retryCount))),
+            ("max_retries", .int(Int64(job.maxRetries))),
+            ("idempotency_key", .string(job.idempotencyKey)),
+            ("tier", .string(job.tier.name)),
+            ("dead_lettered", .bool(job.deadLettered)),
+            ("worker_id", .string(job.workerID)),
+            ("created_at_unix_ms", .int(job.createdAtUnixMs)),
+            ("started_at_unix_ms", .int(job.startedAtUnixMs)),
+            ("completed_at_unix_ms", .int(job.completedAtUnixMs)),
+            ("last_event_seq", .int(job.lastEventSeq)),
+        ])
+    }
+
+    static func json(_ page: JobPage) -> JSONValue {
+        .object([("jobs", .array(page.jobs.map(json))), ("next_page_token", .string(page.nextPageToken))])
+    }
+
+    /// One watch event; `snapshot` (the whole job) only on the event that carries it.
+    static func json(_ event: JobEvent) -> JSONValue {
+        var fields: [(String, JSONValue)] = [
+            ("job_id", .string(event.jobID)),
+            ("seq", .int(event.seq)),
+            ("status", .string(event.status.name)),
+            ("stage", .string(event.stage.name)),
+            ("progress", .int(Int64(event.progress))),
+            ("message", .string(event.message)),
+            ("at_unix_ms", .int(event.atUnixMs)),
+            ("dead_lettered", .bool(event.deadLettered)),
+        ]
+        if let snapshot = event.snapshot { fields.append(("snapshot", json(snapshot))) }
+        return .object(fields)
+    }
+
+    // MARK: Text
+
+    static func text(_ job: Job) -> String {
+        var rows: [(String, String)] = [
+            ("id", job.id),
+            ("user", job.userID),
+            ("scene", job.sceneID),
+            ("type", job.type.name),
+            ("tier", job.tier.name),
+            ("status", job.status.name + (job.deadLettered ? " (dead-lettered)" : "")),
+            ("stage", job.stage.name),
+            ("progress", "\(job.progress)%"),
+            ("message", job.message),
+            ("retries", "\(job.retryCount) of \(job.maxRetries)"),
+            ("text", oneLine(job.inputText, limit: 72)),
+            ("idempotency key", job.idempotencyKey),
+            ("created", time(job.createdAtUnixMs)),
+        ]
+        if job.startedAtUnixMs > 0 { rows.append(("started", time(job.startedAtUnixMs))) }
+        if job.completedAtUnixMs > 0 { rows.append(("completed", time(job.completedAtUnixMs))) }
+        if !job.workerID.isEmpty { rows.append(("worker", job.workerID)) }
+        if job.config.targetDurationSeconds > 0 || job.config.quality != .unspecified || !job.config.model.isEmpty {
+            var parts: [String] = []
+            if job.config.targetDurationSeconds > 0 { parts.append("\(job.config.targetDurationSeconds)s") }
+            if job.config.quality != .unspecified { parts.append(job.config.quality.name) }
+            if !job.config.model.isEmpty { parts.append("model \(job.config.model)") }
+            rows.append(("config", parts.joined(separator: ", ")))
+        }
+        if let r = job.result {
+            rows.append(("result url", r.videoURL))
+            if !r.thumbnailURL.isEmpty { rows.append(("thumbnail", r.thumbnailURL)) }
+            if r.durationSeconds > 0 { rows.append(("duration", "\(r.durationSeconds)s")) }
+            if !r.segmentID.isEmpty { rows.append(("segment", r.segmentID)) }
+        } else if !job.artifacts.finalVideoURL.isEmpty {
+            rows.append(("result url", job.artifacts.finalVideoURL))
+        }
+        if !job.artifacts.previewVideoURL.isEmpty { rows.append(("preview url", job.artifacts.previewVideoURL)) }
+        if let e = job.error {
+            rows.append(("error", "\(e.code): \(e.message)" + (e.stage == .unspecified ? "" : " (at \(e.stage.name))")))
+        }
+        rows.append(("last event", "\(job.lastEventSeq)"))
+        return aligned(rows)
+    }
+
+    static func text(_ page: JobPage) -> String {
+        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED"])]
+        for j in page.jobs {
+            lines.append(row([
+                j.id, j.status.name + (j.deadLettered ? "*" : ""), j.stage.name, "\(j.progress)%",
+                j.type.name, j.userID, j.sceneID, time(j.createdAtUnixMs),
+            ]))
+        }
+        if page.jobs.isEmpty { lines.append("(no jobs)") }
+        if page.jobs.contains(where: \.deadLettered) { lines.append("* dead-lettered") }
+        if !page.nextPageToken.isEmpty { lines.append("next page: --page-token \(page.nextPageToken)") }
+        return lines.joined(separator: "\n")
+    }
+
+    // MARK: Helpers
+
+    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 0]
+
+    private static func row(_ cells: [String]) -> String {
+        var out = ""
+        for (i, cell) in cells.enumerated() {
+            let width = columnWidths[i]
+            out += cell
+            if i < cells.count - 1 { out += String(repeating: " ", count: max(1, width - cell.count + 1)) }
+        }
+        return out
+    }
+
+    static func aligned(_ rows: [(String, String)]) -> String {
+        let width = rows.map { $0.0.count }.max() ?? 0
+        return rows.map { key, value in
+            key + ":" + String(repeating: " ", count: width - key.count + 1) + value
+        }.joined(separator: "\n")
+    }
+
+    static func time(_ unixMs: Int64) -> String {
+        guard unixMs > 0 else { return "-" }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(unixMs) / 1000))
+    }
+
+    /// Newlines flattened and long text cut with an ellipsis, for one-line displays.
+    static func oneLine(_ s: String, limit: Int) -> String {
+        let flat = s.split(whereSeparator: \.isNewline).joined(separator: " ")
+        return flat.count <= limit ? flat : String(flat.prefix(limit - 1)) + "…"
+    }
+}
