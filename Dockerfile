@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # Reel: reeld (server), reelctl (CLI), reel-bench (load generator).
 #   docker build -t reel .
-#   docker run --rm -p 50051:50051 reel \
-#     --listen 0.0.0.0:50051 --database-url postgresql://USER@HOST:5432/reel --provider simulated
+#   docker run --rm -p 50051:50051 -p 9464:9464 reel \
+#     --database-url postgresql://USER@HOST:5432/reel   (or -e REEL_DATABASE_URL=...)
 
 # ---- build ----
 FROM swift:6.0-bookworm AS build
@@ -26,7 +26,7 @@ FROM debian:bookworm-slim
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
-      libnghttp2-14 libpq5 libcurl4 libprotobuf-c1 ca-certificates tzdata \
+      libnghttp2-14 libpq5 libcurl4 libprotobuf-c1 libstdc++6 ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin reel
 COPY --from=build /out/ /usr/local/bin/

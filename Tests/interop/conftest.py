@@ -23,6 +23,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -33,6 +34,15 @@ import pytest
 import reel_interop as ri
 
 TEST_TIMEOUT = float(os.environ.get("REEL_INTEROP_TEST_TIMEOUT", "180"))
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# SIGTERM (from ./scripts/test's trap, or CI) stops the run like Ctrl-C does: fixtures tear
+# down, so no reeld outlives the suite.
+signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 # --------------------------------------------------------------------------- environment
@@ -167,6 +177,6 @@ def pytest_runtest_makereport(item, call):
     marks = getattr(item, "_reel_log_marks", {})
     for s in ri.ALL_SERVERS:
         since = marks.get(id(s), 0)
-        if s.log_size() > since or since == 0:
-            rep.sections.append((f"reeld {s.name} log during {rep.when} ({s.log_path.name})",
+        if s.log_size() > since:
+            rep.sections.append((f"reeld {s.name} log during this test ({s.log_path.name})",
                                  s.log_tail(150, since)))

@@ -325,6 +325,10 @@ class ReelServer:
             ("grpc.max_send_message_length", 64 * MIB),
             ("grpc.max_receive_message_length", 64 * MIB),
             ("grpc.use_local_subchannel_pool", 1),
+            # Poll a starting server briskly instead of backing off for seconds.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 500),
         ])
         self.stub = pb_grpc.JobServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)

@@ -85,3 +85,15 @@ def test_jobs_of_both_types_and_tiers_complete(stub):
     assert len(set(ids)) == len(ids)
     for i in ids:
         ri.wait_for_job(stub, i, timeout=60)
+
+
+def test_create_job_answers_well_under_500_ms(stub):
+    user = ri.unique("latency")
+    times = []
+    for i in range(20):
+        start = time.monotonic()
+        stub.CreateJob(ri.create_request(user, text=f"latency {i}"), timeout=ri.DEFAULT_TIMEOUT)
+        times.append(time.monotonic() - start)
+    times.sort()
+    assert times[len(times) // 2] < 0.5, f"median CreateJob latency {times[len(times) // 2]:.3f}s"
+    print(f"CreateJob latency: median {times[10] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")

@@ -87,14 +87,25 @@ def test_watch_after_the_last_seq_on_a_terminal_job_ends_at_once(stub):
         assert events == [], f"after_seq={after}: {[ri.describe_event(e) for e in events]}"
 
 
-def test_concurrent_watchers_see_the_same_sequence(reeld):
+def test_concurrent_watchers_on_separate_connections_see_the_same_sequence(reeld):
     stub = reeld.stub
-    job = stub.CreateJob(ri.create_request(ri.unique("fanout")), timeout=ri.DEFAULT_TIMEOUT)
-    watchers = [ri.Watcher(stub, job.id, after_seq=0, timeout=60) for _ in range(20)]
-    for w in watchers:
-        w.start()
-    for w in watchers:
-        w.finish(60)
+    channels = [grpc.insecure_channel(reeld.target,
+                                      options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(20)]
+    try:
+        for c in channels:  # connect first, so every watcher is there while the job runs
+            ri.health_pb2_grpc.HealthStub(c).Check(ri.health_pb2.HealthCheckRequest(),
+                                                   timeout=ri.DEFAULT_TIMEOUT)
+        job = stub.CreateJob(ri.create_request(ri.unique("fanout")), timeout=ri.DEFAULT_TIMEOUT)
+        watchers = [ri.Watcher(ri.pb_grpc.JobServiceStub(c), job.id, after_seq=0, timeout=60)
+                    for c in channels]
+        for w in watchers:
+            w.start()
+        for w in watchers:
+            w.finish(60)
+    finally:
+        for c in channels:
+            c.close()
     for i, w in enumerate(watchers):
         assert w.error is None, f"watcher {i}: {w.error.code().name} {w.error.details()}"
         _check_stream_from_start(job.id, w.events)
@@ -124,3 +135,28 @@ def test_watchers_on_one_channel_share_it(reeld):
             raise AssertionError(f"watch failed: {e.code().name} {e.details()}")
     for events in results:
         _check_stream_from_start(job.id, events)
+
+
+def test_reconnecting_watcher_with_after_seq_misses_nothing(reeld):
+    """Read part of a live stream, drop it, resume with after_seq = last seen seq."""
+    stub = reeld.stub
+    job = stub.CreateJob(ri.create_request(ri.unique("resume")), timeout=ri.DEFAULT_TIMEOUT)
+    call = stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=60)
+    first_part = []
+    for ev in call:
+        first_part.append(ev)
+        if len(first_part) >= 3 or ri.is_terminal(ev):
+            break
+    call.cancel()  # the client goes away mid-stream (RST_STREAM CANCEL)
+    last_seen = first_part[-1].seq
+    if ri.is_terminal(first_part[-1]):
+        rest = ri.watch(stub, job.id, after_seq=last_seen, timeout=30)
+        assert rest == []
+    else:
+        rest = ri.watch(stub, job.id, after_seq=last_seen, timeout=60)
+        assert rest, "resumed watch of an unfinished job ended without events"
+        assert not any(e.HasField("snapshot") for e in rest)
+    combined = first_part + rest
+    _check_stream_from_start(job.id, combined)
+    stored = ri.watch(stub, job.id, after_seq=first_part[0].seq, timeout=30)
+    assert [ri.event_key(e) for e in combined[1:]] == [ri.event_key(e) for e in stored]
