@@ -97,6 +97,9 @@ public struct Pipeline: Sendable {
             let pid = try await provider.submit(prompt: a.expandedScript, config: job.config, jobID: job.id)
             a.providerJobID = pid
             try await step(&job, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
+        } else {
+            // Never submit twice: a retried or restarted job polls the generation it already paid for.
+            try await step(&job, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) job \(a.providerJobID)")
         }
         var pid = a.providerJobID
         var done: ProviderStatus

@@ -24,18 +24,25 @@ public struct ProviderStatus: Sendable, Equatable {
 
 /// In-process, deterministic provider for demos and benchmarks: each generation takes
 /// `pollsToFinish` polls, each `stepDelay` apart (set by `--sim-stage-ms`).
+/// A job whose `config.model` is `simulated-failure` fails at the provider on every attempt,
+/// so retries and dead-lettering can be shown without a real provider.
 public struct SimulatedProvider: VideoProvider {
     public let name = "simulated"
     public let pollsToFinish: Int32
+    public static let failingModel = "simulated-failure"
 
     public init(pollsToFinish: Int32 = 4) { self.pollsToFinish = max(1, pollsToFinish) }
 
     public func submit(prompt: String, config: JobConfig, jobID: String) async throws -> String {
-        "sim-" + SHA256.hexDigest(jobID + ":" + prompt).prefix(16) + "-0"
+        let kind = config.model == Self.failingModel ? "simfail" : "sim"
+        return kind + "-" + SHA256.hexDigest(jobID + ":" + prompt).prefix(16) + "-0"
     }
 
     /// The id carries the poll count so the simulation needs no shared state.
     public func poll(providerJobID: String) async throws -> ProviderStatus {
+        if providerJobID.hasPrefix("simfail-") {
+            return ProviderStatus(state: .failed("simulated provider failure (model \(Self.failingModel))"), progress: 0)
+        }
         let n = (Int32(providerJobID.split(separator: "-").last ?? "0") ?? 0) + 1
         if n >= pollsToFinish {
             return ProviderStatus(state: .succeeded, progress: 100,

@@ -115,3 +115,36 @@ def test_retry_of_a_final_ready_job_fails_precondition(stub):
     ri.wait_for_job(stub, job.id)
     err = ri.rpc_error(stub.RetryJob, pb.RetryJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
     ri.assert_code(err, PRECONDITION, what="RetryJob of a FINAL_READY job")
+
+
+def test_failing_job_retries_then_dead_letters_and_retry_job_requeues_it(reeld_factory):
+    """A provider that always fails: the job is retried max_retries times with backoff, then
+    dead-lettered (listed by dead_lettered_only, its watch ends); RetryJob puts it back."""
+    srv = reeld_factory("deadletter", workers=2, sim_stage_ms=20, extra_args=("--retry-base-ms", "50"))
+    stub = srv.stub
+    user = ri.unique("dlq")
+    job = stub.CreateJob(ri.create_request(user, max_retries=2,
+                                           config=pb.JobConfig(model="simulated-failure")),
+                         timeout=ri.DEFAULT_TIMEOUT)
+    events = ri.watch(stub, job.id, timeout=60)  # ends only at the dead-lettered FAILED
+    last = events[-1]
+    assert last.status == pb.JOB_STATUS_FAILED and last.dead_lettered, ri.describe_event(last)
+    failed = [e for e in events if e.status == pb.JOB_STATUS_FAILED]
+    assert len(failed) == 3, [ri.describe_event(e) for e in events]
+    assert all(not e.dead_lettered for e in failed[:-1])
+    requeued = [e for e in events if e.status == pb.JOB_STATUS_QUEUED and e.seq > 1]
+    assert len(requeued) == 2, "one requeue per retry"
+
+    dead = stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    assert dead.dead_lettered and dead.retry_count == 2 and dead.error.code == "PROVIDER_FAILED"
+    assert dead.error.stage == pb.STAGE_VIDEO_GENERATION
+    listed = stub.ListJobs(pb.ListJobsRequest(user_id=user, dead_lettered_only=True),
+                           timeout=ri.DEFAULT_TIMEOUT)
+    assert [j.id for j in listed.jobs] == [job.id]
+
+    again = stub.RetryJob(pb.RetryJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    assert again.status == pb.JOB_STATUS_QUEUED and not again.dead_lettered
+    assert again.retry_count == 0 and again.last_event_seq == dead.last_event_seq + 1
+    listed = stub.ListJobs(pb.ListJobsRequest(user_id=user, dead_lettered_only=True),
+                           timeout=ri.DEFAULT_TIMEOUT)
+    assert list(listed.jobs) == []
