@@ -17,7 +17,7 @@ public final class JobEventHub: Sendable {
     /// Starts buffering `jobID`'s events. The stream ends early (without a terminal event) only
     /// when the watcher falls more than `bufferLimit` events behind.
     public func subscribe(jobID: String) -> AsyncStream<JobEvent> {
-        let (stream, cont) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .unbounded)
+        let (stream, cont) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
         let id = state.withLock { s in
             let id = s.nextID
             s.nextID += 1
@@ -37,7 +37,11 @@ public final class JobEventHub: Sendable {
 
     public func publish(_ event: JobEvent) {
         let conts = state.withLock { s in s.watchers[event.jobID].map { Array($0.values) } ?? [] }
-        for c in conts { c.yield(event) }
+        for c in conts {
+            // A full buffer means the watcher fell behind: end its stream rather than hold
+            // events without bound; it resumes from storage with `after_seq`.
+            if case .dropped = c.yield(event) { c.finish() }
+        }
     }
 
     public var watcherCount: Int { state.withLock { s in s.watchers.values.reduce(0) { $0 + $1.count } } }

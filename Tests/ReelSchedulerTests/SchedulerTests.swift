@@ -156,3 +156,17 @@ struct SchedulerTests {
         #expect(listed.jobs.map(\.id) == [created.id])
     }
 }
+
+@Suite struct JobEventHubBoundsTests {
+    @Test func watcherThatFallsBehindIsEndedNotBufferedWithoutBound() async {
+        let hub = JobEventHub(bufferLimit: 4)
+        let stream = hub.subscribe(jobID: "j")
+        for seq in 1...10 {
+            hub.publish(JobEvent(jobID: "j", seq: Int64(seq), status: .processing, stage: .upload, progress: 1, message: "", atUnixMs: 0))
+        }
+        var got: [Int64] = []
+        for await e in stream { got.append(e.seq) }
+        #expect(got == [1, 2, 3, 4], "the buffered events, then the end")
+        #expect(hub.watcherCount == 0)
+    }
+}
