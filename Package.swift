@@ -24,18 +24,19 @@ let package = Package(
         .target(name: "CReelSys"),
 
         .target(name: "ReelCore"),
+        .target(name: "ReelBlocking"),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
         .target(name: "ReelHTTP2", dependencies: [
             "ReelWire", "CNghttp2", "CReelSys", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelStore", dependencies: [
-            "ReelCore", "CLibPQ", .product(name: "Logging", package: "swift-log"),
+            "ReelCore", "ReelBlocking", "CLibPQ", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelScheduler", dependencies: [
             "ReelCore", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelPipeline", dependencies: [
-            "ReelCore", "CCurl", .product(name: "Logging", package: "swift-log"),
+            "ReelCore", "ReelBlocking", "CCurl", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelService", dependencies: [
             "ReelCore", "ReelWire", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline",
