@@ -57,6 +57,9 @@ let package = Package(
         .target(name: "ReelTestSupport", dependencies: ["ReelStore", .product(name: "Logging", package: "swift-log")],
                 path: "Tests/ReelTestSupport"),
         .testTarget(name: "ReelStoreTests", dependencies: ["ReelStore", "ReelCore", "ReelTestSupport"]),
+        .testTarget(name: "ReelPipelineTests", dependencies: [
+            "ReelPipeline", "ReelCore", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "ReelSchedulerTests", dependencies: [
             "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",
             .product(name: "Logging", package: "swift-log"),
