@@ -87,5 +87,8 @@ enum Migrations {
             created_at      timestamptz NOT NULL DEFAULT now()
         );
         """),
+        (2, "fair claims: each user's ready head", """
+        CREATE INDEX jobs_ready_user ON jobs (user_id, priority_key) WHERE status = 'queued';
+        """),
     ]
 }

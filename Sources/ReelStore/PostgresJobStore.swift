@@ -117,7 +117,7 @@ public final class PostgresJobStore: JobStore {
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
         try await pool.withConnection { c in
-            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs)]).rows.map(JobRow.decodeWithEvent)
+            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32)]).rows.map(JobRow.decodeWithEvent)
         }
     }
 

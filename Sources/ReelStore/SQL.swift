@@ -98,11 +98,38 @@ enum SQL {
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
 
-    /// Claims ready jobs in priority order; SKIP LOCKED lets several claimers (and processes) share the queue.
+    /// Claims ready jobs for `$1`, `$2` at most, under a lease of `$3` ms. Fair first: every
+    /// user's best ready job (a loose index scan over `jobs_ready_user`) goes ahead of any
+    /// user's second, so one user's flood can't starve another's single job; the rest follow
+    /// in plain `priority_key` order. SKIP LOCKED lets several claimers share the queue.
     static let claim = """
-    WITH c AS (
-        SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
-        ORDER BY priority_key LIMIT $2::int FOR UPDATE SKIP LOCKED
+    WITH RECURSIVE users AS (
+        (SELECT user_id FROM jobs WHERE status = 'queued' ORDER BY user_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.user_id FROM jobs j WHERE j.status = 'queued' AND j.user_id > u.user_id
+                ORDER BY j.user_id LIMIT 1)
+        FROM users u WHERE u.user_id IS NOT NULL
+    ), heads AS (
+        SELECT h.id, h.priority_key FROM users u
+        CROSS JOIN LATERAL (
+            SELECT id, priority_key FROM jobs j
+            WHERE j.status = 'queued' AND j.user_id = u.user_id AND j.run_at <= now()
+            ORDER BY j.priority_key LIMIT 1) h
+        WHERE u.user_id IS NOT NULL
+        ORDER BY h.priority_key LIMIT $4::int
+    ), rest AS (
+        SELECT id, priority_key FROM jobs WHERE status = 'queued' AND run_at <= now()
+        ORDER BY priority_key LIMIT $4::int
+    ), ranked AS (
+        SELECT id, min(round) AS round, min(priority_key) AS priority_key FROM (
+            SELECT id, 0 AS round, priority_key FROM heads
+            UNION ALL SELECT id, 1, priority_key FROM rest) both_rounds
+        GROUP BY id
+    ), c AS (
+        -- More candidates ($4) than slots ($2), so concurrent claimers skip each other's locks.
+        SELECT j.id FROM jobs j JOIN ranked r ON r.id = j.id WHERE j.status = 'queued'
+        ORDER BY r.round, r.priority_key LIMIT $2::int
+        FOR UPDATE OF j SKIP LOCKED
     ), u AS (
         UPDATE jobs j SET status = 'processing', stage = 'script_expansion',
             message = 'claimed by ' || $1 || CASE WHEN j.retry_count > 0 THEN ' (attempt ' || (j.retry_count + 1) || ')' ELSE '' END,
@@ -114,7 +141,8 @@ enum SQL {
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
         SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
     )
-    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u ORDER BY priority_key
+    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
+    JOIN ranked USING (id) ORDER BY ranked.round, ranked.priority_key
     """
 
     static let renewLease = """

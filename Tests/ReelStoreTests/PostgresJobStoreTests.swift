@@ -106,6 +106,40 @@ struct PostgresJobStoreTests {
         #expect(Set(claims).count == 40, "no job claimed twice")
     }
 
+    @Test func oneUsersFloodDoesNotStarveAnothersSingleJob() async throws {
+        let store = try await freshStore()
+        // 5,000 queued jobs of one user, inserted in bulk, all older than the other user's job.
+        _ = try await store.scalar("""
+            WITH ins AS (
+              INSERT INTO jobs (user_id, scene_id, type, status, stage, input_text, idempotency_key, tier, priority_key)
+              SELECT 'flood', 's1', 'scene_creation', 'queued', 'pending', 'x' || g, 'k' || g, 'standard', g
+              FROM generate_series(1, 5000) g RETURNING id)
+            INSERT INTO job_events (job_id, seq, status, stage, progress, message) SELECT id, 1, 'queued', 'pending', 0, 'queued' FROM ins
+            """)
+        let single = try await store.createJob(newJob(user: "quiet", text: "just one")).job
+        #expect(try await count(store, "SELECT count(*) FROM jobs WHERE status = 'queued'") == 5001)
+        // The next round of 8 free slots takes the single job along with the flood's best.
+        let round = try await store.claim(workerID: "w", limit: 8, leaseMs: 60_000).map(\.job)
+        #expect(round.count == 8)
+        #expect(round.contains { $0.id == single.id })
+        #expect(round.filter { $0.userID == "flood" }.count == 7)
+        // Within the flood, priority order still holds.
+        let flood = round.filter { $0.userID == "flood" }.map(\.inputText)
+        #expect(flood == (1...7).map { "x\($0)" })
+    }
+
+    @Test func agingLetsAnOldJobBeatNewerBetterScoredOnes() async throws {
+        let store = try await freshStore()
+        let old = try await store.createJob(newJob(user: "ager", text: "old, plain continuation")).job
+        // It was enqueued ten minutes ago: its key is what PriorityScore gives for that time.
+        let tenMinutesAgo = Int64(Date().timeIntervalSince1970 * 1000) - 600_000
+        let key = PriorityScore(tier: .standard, type: .continuation, firstJobToday: false).sortKey(enqueuedAtUnixMs: tenMinutesAgo)
+        _ = try await store.scalar("UPDATE jobs SET priority_key = \(key) WHERE id = '\(old.id)'")
+        for i in 0..<20 { _ = try await store.createJob(newJob(user: "ager", text: "fresh \(i)", type: .sceneCreation)) }
+        let first = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000)
+        #expect(first.map(\.job.id) == [old.id], "20 points of score are worth 2 minutes; it waited 10")
+    }
+
     @Test func expiredLeaseIsRequeuedWithTheAttemptCounted() async throws {
         let store = try await freshStore()
         let (job, _) = try await store.createJob(newJob())
