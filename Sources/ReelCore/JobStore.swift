@@ -24,4 +24,16 @@ public protocol JobStore: Sendable {
     /// moves the job to `final_ready`, all in one transaction. Running it twice changes nothing.
     func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
         async throws -> (job: Job, event: JobEvent)?
+    /// Stores a new version of the scene's bible (creating the scene if needed).
+    func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene
+    func scene(id: String) async throws -> Scene?
+    /// The bible as of `bibleVersion` and the scripts of the scene's `recent` latest segments.
+    func sceneContext(sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext
+}
+
+/// A running job's hold on a worker slot. A job waiting on an outside party (a provider
+/// rendering its video) parks the slot so that other jobs can run meanwhile.
+public protocol WorkerSlot: Sendable {
+    func park() async
+    func unpark() async
 }

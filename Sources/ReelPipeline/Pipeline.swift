@@ -1,67 +1,105 @@
 import ReelCore
 import Logging
+import Synchronization
 
 /// Runs one claimed job through its stages (DESIGN §5), writing every step through the
 /// store and publishing each committed event. Each stage's artifact is saved with the step
-/// that finishes it, so a retried job resumes after its last finished stage.
+/// that finishes it, so a retried or restarted job resumes after its last finished stage;
+/// the provider's job id is saved before polling, so a generation is never paid for twice.
 public struct Pipeline: Sendable {
     public struct Config: Sendable {
         public var stageDelay: Duration
         public var retry: RetryPolicy
-        public init(stageDelay: Duration = .milliseconds(500), retry: RetryPolicy = RetryPolicy()) {
-            self.stageDelay = stageDelay; self.retry = retry
+        /// Longest time any one stage but video generation may take (seed 000's stuck jobs).
+        public var stageTimeout: Duration
+        /// Longest time video generation (submit and every poll) may take.
+        public var videoTimeout: Duration
+        /// Time between provider polls.
+        public var pollInterval: Duration
+        /// Give the worker slot back while waiting on the provider (true for real providers).
+        public var parkWhileGenerating: Bool
+
+        public init(stageDelay: Duration = .milliseconds(500), retry: RetryPolicy = RetryPolicy(),
+                    stageTimeout: Duration = .seconds(120), videoTimeout: Duration = .seconds(900),
+                    pollInterval: Duration? = nil, parkWhileGenerating: Bool = false) {
+            self.stageDelay = stageDelay; self.retry = retry; self.stageTimeout = stageTimeout
+            self.videoTimeout = videoTimeout; self.pollInterval = pollInterval ?? stageDelay
+            self.parkWhileGenerating = parkWhileGenerating
         }
     }
 
     let store: any JobStore
     let provider: any VideoProvider
+    let postProcessor: PostProcessing?
     let config: Config
     let workerID: String
     let logger: Logger
     let publish: @Sendable (JobEvent) -> Void
 
-    public init(store: any JobStore, provider: any VideoProvider, config: Config, workerID: String, logger: Logger,
-                publish: @escaping @Sendable (JobEvent) -> Void) {
-        self.store = store; self.provider = provider; self.config = config; self.workerID = workerID
-        self.logger = logger; self.publish = publish
+    public init(store: any JobStore, provider: any VideoProvider, postProcessor: PostProcessing? = nil, config: Config,
+                workerID: String, logger: Logger, publish: @escaping @Sendable (JobEvent) -> Void) {
+        self.store = store; self.provider = provider; self.postProcessor = postProcessor; self.config = config
+        self.workerID = workerID; self.logger = logger; self.publish = publish
     }
 
     /// A stage failure: `retryable` ones go back to the queue while attempts remain.
-    public struct StageFailure: Error, Sendable {
+    public struct StageFailure: Error, Sendable, CustomStringConvertible {
         public var code: String
         public var message: String
         public var retryable: Bool
         public init(code: String, message: String, retryable: Bool) {
             self.code = code; self.message = message; self.retryable = retryable
         }
+        public var description: String { "\(code): \(message)" }
     }
 
-    public func run(_ claimed: Job) async {
-        var log = logger
-        log[metadataKey: "reel.job_id"] = "\(claimed.id)"
-        var job = claimed
-        do {
-            try await stages(&job)
-        } catch let e as ReelError where e.code == .failedPrecondition || e.code == .notFound {
-            // Cancelled, or the lease moved on: this worker writes nothing more.
-            log.info("job stopped at checkpoint", metadata: ["reason": "\(e.message)"])
-        } catch is CancellationError {
-            log.info("job interrupted; lease will be handed back or expire")
-        } catch let f as StageFailure {
-            await fail(job, f, log)
-        } catch {
-            log.warning("job step failed", metadata: ["error": "\(error)"])
-            await fail(job, StageFailure(code: "INTERNAL", message: "\(error)", retryable: true), log)
+    public func run(_ claimed: Job, slot: (any WorkerSlot)? = nil) async {
+        var jobLogger = logger
+        jobLogger[metadataKey: "reel.job_id"] = "\(claimed.id)"
+        let log = jobLogger
+        let run = RunState(job: claimed)
+        let watchdog = Watchdog(stage: claimed.stage, limit: config.stageTimeout)
+        // The stages race a watchdog that cancels them when a stage overruns its timeout.
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.runStages(run, watchdog, slot, log) }
+            group.addTask { await watchdog.watch() }
+            await group.next()
+            group.cancelAll()
+            await group.waitForAll()
         }
     }
 
-    private func step(_ job: inout Job, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
+    private func runStages(_ run: RunState, _ watchdog: Watchdog, _ slot: (any WorkerSlot)?, _ log: Logger) async {
+        do {
+            try await stages(run, watchdog, slot)
+        } catch let e as ReelError where e.code == .failedPrecondition || e.code == .notFound {
+            // Cancelled, or the lease moved on: this worker writes nothing more.
+            log.info("job stopped at checkpoint", metadata: ["reason": "\(e.message)"])
+            await cancelAtProviderIfCancelled(run, log)
+        } catch is CancellationError {
+            if let stage = watchdog.timedOut {
+                await fail(run.job, StageFailure(code: "STAGE_TIMEOUT", message: "stage \(stage.name) ran past its timeout",
+                                                 retryable: true), log)
+            } else {
+                log.info("job interrupted; lease handed back or left to expire")
+                await cancelAtProviderIfCancelled(run, log)
+            }
+        } catch let f as StageFailure {
+            await fail(run.job, f, log)
+        } catch {
+            log.warning("job step failed", metadata: ["error": "\(error)"])
+            await fail(run.job, StageFailure(code: "INTERNAL", message: "\(error)", retryable: true), log)
+        }
+        watchdog.finish()
+    }
+
+    private func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
                       artifacts: Artifacts? = nil) async throws {
         try Task.checkCancellation()
         let change = StateChange(status: status, stage: stage, progress: progress, message: message,
                                  artifacts: artifacts, requireWorker: workerID)
-        let (updated, event) = try await store.apply(change, to: job.id)
-        job = updated
+        let (updated, event) = try await store.apply(change, to: run.job.id)
+        run.job = updated
         publish(event)
     }
 
@@ -69,71 +107,124 @@ public struct Pipeline: Sendable {
         if config.stageDelay > .zero { try await Task.sleep(for: config.stageDelay) }
     }
 
-    private func stages(_ job: inout Job) async throws {
-        var a = job.artifacts
+    private func stages(_ run: RunState, _ watchdog: Watchdog, _ slot: (any WorkerSlot)?) async throws {
+        var a = run.job.artifacts
+        let job = run.job
 
-        // 1. Script expansion (→ 25 %).
+        // 1. Script expansion (→ 25 %): the input, the bible at the job's version, recent segments.
+        watchdog.enter(.scriptExpansion, limit: config.stageTimeout)
+        let context = try await store.sceneContext(sceneID: job.sceneID, bibleVersion: job.bibleVersion, recent: 3)
         if a.expandedScript.isEmpty {
-            try await step(&job, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
+            try await step(run, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
             try await pause()
-            a.expandedScript = ScriptWriter.expand(job)
-            try await step(&job, .scriptReady, .scriptExpansion, 25, "script expanded", artifacts: a)
+            a.expandedScript = ScriptWriter.expand(run.job, context: context)
+            try await step(run, .scriptReady, .scriptExpansion, 25, "script expanded", artifacts: a)
         } else {
-            try await step(&job, .scriptReady, .scriptExpansion, 25, "script reused from an earlier attempt")
+            try await step(run, .scriptReady, .scriptExpansion, 25, "script reused from an earlier attempt")
         }
 
-        // 2. Continuity validation (→ 35 %).
+        // 2. Continuity validation (→ 35 %): auto-correct what can be, else CONTINUITY_VIOLATION.
+        watchdog.enter(.continuityValidation, limit: config.stageTimeout)
         if a.validationResult.isEmpty {
-            try await step(&job, .scriptReady, .continuityValidation, 30, "validating continuity")
+            try await step(run, .scriptReady, .continuityValidation, 30, "validating continuity")
             try await pause()
-            a.validationResult = ScriptWriter.validate(job, script: a.expandedScript)
-            try await step(&job, .continuityChecked, .continuityValidation, 35, "continuity checked", artifacts: a)
+            let outcome = ContinuityChecker(bible: context.bible).check(a.expandedScript, overrides: job.config.styleOverrides)
+            guard outcome.valid else {
+                throw StageFailure(code: "CONTINUITY_VIOLATION", message: outcome.violations.joined(separator: "; "), retryable: false)
+            }
+            a.expandedScript = outcome.script
+            a.validationResult = outcome.json(bibleVersion: job.bibleVersion)
+            let note = outcome.corrections.isEmpty ? "continuity checked" : "continuity checked; \(outcome.corrections.count) auto-corrected"
+            try await step(run, .continuityChecked, .continuityValidation, 35, note, artifacts: a)
         } else {
-            try await step(&job, .continuityChecked, .continuityValidation, 35, "continuity result reused")
+            try await step(run, .continuityChecked, .continuityValidation, 35, "continuity result reused")
         }
 
         // 3. Video generation (35 → 85 %): the provider id is saved before polling starts.
+        watchdog.enter(.videoGeneration, limit: config.videoTimeout)
         if a.providerJobID.isEmpty {
             let pid = try await provider.submit(prompt: a.expandedScript, config: job.config, jobID: job.id)
+            run.providerJobID = pid
             a.providerJobID = pid
-            try await step(&job, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
+            try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
         } else {
             // Never submit twice: a retried or restarted job polls the generation it already paid for.
-            try await step(&job, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) job \(a.providerJobID)")
+            run.providerJobID = a.providerJobID
+            try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) job \(a.providerJobID)")
         }
-        var pid = a.providerJobID
-        var done: ProviderStatus
-        while true {
-            try await pause()
-            done = try await provider.poll(providerJobID: pid)
-            if done.state == .succeeded { break }
-            if case .failed(let why) = done.state {
-                throw StageFailure(code: "PROVIDER_FAILED", message: why, retryable: true)
-            }
-            let p = 40 + done.progress * 45 / 100
-            try await step(&job, .continuityChecked, .videoGeneration, min(max(p, 40), 84), "generating video (\(done.progress)%)")
-            if provider is SimulatedProvider { pid = SimulatedProvider.advance(pid) }
-        }
-        a.previewVideoURL = done.videoURL + "?rendition=preview"
-        try await step(&job, .previewReady, .videoGeneration, 85, "preview ready", artifacts: a)
+        let done = try await awaitVideo(run, providerJobID: a.providerJobID, slot: slot)
+        a.previewVideoURL = done.videoURL
+        try await step(run, .previewReady, .videoGeneration, 85, "preview ready", artifacts: a)
 
-        // 4. Upload / post-processing (85 → 95 %).
-        try await step(&job, .previewReady, .upload, 88, "storing video, thumbnail and HLS renditions")
-        try await pause()
-        a.finalVideoURL = done.videoURL
-        a.thumbnailURL = done.videoURL.replacingSuffix(".mp4", with: ".jpg")
-        a.hlsPlaylistURL = done.videoURL.replacingSuffix(".mp4", with: ".m3u8")
-        try await step(&job, .previewReady, .upload, 95, "uploaded", artifacts: a)
+        // 4. Upload / post-processing (85 → 95 %): store the video, a thumbnail, HLS renditions.
+        watchdog.enter(.upload, limit: config.stageTimeout)
+        try await step(run, .previewReady, .upload, 88, "storing video, thumbnail and HLS renditions")
+        var duration = done.durationSeconds
+        if let post = postProcessor {
+            let p = try await post.process(jobID: job.id, videoURL: done.videoURL)
+            a.finalVideoURL = p.finalVideoURL
+            a.previewVideoURL = p.previewVideoURL
+            a.thumbnailURL = p.thumbnailURL
+            a.hlsPlaylistURL = p.hlsPlaylistURL
+            if p.durationSeconds > 0 { duration = p.durationSeconds }
+        } else {
+            try await pause()
+            a.finalVideoURL = done.videoURL
+            a.thumbnailURL = done.videoURL.replacingSuffix(".mp4", with: ".jpg")
+            a.hlsPlaylistURL = done.videoURL.replacingSuffix(".mp4", with: ".m3u8")
+        }
+        try await step(run, .previewReady, .upload, 95, "uploaded", artifacts: a)
 
         // 5. Finalization (95 → 100 %): one segment per job, in one transaction.
-        try await step(&job, .previewReady, .finalization, 97, "finalizing")
+        watchdog.enter(.finalization, limit: config.stageTimeout)
+        try await step(run, .previewReady, .finalization, 97, "finalizing")
         try Task.checkCancellation()
         let result = JobResult(videoURL: a.finalVideoURL, thumbnailURL: a.thumbnailURL)
         if let (final, event) = try await store.finalize(jobID: job.id, workerID: workerID, result: result,
-                                                        durationSeconds: done.durationSeconds) {
-            job = final
+                                                        durationSeconds: duration) {
+            run.job = final
             publish(event)
         }
+    }
+
+    /// Polls the provider until the video is ready, parking the worker slot meanwhile when
+    /// configured so that waiting on a provider doesn't stop other jobs from running.
+    private func awaitVideo(_ run: RunState, providerJobID: String, slot: (any WorkerSlot)?) async throws -> ProviderStatus {
+        let park = config.parkWhileGenerating ? slot : nil
+        await park?.park()
+        var pid = providerJobID
+        var lastProgress: Int32 = -1
+        do {
+            while true {
+                if config.pollInterval > .zero { try await Task.sleep(for: config.pollInterval) }
+                let status = try await provider.poll(providerJobID: pid)
+                switch status.state {
+                case .succeeded:
+                    await park?.unpark()
+                    return status
+                case .failed(let why):
+                    throw StageFailure(code: "PROVIDER_FAILED", message: why, retryable: true)
+                case .pending, .running:
+                    if status.progress != lastProgress {
+                        lastProgress = status.progress
+                        let p = min(max(40 + status.progress * 45 / 100, 40), 84)
+                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(status.progress)%)")
+                    }
+                }
+                if provider is SimulatedProvider { pid = SimulatedProvider.advance(pid) }
+            }
+        } catch {
+            await park?.unpark()
+            throw error
+        }
+    }
+
+    private func cancelAtProviderIfCancelled(_ run: RunState, _ log: Logger) async {
+        guard let pid = run.providerJobID ?? (run.job.artifacts.providerJobID.isEmpty ? nil : run.job.artifacts.providerJobID)
+        else { return }
+        guard let current = try? await store.job(id: run.job.id), current.status == .cancelled else { return }
+        await provider.cancel(providerJobID: pid)
+        log.info("cancelled provider job", metadata: ["reel.provider_job_id": "\(pid)"])
     }
 
     /// Records the failure; requeues with backoff while attempts remain, else dead-letters.
@@ -158,6 +249,68 @@ public struct Pipeline: Sendable {
         } catch {
             log.warning("could not record failure; the lease will expire", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// The job as the run has last written it. Touched only by the run's own task.
+final class RunState: @unchecked Sendable {
+    // Safety: created per run and used by that run's stages task alone (the watchdog never reads it).
+    var job: Job
+    var providerJobID: String?
+    init(job: Job) { self.job = job }
+}
+
+/// Cancels a run whose current stage overruns its limit, and says which stage it was.
+final class Watchdog: Sendable {
+    private struct State {
+        var stage: Stage
+        var deadline: ContinuousClock.Instant
+        var timedOut: Stage?
+        var done = false
+    }
+    private let state: Mutex<State>
+
+    init(stage: Stage, limit: Duration) {
+        state = Mutex(State(stage: stage, deadline: .now + limit))
+    }
+
+    func enter(_ stage: Stage, limit: Duration) {
+        state.withLock { $0.stage = stage; $0.deadline = .now + limit }
+    }
+
+    func finish() { state.withLock { $0.done = true } }
+
+    var timedOut: Stage? { state.withLock { $0.timedOut } }
+
+    /// Returns when the run is done (then the group cancels nothing that matters) or when the
+    /// current stage's deadline passes (then the group cancels the stages task).
+    func watch() async {
+        while !Task.isCancelled {
+            let (deadline, done) = state.withLock { ($0.deadline, $0.done) }
+            if done { return }
+            if ContinuousClock.now >= deadline {
+                state.withLock { $0.timedOut = $0.stage }
+                return
+            }
+            try? await Task.sleep(for: min(deadline - .now, .milliseconds(100)))
+        }
+    }
+}
+
+/// Upload / post-processing of a finished video (store it, thumbnail, HLS).
+public protocol PostProcessing: Sendable {
+    func process(jobID: String, videoURL: String) async throws -> PostProcessedVideo
+}
+
+public struct PostProcessedVideo: Sendable, Equatable {
+    public var finalVideoURL: String
+    public var previewVideoURL: String
+    public var thumbnailURL: String
+    public var hlsPlaylistURL: String
+    public var durationSeconds: Double
+    public init(finalVideoURL: String, previewVideoURL: String, thumbnailURL: String, hlsPlaylistURL: String, durationSeconds: Double) {
+        self.finalVideoURL = finalVideoURL; self.previewVideoURL = previewVideoURL; self.thumbnailURL = thumbnailURL
+        self.hlsPlaylistURL = hlsPlaylistURL; self.durationSeconds = durationSeconds
     }
 }
 

@@ -10,12 +10,16 @@ public actor Scheduler {
         public var workerID: String
         public var leaseMs: Int64
         public var pollInterval: Duration
-        public init(workers: Int, workerID: String, leaseMs: Int64 = 30_000, pollInterval: Duration = .milliseconds(500)) {
+        /// Jobs held at once, parked (waiting at a provider) or not.
+        public var maxInFlight: Int
+        public init(workers: Int, workerID: String, leaseMs: Int64 = 30_000, pollInterval: Duration = .milliseconds(500),
+                    maxInFlight: Int? = nil) {
             self.workers = workers; self.workerID = workerID; self.leaseMs = leaseMs; self.pollInterval = pollInterval
+            self.maxInFlight = maxInFlight ?? workers * 8
         }
     }
 
-    public typealias Runner = @Sendable (Job) async -> Void
+    public typealias Runner = @Sendable (Job, any WorkerSlot) async -> Void
 
     private let store: any JobStore
     private let hub: JobEventHub
@@ -23,6 +27,7 @@ public actor Scheduler {
     private let runner: Runner
     private let logger: Logger
     private var running: [String: Task<Void, Never>] = [:]
+    private var parked: Set<String> = []
     private var loops: [Task<Void, Never>] = []
     private var stopping = false
     private let wake: AsyncStream<Void>.Continuation
@@ -43,10 +48,26 @@ public actor Scheduler {
 
     public var runningCount: Int { running.count }
 
+    /// Free slots: workers not busy with an unparked job, within the in-flight cap.
+    private var freeSlots: Int {
+        min(config.workers - (running.count - parked.count), config.maxInFlight - running.count)
+    }
+
+    func park(_ id: String) {
+        guard running[id] != nil else { return }
+        parked.insert(id)
+        notifyWork()
+    }
+
+    func unpark(_ id: String) { parked.remove(id) }
+
+    /// Stops a job running here now (it was cancelled); elsewhere the next checkpoint does it.
+    public func cancelLocal(jobID: String) { running[jobID]?.cancel() }
+
     private func dispatchLoop() async {
         var wakeups = wakeStream.makeAsyncIterator()
         while !stopping {
-            let free = config.workers - running.count
+            let free = freeSlots
             var claimed = 0
             if free > 0 {
                 do {
@@ -71,9 +92,10 @@ public actor Scheduler {
 
     private func launch(_ job: Job) {
         let id = job.id
+        let slot = Slot(jobID: id, scheduler: self)
         running[id] = Task {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.runner(job) }
+                group.addTask { await self.runner(job, slot) }
                 group.addTask { await self.heartbeat(jobID: id) }
                 await group.next()
                 group.cancelAll()
@@ -84,6 +106,7 @@ public actor Scheduler {
 
     private func finished(_ id: String) {
         running[id] = nil
+        parked.remove(id)
         notifyWork()
     }
 
@@ -136,4 +159,12 @@ public actor Scheduler {
             logger.warning("could not hand back leases; they will expire", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// The scheduler's side of `WorkerSlot`.
+struct Slot: WorkerSlot {
+    let jobID: String
+    let scheduler: Scheduler
+    func park() async { await scheduler.park(jobID) }
+    func unpark() async { await scheduler.unpark(jobID) }
 }

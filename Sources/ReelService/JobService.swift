@@ -101,6 +101,7 @@ public struct JobService: Sendable {
                                  message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
         let (updated, event) = try await store.apply(change, to: id)
         hub.publish(event)
+        await scheduler?.cancelLocal(jobID: id)
         return ProtoCodec.encode(updated)
     }
 

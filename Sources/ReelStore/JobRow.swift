@@ -54,4 +54,20 @@ enum JobRow {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else { return [:] }
         return obj.compactMapValues { $0 as? String }
     }
+
+    static func encodeBible(_ b: SceneBible) throws -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: try enc.encode(b), as: UTF8.self)
+    }
+
+    static func decodeBible(_ s: String) -> SceneBible? {
+        try? JSONDecoder().decode(SceneBible.self, from: Data(s.utf8))
+    }
+
+    /// Columns of `SQL.sceneByID`.
+    static func decodeScene(_ r: [String?]) -> Scene {
+        Scene(id: r[0] ?? "", bibleVersion: Int32(r[1] ?? "") ?? 0, bible: r[2].flatMap(decodeBible) ?? .empty,
+              segmentCount: Int32(r[3] ?? "") ?? 0, totalDurationSeconds: Double(r[4] ?? "") ?? 0)
+    }
 }

@@ -90,5 +90,15 @@ enum Migrations {
         (2, "fair claims: each user's ready head", """
         CREATE INDEX jobs_ready_user ON jobs (user_id, priority_key) WHERE status = 'queued';
         """),
+        (3, "versioned scene bibles", """
+        CREATE TABLE scene_bibles (
+            scene_id    text NOT NULL REFERENCES scenes(id),
+            version     integer NOT NULL,
+            bible       jsonb NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (scene_id, version)
+        );
+        CREATE INDEX segments_scene_created ON segments (scene_id, created_at DESC);
+        """),
     ]
 }

@@ -170,6 +170,29 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func close() { pool.close() }
+
+    public func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene {
+        let json = try JobRow.encodeBible(bible)
+        return try await pool.withConnection { c in
+            guard let row = try c.query(SQL.putSceneBible, [sceneID, json]).first else {
+                throw ReelError(.internal, "scene \(sceneID) was not stored")
+            }
+            return JobRow.decodeScene(row)
+        }
+    }
+
+    public func scene(id: String) async throws -> Scene? {
+        try await pool.withConnection { c in try c.query(SQL.sceneByID, [id]).first.map(JobRow.decodeScene) }
+    }
+
+    public func sceneContext(sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext {
+        try await pool.withConnection { c in
+            let bible = try c.query(SQL.bibleAtVersion, [sceneID, String(bibleVersion)]).first?[0]
+                .flatMap { JobRow.decodeBible($0) } ?? .empty
+            let scripts = try c.query(SQL.recentScripts, [sceneID, String(recent)]).rows.compactMap { $0[0] }
+            return SceneContext(bible: bible, recentScripts: scripts.reversed())
+        }
+    }
 }
 
 extension PostgresJobStore {

@@ -186,4 +186,22 @@ enum SQL {
     """
     static let lockJob = "SELECT status FROM jobs WHERE id = $1::uuid FOR UPDATE"
     static let segmentCount = "SELECT count(*) FROM segments WHERE job_id = $1::uuid"
+
+    /// A new bible version: the scene is created at version 1 or moves to the next version.
+    static let putSceneBible = """
+    WITH s AS (
+        INSERT INTO scenes (id, bible) VALUES ($1, $2::jsonb)
+        ON CONFLICT (id) DO UPDATE SET bible_version = scenes.bible_version + 1, bible = EXCLUDED.bible, updated_at = now()
+        RETURNING id, bible_version, bible::text, segment_count, total_duration_seconds
+    ), v AS (
+        INSERT INTO scene_bibles (scene_id, version, bible) SELECT id, bible_version, $2::jsonb FROM s
+    )
+    SELECT * FROM s
+    """
+    static let sceneByID = "SELECT id, bible_version, bible::text, segment_count, total_duration_seconds FROM scenes WHERE id = $1"
+    /// The newest bible at or before a version (finalization bumps versions without a new bible).
+    static let bibleAtVersion = """
+    SELECT bible::text FROM scene_bibles WHERE scene_id = $1 AND version <= $2::int ORDER BY version DESC LIMIT 1
+    """
+    static let recentScripts = "SELECT script FROM segments WHERE scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
 }

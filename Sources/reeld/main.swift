@@ -86,7 +86,7 @@ struct Reeld: AsyncParsableCommand {
         let scheduler = Scheduler(
             store: store, hub: hub,
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
-            logger: logger, runner: { await pipeline.run($0) })
+            logger: logger, runner: { job, slot in await pipeline.run(job, slot: slot) })
         let service = JobService(store: store, hub: hub, scheduler: scheduler, logger: logger)
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))

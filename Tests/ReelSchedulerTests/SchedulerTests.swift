@@ -50,7 +50,7 @@ struct SchedulerTests {
         let hub = JobEventHub()
         let scheduler = Scheduler(store: store, hub: hub,
                                   config: .init(workers: 4, workerID: "test-w", leaseMs: 10_000, pollInterval: .milliseconds(50)),
-                                  logger: Logger(label: "test")) { job in
+                                  logger: Logger(label: "test")) { job, _ in
             runs.withLock { $0[job.id, default: 0] += 1 }
             try? await Task.sleep(for: .milliseconds(5))
             _ = try? await store.apply(StateChange(status: .cancelled, stage: job.stage, progress: 0, message: "done"), to: job.id)
@@ -74,7 +74,7 @@ struct SchedulerTests {
         let pipeline = Pipeline(store: store, provider: SimulatedProvider(), config: .init(stageDelay: .zero),
                                 workerID: "test-w", logger: Logger(label: "test"), publish: { hub.publish($0) })
         let scheduler = Scheduler(store: store, hub: hub, config: .init(workers: 2, workerID: "test-w"),
-                                  logger: Logger(label: "test")) { await pipeline.run($0) }
+                                  logger: Logger(label: "test")) { job, slot in await pipeline.run(job, slot: slot) }
         await scheduler.start()
         var seen: [JobEvent] = []
         for await e in live {
@@ -104,7 +104,7 @@ struct SchedulerTests {
         let pipeline = Pipeline(store: store, provider: SimulatedProvider(), config: .init(stageDelay: .milliseconds(100)),
                                 workerID: "test-w", logger: Logger(label: "test"), publish: { hub.publish($0) })
         let scheduler = Scheduler(store: store, hub: hub, config: .init(workers: 1, workerID: "test-w"),
-                                  logger: Logger(label: "test")) { await pipeline.run($0) }
+                                  logger: Logger(label: "test")) { job, slot in await pipeline.run(job, slot: slot) }
         await scheduler.start()
         var j = try #require(try await store.job(id: created.id))
         let until = ContinuousClock.now + .seconds(10)
@@ -137,7 +137,7 @@ struct SchedulerTests {
                                 workerID: "test-w", logger: Logger(label: "test"), publish: { hub.publish($0) })
         let scheduler = Scheduler(store: store, hub: hub,
                                   config: .init(workers: 1, workerID: "test-w", pollInterval: .milliseconds(20)),
-                                  logger: Logger(label: "test")) { await pipeline.run($0) }
+                                  logger: Logger(label: "test")) { job, slot in await pipeline.run(job, slot: slot) }
         await scheduler.start()
         var j = try #require(try await store.job(id: created.id))
         let until = ContinuousClock.now + .seconds(20)
