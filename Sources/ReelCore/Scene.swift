@@ -8,6 +8,15 @@ public struct SceneBible: Sendable, Equatable, Codable {
         public init(name: String, aliases: [String] = [], description: String = "") {
             self.name = name; self.aliases = aliases; self.description = description
         }
+
+        private enum CodingKeys: String, CodingKey { case name, aliases, description }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            aliases = try c.decodeIfPresent([String].self, forKey: .aliases) ?? []
+            description = try c.decodeIfPresent(String.self, forKey: .description) ?? ""
+        }
     }
 
     public var characters: [Entity]
@@ -22,6 +31,17 @@ public struct SceneBible: Sendable, Equatable, Codable {
     }
 
     public static let empty = SceneBible()
+
+    private enum CodingKeys: String, CodingKey { case characters, locations, style, forbidden }
+
+    /// Every key is optional: `{"forbidden": ["dragon"]}` is a whole bible.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        characters = try c.decodeIfPresent([Entity].self, forKey: .characters) ?? []
+        locations = try c.decodeIfPresent([Entity].self, forKey: .locations) ?? []
+        style = try c.decodeIfPresent([String: String].self, forKey: .style) ?? [:]
+        forbidden = try c.decodeIfPresent([String].self, forKey: .forbidden) ?? []
+    }
 
     public func validated() throws(ReelError) -> SceneBible {
         if characters.count > 200 || locations.count > 200 { throw .invalid("bible", "at most 200 characters and 200 locations") }

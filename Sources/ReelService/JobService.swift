@@ -26,6 +26,8 @@ public struct JobService: Sendable {
         r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.unary(call) { try await s.list($0) } })
         r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.retry($0) } })
         r.add("/reel.v1.JobService/WatchJob", GRPCRoute(.serverStreaming) { call in await s.watch(call) })
+        r.add("/reel.v1.SceneService/PutSceneBible", GRPCRoute(.unary) { call in await s.unary(call) { try await s.putSceneBible($0) } })
+        r.add("/reel.v1.SceneService/GetScene", GRPCRoute(.unary) { call in await s.unary(call) { try await s.getScene($0) } })
         r.add("/grpc.health.v1.Health/Check", GRPCRoute(.unary) { call in
             await s.unary(call) { req in
                 let service = try ProtoCodec.decodeHealthCheckRequest(req)
@@ -123,6 +125,21 @@ public struct JobService: Sendable {
         let filter = try ProtoCodec.decodeListJobsRequest(req)
         let pageSize = try filter.validatedPageSize()
         return ProtoCodec.encode(try await store.listJobs(filter, pageSize: pageSize))
+    }
+
+    func putSceneBible(_ req: [UInt8]) async throws -> [UInt8] {
+        let (sceneID, bible) = try ProtoCodec.decodePutSceneBibleRequest(req)
+        try Validate.identifier(sceneID, field: "scene_id")
+        return ProtoCodec.encode(try await store.putSceneBible(sceneID: sceneID, bible: try bible.validated()))
+    }
+
+    func getScene(_ req: [UInt8]) async throws -> [UInt8] {
+        let sceneID = try ProtoCodec.decodeGetSceneRequest(req)
+        try Validate.identifier(sceneID, field: "scene_id")
+        guard let scene = try await store.scene(id: sceneID) else {
+            throw ReelError(.notFound, "scene \(sceneID) not found")
+        }
+        return ProtoCodec.encode(scene)
     }
 
     /// Snapshot (or stored events after `after_seq`), then live events in `seq` order, until

@@ -209,7 +209,7 @@ public enum ProtoCodec {
 
     // MARK: helpers
 
-    private static func unpack<M, T>(
+    static func unpack<M, T>(
         _ b: [UInt8],
         _ unpackFn: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?,
         _ freeFn: (UnsafeMutablePointer<M>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
@@ -221,7 +221,7 @@ public enum ProtoCodec {
         return read(msg.pointee)
     }
 
-    private static func pack<M>(
+    static func pack<M>(
         _ m: inout M, _ sizeFn: (UnsafePointer<M>?) -> Int, _ packFn: (UnsafePointer<M>?, UnsafeMutablePointer<UInt8>?) -> Int
     ) -> [UInt8] {
         withUnsafePointer(to: &m) { p in
@@ -232,7 +232,7 @@ public enum ProtoCodec {
         }
     }
 
-    private static func str(_ p: UnsafeMutablePointer<CChar>?) -> String {
+    static func str(_ p: UnsafeMutablePointer<CChar>?) -> String {
         guard let p else { return "" }
         return String(cString: p)
     }
@@ -358,7 +358,7 @@ public enum ProtoCodec {
 }
 
 /// Owns the C strings and structs built for one encode; frees them all when done.
-private final class CArena {
+final class CArena {
     private var strings: [UnsafeMutablePointer<CChar>] = []
     private var blocks: [UnsafeMutableRawPointer] = []
 

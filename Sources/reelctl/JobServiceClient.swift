@@ -39,6 +39,17 @@ struct JobServiceClient {
         }
     }
 
+    func putSceneBible(sceneID: String, bible: SceneBible) throws -> Scene {
+        try ProtoCodec.decodeScene(grpc.unary(path: "/reel.v1.SceneService/PutSceneBible",
+                                              request: ProtoCodec.encodePutSceneBibleRequest(sceneID: sceneID, bible: bible),
+                                              timeout: timeout))
+    }
+
+    func getScene(sceneID: String) throws -> Scene {
+        try ProtoCodec.decodeScene(grpc.unary(path: "/reel.v1.SceneService/GetScene",
+                                              request: ProtoCodec.encodeGetSceneRequest(sceneID: sceneID), timeout: timeout))
+    }
+
     /// The serving status number (1 = SERVING).
     func healthCheck(service: String) throws -> Int32 {
         try ProtoCodec.decodeHealthCheckResponse(grpc.unary(path: "/grpc.health.v1.Health/Check",

@@ -133,3 +133,17 @@ import ReelCore
         #expect(back.nextPageToken == "tok")
     }
 }
+
+@Suite struct SceneCodecTests {
+    @Test func sceneWithBibleRoundTrips() throws {
+        let bible = SceneBible(characters: [.init(name: "Mara", aliases: ["the keeper", "M"], description: "keeper")],
+                               locations: [.init(name: "North Light")], style: ["palette": "cold blue", "lens": "35mm"],
+                               forbidden: ["dragon", "phone"])
+        let scene = Scene(id: "s1", bibleVersion: 3, bible: bible, segmentCount: 2, totalDurationSeconds: 10.5)
+        #expect(try ProtoCodec.decodeScene(ProtoCodec.encode(scene)) == scene)
+        let put = try ProtoCodec.decodePutSceneBibleRequest(ProtoCodec.encodePutSceneBibleRequest(sceneID: "s1", bible: bible))
+        #expect(put.sceneID == "s1" && put.bible == bible)
+        #expect(try ProtoCodec.decodeScene(ProtoCodec.encode(Scene(id: "e", bibleVersion: 1, bible: .empty, segmentCount: 0,
+                                                                   totalDurationSeconds: 0))).bible == .empty)
+    }
+}

@@ -598,6 +598,237 @@ void   reel__v1__list_jobs_response__free_unpacked
   assert(message->base.descriptor == &reel__v1__list_jobs_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   reel__v1__bible_entity__init
+                     (Reel__V1__BibleEntity         *message)
+{
+  static const Reel__V1__BibleEntity init_value = REEL__V1__BIBLE_ENTITY__INIT;
+  *message = init_value;
+}
+size_t reel__v1__bible_entity__get_packed_size
+                     (const Reel__V1__BibleEntity *message)
+{
+  assert(message->base.descriptor == &reel__v1__bible_entity__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__bible_entity__pack
+                     (const Reel__V1__BibleEntity *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__bible_entity__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__bible_entity__pack_to_buffer
+                     (const Reel__V1__BibleEntity *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__bible_entity__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__BibleEntity *
+       reel__v1__bible_entity__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__BibleEntity *)
+     protobuf_c_message_unpack (&reel__v1__bible_entity__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__bible_entity__free_unpacked
+                     (Reel__V1__BibleEntity *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__bible_entity__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__scene_bible__style_entry__init
+                     (Reel__V1__SceneBible__StyleEntry         *message)
+{
+  static const Reel__V1__SceneBible__StyleEntry init_value = REEL__V1__SCENE_BIBLE__STYLE_ENTRY__INIT;
+  *message = init_value;
+}
+void   reel__v1__scene_bible__init
+                     (Reel__V1__SceneBible         *message)
+{
+  static const Reel__V1__SceneBible init_value = REEL__V1__SCENE_BIBLE__INIT;
+  *message = init_value;
+}
+size_t reel__v1__scene_bible__get_packed_size
+                     (const Reel__V1__SceneBible *message)
+{
+  assert(message->base.descriptor == &reel__v1__scene_bible__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__scene_bible__pack
+                     (const Reel__V1__SceneBible *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__scene_bible__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__scene_bible__pack_to_buffer
+                     (const Reel__V1__SceneBible *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__scene_bible__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__SceneBible *
+       reel__v1__scene_bible__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__SceneBible *)
+     protobuf_c_message_unpack (&reel__v1__scene_bible__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__scene_bible__free_unpacked
+                     (Reel__V1__SceneBible *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__scene_bible__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__scene__init
+                     (Reel__V1__Scene         *message)
+{
+  static const Reel__V1__Scene init_value = REEL__V1__SCENE__INIT;
+  *message = init_value;
+}
+size_t reel__v1__scene__get_packed_size
+                     (const Reel__V1__Scene *message)
+{
+  assert(message->base.descriptor == &reel__v1__scene__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__scene__pack
+                     (const Reel__V1__Scene *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__scene__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__scene__pack_to_buffer
+                     (const Reel__V1__Scene *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__scene__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__Scene *
+       reel__v1__scene__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__Scene *)
+     protobuf_c_message_unpack (&reel__v1__scene__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__scene__free_unpacked
+                     (Reel__V1__Scene *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__scene__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__put_scene_bible_request__init
+                     (Reel__V1__PutSceneBibleRequest         *message)
+{
+  static const Reel__V1__PutSceneBibleRequest init_value = REEL__V1__PUT_SCENE_BIBLE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t reel__v1__put_scene_bible_request__get_packed_size
+                     (const Reel__V1__PutSceneBibleRequest *message)
+{
+  assert(message->base.descriptor == &reel__v1__put_scene_bible_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__put_scene_bible_request__pack
+                     (const Reel__V1__PutSceneBibleRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__put_scene_bible_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__put_scene_bible_request__pack_to_buffer
+                     (const Reel__V1__PutSceneBibleRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__put_scene_bible_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__PutSceneBibleRequest *
+       reel__v1__put_scene_bible_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__PutSceneBibleRequest *)
+     protobuf_c_message_unpack (&reel__v1__put_scene_bible_request__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__put_scene_bible_request__free_unpacked
+                     (Reel__V1__PutSceneBibleRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__put_scene_bible_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__get_scene_request__init
+                     (Reel__V1__GetSceneRequest         *message)
+{
+  static const Reel__V1__GetSceneRequest init_value = REEL__V1__GET_SCENE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t reel__v1__get_scene_request__get_packed_size
+                     (const Reel__V1__GetSceneRequest *message)
+{
+  assert(message->base.descriptor == &reel__v1__get_scene_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__get_scene_request__pack
+                     (const Reel__V1__GetSceneRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__get_scene_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__get_scene_request__pack_to_buffer
+                     (const Reel__V1__GetSceneRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__get_scene_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__GetSceneRequest *
+       reel__v1__get_scene_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__GetSceneRequest *)
+     protobuf_c_message_unpack (&reel__v1__get_scene_request__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__get_scene_request__free_unpacked
+                     (Reel__V1__GetSceneRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__get_scene_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor reel__v1__job_config__style_overrides_entry__field_descriptors[2] =
 {
   {
@@ -1949,6 +2180,377 @@ const ProtobufCMessageDescriptor reel__v1__list_jobs_response__descriptor =
   (ProtobufCMessageInit) reel__v1__list_jobs_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor reel__v1__bible_entity__field_descriptors[3] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__BibleEntity, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "aliases",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Reel__V1__BibleEntity, n_aliases),
+    offsetof(Reel__V1__BibleEntity, aliases),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "description",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__BibleEntity, description),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__bible_entity__field_indices_by_name[] = {
+  1,   /* field[1] = aliases */
+  2,   /* field[2] = description */
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange reel__v1__bible_entity__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor reel__v1__bible_entity__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.BibleEntity",
+  "BibleEntity",
+  "Reel__V1__BibleEntity",
+  "reel.v1",
+  sizeof(Reel__V1__BibleEntity),
+  3,
+  reel__v1__bible_entity__field_descriptors,
+  reel__v1__bible_entity__field_indices_by_name,
+  1,  reel__v1__bible_entity__number_ranges,
+  (ProtobufCMessageInit) reel__v1__bible_entity__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__scene_bible__style_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__SceneBible__StyleEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__SceneBible__StyleEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__scene_bible__style_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange reel__v1__scene_bible__style_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor reel__v1__scene_bible__style_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.SceneBible.StyleEntry",
+  "StyleEntry",
+  "Reel__V1__SceneBible__StyleEntry",
+  "reel.v1",
+  sizeof(Reel__V1__SceneBible__StyleEntry),
+  2,
+  reel__v1__scene_bible__style_entry__field_descriptors,
+  reel__v1__scene_bible__style_entry__field_indices_by_name,
+  1,  reel__v1__scene_bible__style_entry__number_ranges,
+  (ProtobufCMessageInit) reel__v1__scene_bible__style_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__scene_bible__field_descriptors[4] =
+{
+  {
+    "characters",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Reel__V1__SceneBible, n_characters),
+    offsetof(Reel__V1__SceneBible, characters),
+    &reel__v1__bible_entity__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "locations",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Reel__V1__SceneBible, n_locations),
+    offsetof(Reel__V1__SceneBible, locations),
+    &reel__v1__bible_entity__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "style",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Reel__V1__SceneBible, n_style),
+    offsetof(Reel__V1__SceneBible, style),
+    &reel__v1__scene_bible__style_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "forbidden",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Reel__V1__SceneBible, n_forbidden),
+    offsetof(Reel__V1__SceneBible, forbidden),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__scene_bible__field_indices_by_name[] = {
+  0,   /* field[0] = characters */
+  3,   /* field[3] = forbidden */
+  1,   /* field[1] = locations */
+  2,   /* field[2] = style */
+};
+static const ProtobufCIntRange reel__v1__scene_bible__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor reel__v1__scene_bible__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.SceneBible",
+  "SceneBible",
+  "Reel__V1__SceneBible",
+  "reel.v1",
+  sizeof(Reel__V1__SceneBible),
+  4,
+  reel__v1__scene_bible__field_descriptors,
+  reel__v1__scene_bible__field_indices_by_name,
+  1,  reel__v1__scene_bible__number_ranges,
+  (ProtobufCMessageInit) reel__v1__scene_bible__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__scene__field_descriptors[5] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Scene, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bible_version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Scene, bible_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bible",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Scene, bible),
+    &reel__v1__scene_bible__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "segment_count",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Scene, segment_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_duration_seconds",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Scene, total_duration_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__scene__field_indices_by_name[] = {
+  2,   /* field[2] = bible */
+  1,   /* field[1] = bible_version */
+  0,   /* field[0] = id */
+  3,   /* field[3] = segment_count */
+  4,   /* field[4] = total_duration_seconds */
+};
+static const ProtobufCIntRange reel__v1__scene__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor reel__v1__scene__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.Scene",
+  "Scene",
+  "Reel__V1__Scene",
+  "reel.v1",
+  sizeof(Reel__V1__Scene),
+  5,
+  reel__v1__scene__field_descriptors,
+  reel__v1__scene__field_indices_by_name,
+  1,  reel__v1__scene__number_ranges,
+  (ProtobufCMessageInit) reel__v1__scene__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__put_scene_bible_request__field_descriptors[2] =
+{
+  {
+    "scene_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__PutSceneBibleRequest, scene_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bible",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__PutSceneBibleRequest, bible),
+    &reel__v1__scene_bible__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__put_scene_bible_request__field_indices_by_name[] = {
+  1,   /* field[1] = bible */
+  0,   /* field[0] = scene_id */
+};
+static const ProtobufCIntRange reel__v1__put_scene_bible_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor reel__v1__put_scene_bible_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.PutSceneBibleRequest",
+  "PutSceneBibleRequest",
+  "Reel__V1__PutSceneBibleRequest",
+  "reel.v1",
+  sizeof(Reel__V1__PutSceneBibleRequest),
+  2,
+  reel__v1__put_scene_bible_request__field_descriptors,
+  reel__v1__put_scene_bible_request__field_indices_by_name,
+  1,  reel__v1__put_scene_bible_request__number_ranges,
+  (ProtobufCMessageInit) reel__v1__put_scene_bible_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__get_scene_request__field_descriptors[1] =
+{
+  {
+    "scene_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__GetSceneRequest, scene_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__get_scene_request__field_indices_by_name[] = {
+  0,   /* field[0] = scene_id */
+};
+static const ProtobufCIntRange reel__v1__get_scene_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor reel__v1__get_scene_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.GetSceneRequest",
+  "GetSceneRequest",
+  "Reel__V1__GetSceneRequest",
+  "reel.v1",
+  sizeof(Reel__V1__GetSceneRequest),
+  1,
+  reel__v1__get_scene_request__field_descriptors,
+  reel__v1__get_scene_request__field_indices_by_name,
+  1,  reel__v1__get_scene_request__number_ranges,
+  (ProtobufCMessageInit) reel__v1__get_scene_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue reel__v1__job_type__enum_values_by_number[3] =
 {
   { "JOB_TYPE_UNSPECIFIED", "REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED", 0 },
@@ -2206,5 +2808,48 @@ void reel__v1__job_service__init (Reel__V1__JobService_Service *service,
 {
   protobuf_c_service_generated_init (&service->base,
                                      &reel__v1__job_service__descriptor,
+                                     (ProtobufCServiceDestroy) destroy);
+}
+static const ProtobufCMethodDescriptor reel__v1__scene_service__method_descriptors[2] =
+{
+  { "PutSceneBible", &reel__v1__put_scene_bible_request__descriptor, &reel__v1__scene__descriptor },
+  { "GetScene", &reel__v1__get_scene_request__descriptor, &reel__v1__scene__descriptor },
+};
+const unsigned reel__v1__scene_service__method_indices_by_name[] = {
+  1,        /* GetScene */
+  0         /* PutSceneBible */
+};
+const ProtobufCServiceDescriptor reel__v1__scene_service__descriptor =
+{
+  PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
+  "reel.v1.SceneService",
+  "SceneService",
+  "Reel__V1__SceneService",
+  "reel.v1",
+  2,
+  reel__v1__scene_service__method_descriptors,
+  reel__v1__scene_service__method_indices_by_name
+};
+void reel__v1__scene_service__put_scene_bible(ProtobufCService *service,
+                                              const Reel__V1__PutSceneBibleRequest *input,
+                                              Reel__V1__Scene_Closure closure,
+                                              void *closure_data)
+{
+  assert(service->descriptor == &reel__v1__scene_service__descriptor);
+  service->invoke(service, 0, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void reel__v1__scene_service__get_scene(ProtobufCService *service,
+                                        const Reel__V1__GetSceneRequest *input,
+                                        Reel__V1__Scene_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &reel__v1__scene_service__descriptor);
+  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void reel__v1__scene_service__init (Reel__V1__SceneService_Service *service,
+                                    Reel__V1__SceneService_ServiceDestroy destroy)
+{
+  protobuf_c_service_generated_init (&service->base,
+                                     &reel__v1__scene_service__descriptor,
                                      (ProtobufCServiceDestroy) destroy);
 }

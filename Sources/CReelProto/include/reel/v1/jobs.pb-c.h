@@ -29,6 +29,12 @@ typedef struct Reel__V1__RetryJobRequest Reel__V1__RetryJobRequest;
 typedef struct Reel__V1__WatchJobRequest Reel__V1__WatchJobRequest;
 typedef struct Reel__V1__ListJobsRequest Reel__V1__ListJobsRequest;
 typedef struct Reel__V1__ListJobsResponse Reel__V1__ListJobsResponse;
+typedef struct Reel__V1__BibleEntity Reel__V1__BibleEntity;
+typedef struct Reel__V1__SceneBible Reel__V1__SceneBible;
+typedef struct Reel__V1__SceneBible__StyleEntry Reel__V1__SceneBible__StyleEntry;
+typedef struct Reel__V1__Scene Reel__V1__Scene;
+typedef struct Reel__V1__PutSceneBibleRequest Reel__V1__PutSceneBibleRequest;
+typedef struct Reel__V1__GetSceneRequest Reel__V1__GetSceneRequest;
 
 
 /* --- enums --- */
@@ -287,6 +293,92 @@ struct  Reel__V1__ListJobsResponse
     , 0,NULL, (char *)protobuf_c_empty_string }
 
 
+/*
+ * Scenes and their versioned bibles (seed 002 §4). Jobs read the bible version current
+ * when they were created; PutSceneBible makes a new version.
+ */
+struct  Reel__V1__BibleEntity
+{
+  ProtobufCMessage base;
+  char *name;
+  size_t n_aliases;
+  char **aliases;
+  char *description;
+};
+#define REEL__V1__BIBLE_ENTITY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__bible_entity__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Reel__V1__SceneBible__StyleEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define REEL__V1__SCENE_BIBLE__STYLE_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__scene_bible__style_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Reel__V1__SceneBible
+{
+  ProtobufCMessage base;
+  size_t n_characters;
+  Reel__V1__BibleEntity **characters;
+  size_t n_locations;
+  Reel__V1__BibleEntity **locations;
+  /*
+   * keys the bible locks; overrides may not change them
+   */
+  size_t n_style;
+  Reel__V1__SceneBible__StyleEntry **style;
+  /*
+   * terms that break continuity
+   */
+  size_t n_forbidden;
+  char **forbidden;
+};
+#define REEL__V1__SCENE_BIBLE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__scene_bible__descriptor) \
+    , 0,NULL, 0,NULL, 0,NULL, 0,NULL }
+
+
+struct  Reel__V1__Scene
+{
+  ProtobufCMessage base;
+  char *id;
+  int32_t bible_version;
+  Reel__V1__SceneBible *bible;
+  int32_t segment_count;
+  double total_duration_seconds;
+};
+#define REEL__V1__SCENE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__scene__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, NULL, 0, 0 }
+
+
+struct  Reel__V1__PutSceneBibleRequest
+{
+  ProtobufCMessage base;
+  char *scene_id;
+  Reel__V1__SceneBible *bible;
+};
+#define REEL__V1__PUT_SCENE_BIBLE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__put_scene_bible_request__descriptor) \
+    , (char *)protobuf_c_empty_string, NULL }
+
+
+struct  Reel__V1__GetSceneRequest
+{
+  ProtobufCMessage base;
+  char *scene_id;
+};
+#define REEL__V1__GET_SCENE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__get_scene_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
 /* Reel__V1__JobConfig__StyleOverridesEntry methods */
 void   reel__v1__job_config__style_overrides_entry__init
                      (Reel__V1__JobConfig__StyleOverridesEntry         *message);
@@ -537,6 +629,104 @@ Reel__V1__ListJobsResponse *
 void   reel__v1__list_jobs_response__free_unpacked
                      (Reel__V1__ListJobsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Reel__V1__BibleEntity methods */
+void   reel__v1__bible_entity__init
+                     (Reel__V1__BibleEntity         *message);
+size_t reel__v1__bible_entity__get_packed_size
+                     (const Reel__V1__BibleEntity   *message);
+size_t reel__v1__bible_entity__pack
+                     (const Reel__V1__BibleEntity   *message,
+                      uint8_t             *out);
+size_t reel__v1__bible_entity__pack_to_buffer
+                     (const Reel__V1__BibleEntity   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__BibleEntity *
+       reel__v1__bible_entity__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__bible_entity__free_unpacked
+                     (Reel__V1__BibleEntity *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__SceneBible__StyleEntry methods */
+void   reel__v1__scene_bible__style_entry__init
+                     (Reel__V1__SceneBible__StyleEntry         *message);
+/* Reel__V1__SceneBible methods */
+void   reel__v1__scene_bible__init
+                     (Reel__V1__SceneBible         *message);
+size_t reel__v1__scene_bible__get_packed_size
+                     (const Reel__V1__SceneBible   *message);
+size_t reel__v1__scene_bible__pack
+                     (const Reel__V1__SceneBible   *message,
+                      uint8_t             *out);
+size_t reel__v1__scene_bible__pack_to_buffer
+                     (const Reel__V1__SceneBible   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__SceneBible *
+       reel__v1__scene_bible__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__scene_bible__free_unpacked
+                     (Reel__V1__SceneBible *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__Scene methods */
+void   reel__v1__scene__init
+                     (Reel__V1__Scene         *message);
+size_t reel__v1__scene__get_packed_size
+                     (const Reel__V1__Scene   *message);
+size_t reel__v1__scene__pack
+                     (const Reel__V1__Scene   *message,
+                      uint8_t             *out);
+size_t reel__v1__scene__pack_to_buffer
+                     (const Reel__V1__Scene   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__Scene *
+       reel__v1__scene__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__scene__free_unpacked
+                     (Reel__V1__Scene *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__PutSceneBibleRequest methods */
+void   reel__v1__put_scene_bible_request__init
+                     (Reel__V1__PutSceneBibleRequest         *message);
+size_t reel__v1__put_scene_bible_request__get_packed_size
+                     (const Reel__V1__PutSceneBibleRequest   *message);
+size_t reel__v1__put_scene_bible_request__pack
+                     (const Reel__V1__PutSceneBibleRequest   *message,
+                      uint8_t             *out);
+size_t reel__v1__put_scene_bible_request__pack_to_buffer
+                     (const Reel__V1__PutSceneBibleRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__PutSceneBibleRequest *
+       reel__v1__put_scene_bible_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__put_scene_bible_request__free_unpacked
+                     (Reel__V1__PutSceneBibleRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__GetSceneRequest methods */
+void   reel__v1__get_scene_request__init
+                     (Reel__V1__GetSceneRequest         *message);
+size_t reel__v1__get_scene_request__get_packed_size
+                     (const Reel__V1__GetSceneRequest   *message);
+size_t reel__v1__get_scene_request__pack
+                     (const Reel__V1__GetSceneRequest   *message,
+                      uint8_t             *out);
+size_t reel__v1__get_scene_request__pack_to_buffer
+                     (const Reel__V1__GetSceneRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__GetSceneRequest *
+       reel__v1__get_scene_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__get_scene_request__free_unpacked
+                     (Reel__V1__GetSceneRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Reel__V1__JobConfig__StyleOverridesEntry_Closure)
@@ -580,6 +770,24 @@ typedef void (*Reel__V1__ListJobsRequest_Closure)
                   void *closure_data);
 typedef void (*Reel__V1__ListJobsResponse_Closure)
                  (const Reel__V1__ListJobsResponse *message,
+                  void *closure_data);
+typedef void (*Reel__V1__BibleEntity_Closure)
+                 (const Reel__V1__BibleEntity *message,
+                  void *closure_data);
+typedef void (*Reel__V1__SceneBible__StyleEntry_Closure)
+                 (const Reel__V1__SceneBible__StyleEntry *message,
+                  void *closure_data);
+typedef void (*Reel__V1__SceneBible_Closure)
+                 (const Reel__V1__SceneBible *message,
+                  void *closure_data);
+typedef void (*Reel__V1__Scene_Closure)
+                 (const Reel__V1__Scene *message,
+                  void *closure_data);
+typedef void (*Reel__V1__PutSceneBibleRequest_Closure)
+                 (const Reel__V1__PutSceneBibleRequest *message,
+                  void *closure_data);
+typedef void (*Reel__V1__GetSceneRequest_Closure)
+                 (const Reel__V1__GetSceneRequest *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -650,6 +858,36 @@ void reel__v1__job_service__watch_job(ProtobufCService *service,
                                       const Reel__V1__WatchJobRequest *input,
                                       Reel__V1__JobEvent_Closure closure,
                                       void *closure_data);
+typedef struct Reel__V1__SceneService_Service Reel__V1__SceneService_Service;
+struct Reel__V1__SceneService_Service
+{
+  ProtobufCService base;
+  void (*put_scene_bible)(Reel__V1__SceneService_Service *service,
+                          const Reel__V1__PutSceneBibleRequest *input,
+                          Reel__V1__Scene_Closure closure,
+                          void *closure_data);
+  void (*get_scene)(Reel__V1__SceneService_Service *service,
+                    const Reel__V1__GetSceneRequest *input,
+                    Reel__V1__Scene_Closure closure,
+                    void *closure_data);
+};
+typedef void (*Reel__V1__SceneService_ServiceDestroy)(Reel__V1__SceneService_Service *);
+void reel__v1__scene_service__init (Reel__V1__SceneService_Service *service,
+                                    Reel__V1__SceneService_ServiceDestroy destroy);
+#define REEL__V1__SCENE_SERVICE__BASE_INIT \
+    { &reel__v1__scene_service__descriptor, protobuf_c_service_invoke_internal, NULL }
+#define REEL__V1__SCENE_SERVICE__INIT(function_prefix__) \
+    { REEL__V1__SCENE_SERVICE__BASE_INIT,\
+      function_prefix__ ## put_scene_bible,\
+      function_prefix__ ## get_scene  }
+void reel__v1__scene_service__put_scene_bible(ProtobufCService *service,
+                                              const Reel__V1__PutSceneBibleRequest *input,
+                                              Reel__V1__Scene_Closure closure,
+                                              void *closure_data);
+void reel__v1__scene_service__get_scene(ProtobufCService *service,
+                                        const Reel__V1__GetSceneRequest *input,
+                                        Reel__V1__Scene_Closure closure,
+                                        void *closure_data);
 
 /* --- descriptors --- */
 
@@ -672,7 +910,14 @@ extern const ProtobufCMessageDescriptor reel__v1__retry_job_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__watch_job_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__list_jobs_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__list_jobs_response__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__bible_entity__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__scene_bible__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__scene_bible__style_entry__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__scene__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__put_scene_bible_request__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__get_scene_request__descriptor;
 extern const ProtobufCServiceDescriptor reel__v1__job_service__descriptor;
+extern const ProtobufCServiceDescriptor reel__v1__scene_service__descriptor;
 
 PROTOBUF_C__END_DECLS
 
