@@ -161,7 +161,7 @@ public struct Pipeline: Sendable {
         try await step(run, .previewReady, .upload, 88, "storing video, thumbnail and HLS renditions")
         var duration = done.durationSeconds
         if let post = postProcessor {
-            let p = try await post.process(jobID: job.id, videoURL: done.videoURL)
+            let p = try await post.process(jobID: job.id, videoURL: done.videoURL, providerDurationSeconds: done.durationSeconds)
             a.finalVideoURL = p.finalVideoURL
             a.previewVideoURL = p.previewVideoURL
             a.thumbnailURL = p.thumbnailURL
@@ -297,22 +297,12 @@ final class Watchdog: Sendable {
     }
 }
 
-/// Upload / post-processing of a finished video (store it, thumbnail, HLS).
+/// Upload / post-processing of a finished video: store it, a thumbnail, HLS renditions.
 public protocol PostProcessing: Sendable {
-    func process(jobID: String, videoURL: String) async throws -> PostProcessedVideo
+    func process(jobID: String, videoURL: String, providerDurationSeconds: Double) async throws -> PostProcessed
 }
 
-public struct PostProcessedVideo: Sendable, Equatable {
-    public var finalVideoURL: String
-    public var previewVideoURL: String
-    public var thumbnailURL: String
-    public var hlsPlaylistURL: String
-    public var durationSeconds: Double
-    public init(finalVideoURL: String, previewVideoURL: String, thumbnailURL: String, hlsPlaylistURL: String, durationSeconds: Double) {
-        self.finalVideoURL = finalVideoURL; self.previewVideoURL = previewVideoURL; self.thumbnailURL = thumbnailURL
-        self.hlsPlaylistURL = hlsPlaylistURL; self.durationSeconds = durationSeconds
-    }
-}
+extension PostProcessor: PostProcessing {}
 
 extension String {
     func replacingSuffix(_ suffix: String, with new: String) -> String {

@@ -29,6 +29,21 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Provider base URL for --provider http. Env: REEL_PROVIDER_URL.")
     var providerURL: String? = env("REEL_PROVIDER_URL")
 
+    @Option(help: "Milliseconds between polls of the http provider. Env: REEL_PROVIDER_POLL_MS.")
+    var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 2000
+
+    @Option(help: "Where post-processed videos, thumbnails and HLS renditions go (http provider). Env: REEL_ARTIFACTS_DIR.")
+    var artifactsDir: String = env("REEL_ARTIFACTS_DIR") ?? ".data/artifacts"
+
+    @Option(help: "URL prefix under which --artifacts-dir is served (default: file:// URLs). Env: REEL_ARTIFACTS_BASE_URL.")
+    var artifactsBaseURL: String? = env("REEL_ARTIFACTS_BASE_URL")
+
+    @Option(help: "Seconds any stage but video generation may take before STAGE_TIMEOUT. Env: REEL_STAGE_TIMEOUT_SECONDS.")
+    var stageTimeoutSeconds: Double = Double(env("REEL_STAGE_TIMEOUT_SECONDS") ?? "") ?? 120
+
+    @Option(help: "Seconds video generation may take before STAGE_TIMEOUT. Env: REEL_VIDEO_TIMEOUT_SECONDS.")
+    var videoTimeoutSeconds: Double = Double(env("REEL_VIDEO_TIMEOUT_SECONDS") ?? "") ?? 900
+
     @Option(help: "In-process worker slots. Env: REEL_WORKERS.")
     var workers: Int = Int(env("REEL_WORKERS") ?? "") ?? 8
 
@@ -61,8 +76,25 @@ struct Reeld: AsyncParsableCommand {
         guard let databaseURL, !databaseURL.isEmpty else {
             fail("no database: pass --database-url or set REEL_DATABASE_URL")
         }
-        guard provider == "simulated" else {
-            fail("provider '\(provider)' is not available in this build; use --provider simulated")
+        let videoProvider: any VideoProvider
+        var postProcessor: PostProcessor? = nil
+        var pipelineConfig = Pipeline.Config(
+            stageDelay: .milliseconds(simStageMs), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
+            stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
+            videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
+        switch provider {
+        case "simulated":
+            videoProvider = SimulatedProvider()
+        case "http":
+            guard let providerURL, !providerURL.isEmpty else { fail("--provider http needs --provider-url (or REEL_PROVIDER_URL)") }
+            let client = CurlHTTPClient()
+            videoProvider = HTTPProvider(baseURL: providerURL, apiKey: env("REEL_PROVIDER_KEY"), client: client, logger: logger)
+            postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, client: client, logger: logger)
+            pipelineConfig.stageDelay = .zero
+            pipelineConfig.pollInterval = .milliseconds(providerPollMs)
+            pipelineConfig.parkWhileGenerating = true
+        default:
+            fail("unknown provider '\(provider)': use simulated or http")
         }
         let (host, port) = try parseAddress(listen)
         if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "5", 1) }
@@ -80,8 +112,7 @@ struct Reeld: AsyncParsableCommand {
         let health = HealthState()
         let workerID = "reeld-\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
         let pipeline = Pipeline(
-            store: store, provider: SimulatedProvider(),
-            config: .init(stageDelay: .milliseconds(simStageMs), retry: RetryPolicy(baseMs: Int64(retryBaseMs))),
+            store: store, provider: videoProvider, postProcessor: postProcessor, config: pipelineConfig,
             workerID: workerID, logger: logger, publish: { hub.publish($0) })
         let scheduler = Scheduler(
             store: store, hub: hub,
