@@ -47,8 +47,8 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "In-process worker slots. Env: REEL_WORKERS.")
     var workers: Int = Int(env("REEL_WORKERS") ?? "") ?? 8
 
-    @Option(help: "Milliseconds each simulated stage takes (0: no-op jobs). Env: REEL_SIM_STAGE_MS.")
-    var simStageMs: Int = Int(env("REEL_SIM_STAGE_MS") ?? "") ?? 500
+    @Option(help: "Milliseconds each pipeline step waits (0: no-op jobs). Default 500 with the simulated provider, 0 with http (where a value slows steps down for tests). Env: REEL_SIM_STAGE_MS.")
+    var simStageMs: Int? = Int(env("REEL_SIM_STAGE_MS") ?? "")
 
     @Option(help: "Lease length in seconds; a job whose worker stops renewing is requeued after it. Env: REEL_LEASE_SECONDS.")
     var leaseSeconds: Double = Double(env("REEL_LEASE_SECONDS") ?? "") ?? 30
@@ -79,7 +79,7 @@ struct Reeld: AsyncParsableCommand {
         let videoProvider: any VideoProvider
         var postProcessor: PostProcessor? = nil
         var pipelineConfig = Pipeline.Config(
-            stageDelay: .milliseconds(simStageMs), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
+            stageDelay: .milliseconds(simStageMs ?? (provider == "http" ? 0 : 500)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
         switch provider {
@@ -90,7 +90,6 @@ struct Reeld: AsyncParsableCommand {
             let client = CurlHTTPClient()
             videoProvider = HTTPProvider(baseURL: providerURL, apiKey: env("REEL_PROVIDER_KEY"), client: client, logger: logger)
             postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, client: client, logger: logger)
-            pipelineConfig.stageDelay = .zero
             pipelineConfig.pollInterval = .milliseconds(providerPollMs)
             pipelineConfig.parkWhileGenerating = true
         default:
