@@ -180,3 +180,21 @@ def pytest_runtest_makereport(item, call):
         if s.log_size() > since:
             rep.sections.append((f"reeld {s.name} log during this test ({s.log_path.name})",
                                  s.log_tail(150, since)))
+
+
+# --------------------------------------------------------------------------- fake provider
+
+
+@pytest.fixture(scope="session")
+def _fake_provider_server():
+    fp = ri.fake_provider_class()(port=0).start()
+    yield fp
+    fp.stop()
+
+
+@pytest.fixture
+def fake_provider(_fake_provider_server):
+    """The fake video provider (Tests/fake_provider), shared by the session, with knobs,
+    tasks and stats reset for this test. Use with ri.http_reeld."""
+    _fake_provider_server.reset()
+    yield _fake_provider_server

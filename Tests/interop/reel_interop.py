@@ -413,3 +413,72 @@ def kill_all_servers():
 
 
 atexit.register(kill_all_servers)
+
+
+# --------------------------------------------------------------------------- http provider
+# Helpers for the fault and crash tests (test_provider_faults.py, test_crash_recovery.py):
+# reeld with `--provider http` against the fake provider in Tests/fake_provider.
+
+FAKE_PROVIDER_DIR = REPO_ROOT / "Tests" / "fake_provider"
+
+
+def fake_provider_class():
+    """fake_provider.FakeProvider (Tests/fake_provider is put on sys.path)."""
+    if str(FAKE_PROVIDER_DIR) not in sys.path:
+        sys.path.insert(0, str(FAKE_PROVIDER_DIR))
+    from fake_provider import FakeProvider
+    return FakeProvider
+
+
+def http_reeld(factory, name: str, provider_url: str, artifacts_dir, *, workers: int = 2,
+               sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
+               retry_base_ms: int = 50, extra_args=(), env: dict | None = None,
+               start: bool = True) -> ReelServer:
+    """A private reeld (from `reeld_factory`) with `--provider http --provider-url URL`.
+    Later flags win, so these replace ReelServer's `--provider simulated`. `env` adds
+    variables to reeld's environment (ReelServer.start() drops inherited REEL_* ones), e.g.
+    {"REEL_PROVIDER_KEY": "..."}: the command is run through env(1), which execs reeld, so
+    srv.proc is still reeld itself (SIGKILL hits it)."""
+    srv = factory(name, workers=workers, sim_stage_ms=sim_stage_ms, lease_seconds=lease_seconds,
+                  start=False, extra_args=(
+                      "--provider", "http", "--provider-url", provider_url,
+                      "--provider-poll-ms", str(poll_ms), "--artifacts-dir", str(artifacts_dir),
+                      "--retry-base-ms", str(retry_base_ms), *extra_args))
+    set_env(srv, env)
+    if start:
+        srv.start()
+    return srv
+
+
+def set_env(srv: ReelServer, env: dict | None):
+    """Sets (replaces) the extra environment reeld is started with (see http_reeld)."""
+    args = list(srv.args)
+    if args and args[0] == "env":
+        args = args[args.index(str(srv.binary)):]
+    if env:
+        args = ["env", *[f"{k}={v}" for k, v in env.items()], *args]
+    srv.args = args
+
+
+def psql_value(url: str, sql: str) -> str:
+    """The unaligned, tuples-only output of one query (rows joined by newlines)."""
+    env = dict(os.environ, PGCONNECT_TIMEOUT="10")
+    r = subprocess.run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, text=True, timeout=60, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} on {url} failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def stored_history(db_url: str, job_id: str) -> str:
+    """A job's event history straight from Postgres (works while reeld is down): for
+    failure messages."""
+    try:
+        rows = psql_value(db_url, (
+            "SELECT seq || ' ' || to_char(at, 'HH24:MI:SS.MS') || ' ' || status || '/' || "
+            "stage || ' p=' || progress || ' dl=' || "
+            "dead_lettered || ' ' || quote_literal(message) FROM job_events "
+            f"WHERE job_id = '{job_id}' ORDER BY seq"))
+    except Exception as e:  # diagnostics only
+        return f"(could not read the history of {job_id}: {e})"
+    return f"event history of {job_id}:\n  " + rows.replace("\n", "\n  ")
