@@ -143,6 +143,7 @@ public struct Pipeline: Sendable {
         // 3. Video generation (35 → 85 %): the provider id is saved before polling starts.
         watchdog.enter(.videoGeneration, limit: config.videoTimeout)
         if a.providerJobID.isEmpty {
+            try await step(run, .continuityChecked, .videoGeneration, 36, "submitting to \(provider.name)")
             let pid = try await provider.submit(prompt: a.expandedScript, config: job.config, jobID: job.id)
             run.providerJobID = pid
             a.providerJobID = pid
@@ -223,8 +224,11 @@ public struct Pipeline: Sendable {
         guard let pid = run.providerJobID ?? (run.job.artifacts.providerJobID.isEmpty ? nil : run.job.artifacts.providerJobID)
         else { return }
         guard let current = try? await store.job(id: run.job.id), current.status == .cancelled else { return }
-        await provider.cancel(providerJobID: pid)
-        log.info("cancelled provider job", metadata: ["reel.provider_job_id": "\(pid)"])
+        // This task may itself be cancelled (that is how the cancel reached it): ask the
+        // provider from a task of its own, so the request isn't aborted on the way out.
+        let provider = self.provider
+        await Task { await provider.cancel(providerJobID: pid) }.value
+        log.info("asked the provider to cancel its job", metadata: ["reel.provider_job_id": "\(pid)"])
     }
 
     /// Records the failure; requeues with backoff while attempts remain, else dead-letters.

@@ -28,6 +28,8 @@ public actor Scheduler {
     private let logger: Logger
     private var running: [String: Task<Void, Never>] = [:]
     private var parked: Set<String> = []
+    /// Parked jobs back from the provider, waiting for a worker slot (served before new claims).
+    private var unparkWaiters: [(id: String, resume: CheckedContinuation<Void, Never>)] = []
     private var loops: [Task<Void, Never>] = []
     private var stopping = false
     private let wake: AsyncStream<Void>.Continuation
@@ -48,18 +50,41 @@ public actor Scheduler {
 
     public var runningCount: Int { running.count }
 
-    /// Free slots: workers not busy with an unparked job, within the in-flight cap.
+    private var activeCount: Int { running.count - parked.count }
+
+    /// Free slots for new claims: workers not busy with an unparked job, after the parked jobs
+    /// that wait to come back, within the in-flight cap.
     private var freeSlots: Int {
-        min(config.workers - (running.count - parked.count), config.maxInFlight - running.count)
+        min(config.workers - activeCount - unparkWaiters.count, config.maxInFlight - running.count)
     }
 
     func park(_ id: String) {
         guard running[id] != nil else { return }
         parked.insert(id)
+        admitUnparked()
         notifyWork()
     }
 
-    func unpark(_ id: String) { parked.remove(id) }
+    /// Takes a worker slot again; waits while every slot is busy, so `--workers` bounds the
+    /// jobs doing work here at any moment.
+    func unpark(_ id: String) async {
+        guard parked.contains(id) else { return }
+        if activeCount < config.workers && unparkWaiters.isEmpty {
+            parked.remove(id)
+            return
+        }
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            unparkWaiters.append((id, cont))
+        }
+    }
+
+    private func admitUnparked() {
+        while let next = unparkWaiters.first, activeCount < config.workers || stopping {
+            unparkWaiters.removeFirst()
+            parked.remove(next.id)
+            next.resume.resume()
+        }
+    }
 
     /// Stops a job running here now (it was cancelled); elsewhere the next checkpoint does it.
     public func cancelLocal(jobID: String) { running[jobID]?.cancel() }
@@ -107,6 +132,7 @@ public actor Scheduler {
     private func finished(_ id: String) {
         running[id] = nil
         parked.remove(id)
+        admitUnparked()
         notifyWork()
     }
 
@@ -148,6 +174,7 @@ public actor Scheduler {
     /// Stops claiming, stops running jobs at their next checkpoint and hands them back to the queue.
     public func shutdown() async {
         stopping = true
+        admitUnparked()
         notifyWork()
         for l in loops { l.cancel() }
         let tasks = Array(running.values)

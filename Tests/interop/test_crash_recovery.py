@@ -127,13 +127,15 @@ def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
         d = lambda: (f"{ri.stored_history(srv.db_url, job.id)}\n"  # noqa: E731
                      f"fake provider stats: {fake_stats(fake_provider)}")
 
-        # Watch live until the job is in `stage`, then SIGKILL at once.
+        # Watch live until the job is in `stage`, then SIGKILL at once. In video generation,
+        # wait until the provider's task was submitted and saved ("submitted to …"): that is
+        # the window where a careless restart would pay for a second generation.
         seen = []
         call = srv.stub.WatchJob(pb.WatchJobRequest(id=job.id, after_seq=0), timeout=60)
         for ev in call:
             seen.append(ev)
             assert not ri.is_terminal(ev), f"finished before {name} was seen:\n{d()}"
-            if ev.stage == stage:
+            if ev.stage == stage and not ev.message.startswith("submitting to"):
                 break
         assert seen and seen[-1].stage == stage, f"watch ended before {name}:\n{d()}"
         if lock is not None:

@@ -167,13 +167,13 @@ def test_rate_limited_submit_waits_out_retry_after_and_completes(reeld_factory, 
     assert st["status_counts"].get("429") == 2, d
     assert st["tasks_created"] == 1 and st["submissions_by_external_id"] == {job.id: 1}, d
 
-    # The submit happens between "continuity checked" and the first video-generation event;
-    # two 429s with Retry-After: 1 make that gap at least ~2 s (the in-call backoff without
-    # Retry-After would be 0.2 s + 0.4 s).
-    checked = next(e for e in events if e.status == S.JOB_STATUS_CONTINUITY_CHECKED
-                   and e.stage == S.STAGE_CONTINUITY_VALIDATION)
-    submitted = next(e for e in events if e.stage == S.STAGE_VIDEO_GENERATION)
-    gap = (submitted.at_unix_ms - checked.at_unix_ms) / 1000
+    # The submit happens between the "submitting to …" and "submitted to …" events; two 429s
+    # with Retry-After: 1 make that gap at least ~2 s (the in-call backoff without Retry-After
+    # would be 0.2 s + 0.4 s).
+    submitting = next(e for e in events if e.message.startswith("submitting to"))
+    submitted = next(e for e in events if e.message.startswith("submitted to"))
+    assert submitting.stage == submitted.stage == S.STAGE_VIDEO_GENERATION, d
+    gap = (submitted.at_unix_ms - submitting.at_unix_ms) / 1000
     assert gap >= 1.9, f"submit took {gap:.2f}s across two 429s with Retry-After: 1\n{d}"
 
 
