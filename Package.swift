@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "reeld", targets: ["reeld"]),
         .executable(name: "reelctl", targets: ["reelctl"]),
+        .executable(name: "reel-bench", targets: ["reel-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,6 +47,10 @@ let package = Package(
             "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "reel-bench", dependencies: [
+            "ReelCore", "ReelWire", "ReelHTTP2",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "reelctl", dependencies: [
             "ReelCore", "ReelWire", "ReelHTTP2",
