@@ -12,6 +12,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // C libraries at the edge: a modulemap and a shim header each.
@@ -26,6 +29,15 @@ let package = Package(
 
         .target(name: "ReelCore"),
         .target(name: "ReelBlocking"),
+        // Metric names and labels, in one place; any swift-metrics backend.
+        .target(name: "ReelObservability", dependencies: [
+            "ReelCore", .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        // The HTTP/1.1 side (Hummingbird): /metrics now, browsers later.
+        .target(name: "ReelWeb", dependencies: [
+            "ReelCore", .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
         .target(name: "ReelHTTP2", dependencies: [
             "ReelWire", "CNghttp2", "CReelSys", .product(name: "Logging", package: "swift-log"),
@@ -34,18 +46,20 @@ let package = Package(
             "ReelCore", "ReelBlocking", "CLibPQ", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelScheduler", dependencies: [
-            "ReelCore", .product(name: "Logging", package: "swift-log"),
+            "ReelCore", "ReelObservability", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelPipeline", dependencies: [
-            "ReelCore", "ReelBlocking", "CCurl", .product(name: "Logging", package: "swift-log"),
+            "ReelCore", "ReelBlocking", "ReelObservability", "CCurl", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelService", dependencies: [
-            "ReelCore", "ReelWire", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline",
+            "ReelCore", "ReelWire", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelObservability",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "reeld", dependencies: [
-            "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline",
+            "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelWeb", "ReelObservability",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "reel-bench", dependencies: [

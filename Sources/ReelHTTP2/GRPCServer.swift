@@ -12,15 +12,18 @@ final class GRPCServerCore: Sendable {
     let router: GRPCRouter
     let logger: Logger
     let inFlight = Atomic<Int>(0)
-    let onStatus: (@Sendable (GRPCStatus) -> Void)?
+    let onCallFinished: GRPCServer.CallObserver?
 
-    init(config: GRPCServerConfig, router: GRPCRouter, logger: Logger, onStatus: (@Sendable (GRPCStatus) -> Void)?) {
-        self.config = config; self.router = router; self.logger = logger; self.onStatus = onStatus
+    init(config: GRPCServerConfig, router: GRPCRouter, logger: Logger, onCallFinished: GRPCServer.CallObserver?) {
+        self.config = config; self.router = router; self.logger = logger; self.onCallFinished = onCallFinished
     }
 
     func callStarted() { inFlight.add(1, ordering: .relaxed) }
     func callEnded() { inFlight.subtract(1, ordering: .relaxed) }
-    func noteStatus(_ s: GRPCStatus) { onStatus?(s) }
+    /// Every call's outcome: its path (`-` for an unknown one), final status and duration.
+    func noteStatus(_ s: GRPCStatus, path: String, started: ContinuousClock.Instant) {
+        onCallFinished?(path, s, .now - started)
+    }
 }
 
 /// Per-loop bookkeeping: its listener, connections, deadlines and idle checks. Loop-confined.
@@ -89,9 +92,12 @@ public final class GRPCServer: Sendable {
     private let contexts: [LoopBound<LoopContext>]
     public let port: Int
 
+    /// Sees every finished call: path, status, duration (for metrics and access logs).
+    public typealias CallObserver = @Sendable (_ path: String, _ status: GRPCStatus, _ duration: Duration) -> Void
+
     public init(config: GRPCServerConfig, router: GRPCRouter, logger: Logger,
-                onStatus: (@Sendable (GRPCStatus) -> Void)? = nil) throws {
-        core = GRPCServerCore(config: config, router: router, logger: logger, onStatus: onStatus)
+                onCallFinished: CallObserver? = nil) throws {
+        core = GRPCServerCore(config: config, router: router, logger: logger, onCallFinished: onCallFinished)
         var loops: [EventLoop] = []
         var contexts: [LoopBound<LoopContext>] = []
         var port = config.port

@@ -314,7 +314,7 @@ final class HTTP2Connection: LoopHandler {
         s.finished = true
         s.task?.cancel()
         submitHeaders(s, extra: statusHeaders(status), withBody: false)
-        server.noteStatus(status)
+        server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
     }
 
     func enqueue(streamID: Int32, _ framed: [UInt8], waiter: CheckedContinuation<Void, any Error>) {
@@ -344,7 +344,7 @@ final class HTTP2Connection: LoopHandler {
         } else {
             s.finished = true
             s.trailers = status
-            server.noteStatus(status)
+            server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
             if s.deferred {
                 s.deferred = false
                 nghttp2_session_resume_data(session, s.id)

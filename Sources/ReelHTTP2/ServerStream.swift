@@ -18,6 +18,7 @@ final class ServerStream {
     var route: GRPCRoute?
     var task: Task<Void, Never>?
     var deadline: ContinuousClock.Instant?
+    let started = ContinuousClock.now
 
     // Response side.
     var headersSent = false

@@ -1,6 +1,7 @@
 import ReelCore
 import Logging
 import Synchronization
+import ReelObservability
 
 /// Runs one claimed job through its stages (DESIGN §5), writing every step through the
 /// store and publishing each committed event. Each stage's artifact is saved with the step
@@ -185,6 +186,9 @@ public struct Pipeline: Sendable {
                                                         durationSeconds: duration) {
             run.job = final
             publish(event)
+            watchdog.finish()
+            ReelMetrics.jobCompleted(type: final.type, status: .finalReady)
+            ReelMetrics.jobDuration(seconds: Double(final.completedAtUnixMs - final.createdAtUnixMs) / 1000)
         }
     }
 
@@ -243,7 +247,11 @@ public struct Pipeline: Sendable {
                             error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
             publish(e1)
             log.warning("job failed", metadata: ["error.code": "\(f.code)", "dead_lettered": "\(dead)"])
-            guard !dead else { return }
+            guard !dead else {
+                ReelMetrics.jobCompleted(type: job.type, status: .failed)
+                return
+            }
+            ReelMetrics.jobRetried(stage: job.stage, error: f.code)
             let delay = config.retry.delayMs(attempt: attempts, jitter: Double.random(in: 0..<1))
             let (_, e2) = try await store.apply(
                 StateChange(status: .queued, stage: .pending, progress: failed.progress,
@@ -269,6 +277,7 @@ final class Watchdog: Sendable {
     private struct State {
         var stage: Stage
         var deadline: ContinuousClock.Instant
+        var enteredAt = ContinuousClock.now
         var timedOut: Stage?
         var done = false
     }
@@ -278,11 +287,25 @@ final class Watchdog: Sendable {
         state = Mutex(State(stage: stage, deadline: .now + limit))
     }
 
+    /// Moves to `stage`; the stage left behind is recorded in `reel_stage_duration_seconds`.
     func enter(_ stage: Stage, limit: Duration) {
-        state.withLock { $0.stage = stage; $0.deadline = .now + limit }
+        let (left, took) = state.withLock { s -> (Stage, Duration) in
+            let r = (s.stage, ContinuousClock.now - s.enteredAt)
+            s.stage = stage; s.deadline = .now + limit; s.enteredAt = .now
+            return r
+        }
+        if left != stage && left != .pending { ReelMetrics.stageDuration(left, took) }
     }
 
-    func finish() { state.withLock { $0.done = true } }
+    /// The run ended; a stage completed by it (finalization) is recorded.
+    func finish() {
+        let finished = state.withLock { s -> (Stage, Duration)? in
+            if s.done { return nil }
+            s.done = true
+            return (s.stage, ContinuousClock.now - s.enteredAt)
+        }
+        if let (stage, took) = finished, stage == .finalization { ReelMetrics.stageDuration(stage, took) }
+    }
 
     var timedOut: Stage? { state.withLock { $0.timedOut } }
 

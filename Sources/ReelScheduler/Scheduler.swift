@@ -1,5 +1,6 @@
 import ReelCore
 import Logging
+import ReelObservability
 
 /// Hands ready jobs to free worker slots in priority order (the order is the store's claim
 /// order, which is `PriorityScore.sortKey`), keeps their leases alive while they run, and
@@ -162,6 +163,7 @@ public actor Scheduler {
                 let requeued = try await store.requeueExpiredLeases()
                 for (job, event) in requeued {
                     hub.publish(event)
+                    ReelMetrics.jobRetried(stage: job.stage, error: "LEASE_EXPIRED")
                     logger.info("requeued job with expired lease", metadata: ["reel.job_id": "\(job.id)"])
                 }
                 if !requeued.isEmpty { notifyWork() }

@@ -2,6 +2,7 @@ import ReelCore
 import ReelWire
 import ReelHTTP2
 import ReelScheduler
+import ReelObservability
 import Logging
 import Synchronization
 
@@ -78,6 +79,7 @@ public struct JobService: Sendable {
         let new = try input.validated()
         let (job, created) = try await store.createJob(new)
         if created {
+            ReelMetrics.jobCreated(type: job.type, tier: job.tier)
             hub.publish(JobEvent(jobID: job.id, seq: 1, status: job.status, stage: job.stage, progress: job.progress,
                                  message: job.message, atUnixMs: job.createdAtUnixMs))
             scheduler?.notifyWork()
@@ -102,6 +104,7 @@ public struct JobService: Sendable {
         let change = StateChange(status: .cancelled, stage: job.stage, progress: job.progress,
                                  message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
         let (updated, event) = try await store.apply(change, to: id)
+        ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)
         hub.publish(event)
         await scheduler?.cancelLocal(jobID: id)
         return ProtoCodec.encode(updated)

@@ -171,6 +171,20 @@ public final class PostgresJobStore: JobStore {
 
     public func close() { pool.close() }
 
+    /// Queued jobs per tier: (tier, depth, seconds the oldest runnable one has waited).
+    public func queueStats() async throws -> [(tier: Tier, depth: Int, oldestWaitSeconds: Double)] {
+        try await pool.withConnection { c in
+            try c.query(SQL.queueStats, []).rows.map { r in
+                (Tier(name: r[0] ?? "") ?? .standard, Int(r[1] ?? "") ?? 0, max(Double(r[2] ?? "") ?? 0, 0))
+            }
+        }
+    }
+
+    /// True when the database answers a trivial query.
+    public func ping() async -> Bool {
+        (try? await pool.withConnection { c in _ = try c.query(SQL.ping, []); return true }) ?? false
+    }
+
     public func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene {
         let json = try JobRow.encodeBible(bible)
         return try await pool.withConnection { c in

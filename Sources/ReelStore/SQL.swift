@@ -204,4 +204,11 @@ enum SQL {
     SELECT bible::text FROM scene_bibles WHERE scene_id = $1 AND version <= $2::int ORDER BY version DESC LIMIT 1
     """
     static let recentScripts = "SELECT script FROM segments WHERE scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
+
+    /// Ready-queue depth and the longest wait (since the job became runnable) per tier.
+    static let queueStats = """
+    SELECT tier, count(*), COALESCE(extract(epoch FROM now() - min(run_at)), 0)::float8
+    FROM jobs WHERE status = 'queued' GROUP BY tier
+    """
+    static let ping = "SELECT 1"
 }

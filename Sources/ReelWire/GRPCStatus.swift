@@ -22,6 +22,13 @@ public struct GRPCStatus: Sendable, Equatable, Error, CustomStringConvertible {
         public static let unavailable = Code(rawValue: 14)
         public static let dataLoss = Code(rawValue: 15)
         public static let unauthenticated = Code(rawValue: 16)
+
+        static let names = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                            "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+                            "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"]
+
+        /// The canonical name (`NOT_FOUND`), for logs and metric labels.
+        public var name: String { Self.names.indices.contains(rawValue) ? Self.names[rawValue] : "CODE_\(rawValue)" }
     }
 
     public var code: Code

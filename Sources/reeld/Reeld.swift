@@ -7,6 +7,10 @@ import ReelPipeline
 import ReelScheduler
 import ReelService
 import ReelStore
+import ReelWeb
+import ReelObservability
+import Metrics
+import Prometheus
 
 /// reeld: the Reel server (DESIGN §8). Flags also read REEL_* environment variables.
 @main
@@ -68,10 +72,27 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
     var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
 
+    @Option(help: "Log format: text | json (one object per line). Env: REEL_LOG_FORMAT.")
+    var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
+
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
+        guard let level = Logger.Level(rawValue: logLevel) else { fail("unknown --log-level '\(logLevel)'") }
+        switch logFormat {
+        case "json": LoggingSystem.bootstrap { label in var h = JSONLogHandler(label: label); h.logLevel = level; return h }
+        case "text": LoggingSystem.bootstrap { label in var h = StreamLogHandler.standardError(label: label); h.logLevel = level; return h }
+        default: fail("unknown --log-format '\(logFormat)': use text or json")
+        }
         var logger = Logger(label: "reeld")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = level
+        var metricsAddress: (String, Int)? = nil
+        let registry = PrometheusCollectorRegistry()
+        if let metricsListen, !metricsListen.isEmpty {
+            metricsAddress = try parseAddress(metricsListen)
+            var factory = PrometheusMetricsFactory(registry: registry)
+            factory.durationHistogramBuckets = ReelMetrics.durationBuckets
+            MetricsSystem.bootstrap(factory)
+        }
 
         guard let databaseURL, !databaseURL.isEmpty else {
             fail("no database: pass --database-url or set REEL_DATABASE_URL")
@@ -123,7 +144,10 @@ struct Reeld: AsyncParsableCommand {
         config.idleTimeout = .seconds(idleTimeout)
         let server: GRPCServer
         do {
-            server = try GRPCServer(config: config, router: service.routes(health: health), logger: logger)
+            server = try GRPCServer(config: config, router: service.routes(health: health), logger: logger,
+                                    onCallFinished: { path, status, duration in
+                                        ReelMetrics.rpcHandled(method: path, code: status.code.name, duration: duration)
+                                    })
         } catch {
             fail("\(error)")
         }
@@ -132,7 +156,38 @@ struct Reeld: AsyncParsableCommand {
         health.set(HealthState.serving)
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops))")
 
+        var web: Task<Void, Never>? = nil
+        if let (mhost, mport) = metricsAddress {
+            let webServer = WebServer(host: mhost, port: mport, registry: registry, logger: logger,
+                                      healthy: { health.status == HealthState.serving })
+            let logger = logger
+            web = Task {
+                do {
+                    try await webServer.run { port in logger.info("metrics on http://\(mhost):\(port)/metrics") }
+                } catch {
+                    logger.error("metrics endpoint stopped", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        // Health follows the database; gauges follow the queue and the open calls.
+        let monitor = Task {
+            while !Task.isCancelled {
+                let up = await store.ping()
+                health.set(up ? HealthState.serving : HealthState.notServing)
+                if up, let stats = try? await store.queueStats() {
+                    for tier in [Tier.standard, .premium] {
+                        let s = stats.first { $0.tier == tier }
+                        ReelMetrics.queue(ReelMetrics.queueName(tier), depth: s?.depth ?? 0, oldestAgeSeconds: s?.oldestWaitSeconds ?? 0)
+                    }
+                }
+                ReelMetrics.rpcInFlight(server.inFlightCalls)
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+
         await waitForTerminationSignal()
+        monitor.cancel()
+        web?.cancel()
         logger.info("shutting down: GOAWAY, handing back in-flight work")
         health.set(HealthState.notServing)
         await server.shutdown(grace: .seconds(10))

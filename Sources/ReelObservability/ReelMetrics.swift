@@ -1,0 +1,77 @@
+import CoreMetrics
+import ReelCore
+
+/// Every metric Reel emits, with its labels (seed 002 §9.1, prefixed `reel_`), in one place.
+/// Backend-agnostic (swift-metrics); reeld bootstraps Prometheus.
+public enum ReelMetrics {
+    // MARK: jobs
+
+    /// `reel_jobs_created_total{type,priority}`; priority is the tier (standard|premium).
+    public static func jobCreated(type: JobType, tier: Tier) {
+        Counter(label: "reel_jobs_created_total", dimensions: [("type", type.name), ("priority", tier.name)]).increment()
+    }
+
+    /// `reel_jobs_completed_total{type,status}`: a job reached a terminal state
+    /// (final_ready, failed when dead-lettered, cancelled).
+    public static func jobCompleted(type: JobType, status: JobStatus) {
+        Counter(label: "reel_jobs_completed_total", dimensions: [("type", type.name), ("status", status.name)]).increment()
+    }
+
+    /// `reel_jobs_retried_total{stage,error}`: a failed attempt that goes back to the queue.
+    public static func jobRetried(stage: Stage, error: String) {
+        Counter(label: "reel_jobs_retried_total", dimensions: [("stage", stage.name), ("error", error)]).increment()
+    }
+
+    /// `reel_job_duration_seconds`: creation to FINAL_READY.
+    public static func jobDuration(seconds: Double) {
+        Timer(label: "reel_job_duration_seconds", preferredDisplayUnit: .seconds)
+            .recordNanoseconds(Int64(max(seconds, 0) * 1e9))
+    }
+
+    /// `reel_stage_duration_seconds{stage}`.
+    public static func stageDuration(_ stage: Stage, _ d: Duration) {
+        Timer(label: "reel_stage_duration_seconds", dimensions: [("stage", stage.name)], preferredDisplayUnit: .seconds)
+            .recordNanoseconds(d.nanoseconds)
+    }
+
+    // MARK: queue
+
+    /// The queue a tier waits in (the seed's two queues).
+    public static func queueName(_ tier: Tier) -> String { tier == .premium ? "priority" : "generation" }
+
+    /// `reel_queue_depth{queue}` and `reel_queue_oldest_job_age_seconds{queue}`.
+    public static func queue(_ name: String, depth: Int, oldestAgeSeconds: Double) {
+        Gauge(label: "reel_queue_depth", dimensions: [("queue", name)]).record(depth)
+        Gauge(label: "reel_queue_oldest_job_age_seconds", dimensions: [("queue", name)]).record(oldestAgeSeconds)
+    }
+
+    // MARK: RPC
+
+    /// `reel_grpc_server_in_flight`.
+    public static func rpcInFlight(_ n: Int) {
+        Gauge(label: "reel_grpc_server_in_flight").record(n)
+    }
+
+    /// `reel_grpc_server_handled_total{grpc_method,grpc_code}` and
+    /// `reel_grpc_server_handling_seconds{grpc_method}`.
+    public static func rpcHandled(method: String, code: String, duration: Duration) {
+        Counter(label: "reel_grpc_server_handled_total", dimensions: [("grpc_method", method), ("grpc_code", code)]).increment()
+        Timer(label: "reel_grpc_server_handling_seconds", dimensions: [("grpc_method", method)], preferredDisplayUnit: .seconds)
+            .recordNanoseconds(duration.nanoseconds)
+    }
+
+    /// Histogram buckets per metric, for the backend to use.
+    public static let durationBuckets: [String: [Duration]] = [
+        "reel_job_duration_seconds": [1, 5, 10, 30, 60, 120, 300, 600, 1800].map { .seconds($0) },
+        "reel_stage_duration_seconds": [0.1, 0.5, 1, 5, 10, 30, 60, 120, 180, 300, 600].map { .milliseconds(Int64($0 * 1000)) },
+        "reel_grpc_server_handling_seconds": [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]
+            .map { .microseconds(Int64($0 * 1_000_000)) },
+    ]
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}

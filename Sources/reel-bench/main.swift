@@ -1,2 +1,0 @@
-// reel-bench: placeholder until the load generator lands (issue #5).
-print("reel-bench: not built yet")
