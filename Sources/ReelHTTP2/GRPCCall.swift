@@ -4,7 +4,10 @@ import ReelWire
 /// deadline, and a way to send response messages. The handler returns the final status.
 public struct GRPCCall: Sendable {
     public let path: String
+    /// The request message of a unary or server-streaming call (empty for bidi calls).
     public let request: [UInt8]
+    /// A bidirectional call's request messages as they arrive; ends at the client's END_STREAM.
+    public let requests: AsyncStream<[UInt8]>?
     public let metadata: [String: String]
     public let deadline: ContinuousClock.Instant?
     let sink: StreamSink
@@ -19,6 +22,8 @@ public struct GRPCCall: Sendable {
 public enum GRPCMethodKind: Sendable {
     case unary
     case serverStreaming
+    /// Requests and responses interleave on one stream (server reflection, for one).
+    case bidiStreaming
 }
 
 public struct GRPCRoute: Sendable {

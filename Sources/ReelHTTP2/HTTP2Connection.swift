@@ -156,6 +156,7 @@ final class HTTP2Connection: LoopHandler {
 
     private func abandon(_ s: ServerStream) {
         s.task?.cancel()
+        s.inbound?.finish()
         s.finished = true
         let waiters = s.waiters
         s.waiters = []
@@ -224,47 +225,17 @@ final class HTTP2Connection: LoopHandler {
             }
         }
         // A status decided from the headers alone is sent at once; the body is discarded.
-        if let status = s.earlyStatus { respondTrailersOnly(s, status) }
+        if let status = s.earlyStatus { return respondTrailersOnly(s, status) }
+        // A bidi call starts now: its requests arrive while it answers.
+        if let route = s.route, route.kind == .bidiStreaming {
+            let (requests, inbound) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingOldest(64))
+            s.inbound = inbound
+            start(s, route, GRPCCall(path: s.path, request: [], requests: requests, metadata: s.metadata, deadline: s.deadline,
+                                     sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id)))
+        }
     }
 
-    private func onData(_ streamID: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[streamID], s.earlyStatus == nil, !s.finished else { return 0 }
-        do {
-            let msgs = try s.reader.feed(data)
-            s.messages.append(contentsOf: msgs)
-            if s.messages.count > 1 {
-                fail(s, GRPCStatus(.unimplemented, "more than one request message on a unary or server-streaming call"))
-            }
-        } catch {
-            switch error {
-            case .tooLarge(let declared, let limit):
-                fail(s, GRPCStatus(.resourceExhausted, "request message of \(declared) bytes exceeds the limit of \(limit) bytes"))
-            case .compressedUnsupported:
-                fail(s, GRPCStatus(.unimplemented, "compressed messages are not supported (grpc-encoding \(s.encoding.isEmpty ? "unset" : s.encoding)); send identity"))
-            case .badFlag(let f):
-                fail(s, GRPCStatus(.internal, "invalid compressed-flag byte \(f)"))
-            }
-        }
-        return 0
-    }
-
-    private func fail(_ s: ServerStream, _ status: GRPCStatus) {
-        s.earlyStatus = status
-        s.messages = []
-        respondTrailersOnly(s, status)
-    }
-
-    private func requestComplete(_ s: ServerStream) {
-        guard s.earlyStatus == nil, !s.finished, let route = s.route else { return }
-        if s.reader.hasPartialMessage {
-            return fail(s, GRPCStatus(.internal, "request message cut short: the length prefix promises more than the stream carried"))
-        }
-        guard s.messages.count == 1 else {
-            return fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
-        }
-        let call = GRPCCall(path: s.path, request: s.messages[0], metadata: s.metadata, deadline: s.deadline,
-                            sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id))
-        s.messages = []
+    private func start(_ s: ServerStream, _ route: GRPCRoute, _ call: GRPCCall) {
         let sink = call.sink
         server.callStarted()
         let server = self.server
@@ -273,6 +244,67 @@ final class HTTP2Connection: LoopHandler {
             sink.finish(status)
             server.callEnded()
         }
+    }
+
+    private func onData(_ streamID: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
+        guard let s = streams[streamID], s.earlyStatus == nil, !s.finished else { return 0 }
+        do {
+            let msgs = try s.reader.feed(data)
+            if let inbound = s.inbound {
+                for m in msgs {
+                    if case .dropped = inbound.yield(m) {
+                        return fail(s, GRPCStatus(.resourceExhausted, "more than 64 request messages waiting; read the responses"))
+                    }
+                }
+                return 0
+            }
+            s.messages.append(contentsOf: msgs)
+            if s.messages.count > 1 {
+                return fail(s, GRPCStatus(.unimplemented, "more than one request message on a unary or server-streaming call"))
+            }
+        } catch {
+            switch error {
+            case .tooLarge(let declared, let limit):
+                return fail(s, GRPCStatus(.resourceExhausted, "request message of \(declared) bytes exceeds the limit of \(limit) bytes"))
+            case .compressedUnsupported:
+                return fail(s, GRPCStatus(.unimplemented, "compressed messages are not supported (grpc-encoding \(s.encoding.isEmpty ? "unset" : s.encoding)); send identity"))
+            case .badFlag(let f):
+                return fail(s, GRPCStatus(.internal, "invalid compressed-flag byte \(f)"))
+            }
+        }
+        return 0
+    }
+
+    private func fail(_ s: ServerStream, _ status: GRPCStatus) -> Int32 {
+        s.earlyStatus = status
+        s.messages = []
+        s.inbound?.finish()
+        if s.headersSent {
+            terminate(streamID: s.id, status: status)
+        } else {
+            respondTrailersOnly(s, status)
+        }
+        return 0
+    }
+
+    private func requestComplete(_ s: ServerStream) {
+        guard s.earlyStatus == nil, !s.finished, let route = s.route else { return }
+        if s.reader.hasPartialMessage {
+            _ = fail(s, GRPCStatus(.internal, "request message cut short: the length prefix promises more than the stream carried"))
+            return
+        }
+        if let inbound = s.inbound {
+            inbound.finish()
+            return
+        }
+        guard s.messages.count == 1 else {
+            _ = fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
+            return
+        }
+        let call = GRPCCall(path: s.path, request: s.messages[0], requests: nil, metadata: s.metadata, deadline: s.deadline,
+                            sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id))
+        s.messages = []
+        start(s, route, call)
     }
 
     private func onStreamClose(_ streamID: Int32, _ errorCode: UInt32) -> Int32 {
@@ -357,6 +389,7 @@ final class HTTP2Connection: LoopHandler {
     func terminate(streamID: Int32, status: GRPCStatus) {
         guard let s = streams[streamID], !s.finished else { return }
         s.task?.cancel()
+        s.inbound?.finish()
         let waiters = s.waiters
         s.waiters = []
         for w in waiters { w.resume(throwing: StreamGoneError()) }
@@ -412,7 +445,7 @@ final class HTTP2Connection: LoopHandler {
         goingAway = true
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
                               nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
-        for (id, s) in streams where s.route?.kind == .serverStreaming {
+        for (id, s) in streams where s.route.map({ $0.kind != .unary }) ?? false {
             terminate(streamID: id, status: GRPCStatus(.unavailable, "server is shutting down"))
         }
         flush()

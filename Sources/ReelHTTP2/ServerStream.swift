@@ -17,6 +17,8 @@ final class ServerStream {
     var httpStatus = 200
     var route: GRPCRoute?
     var task: Task<Void, Never>?
+    /// Bidi calls: where arriving request messages go.
+    var inbound: AsyncStream<[UInt8]>.Continuation?
     var deadline: ContinuousClock.Instant?
     let started = ContinuousClock.now
 

@@ -38,6 +38,7 @@ public struct JobService: Sendable {
                 return ProtoCodec.encodeHealthCheckResponse(status: health.status)
             }
         })
+        ReflectionService().add(to: &r)
         r.add("/grpc.health.v1.Health/Watch", GRPCRoute(.serverStreaming) { call in
             do {
                 _ = try ProtoCodec.decodeHealthCheckRequest(call.request)
