@@ -2,8 +2,10 @@
 /// Fields left nil keep their stored value.
 public struct StateChange: Sendable, Equatable {
     public var status: JobStatus
-    public var stage: Stage
-    public var progress: Int32
+    /// nil keeps the stored stage (a user's cancel doesn't know where the worker is).
+    public var stage: Stage?
+    /// nil keeps the stored progress.
+    public var progress: Int32?
     public var message: String
     public var artifacts: Artifacts?
     public var result: JobResult?
@@ -15,7 +17,7 @@ public struct StateChange: Sendable, Equatable {
     /// Only the worker holding the lease may write (nil: anyone, e.g. a user's cancel).
     public var requireWorker: String?
 
-    public init(status: JobStatus, stage: Stage, progress: Int32, message: String,
+    public init(status: JobStatus, stage: Stage?, progress: Int32?, message: String,
                 artifacts: Artifacts? = nil, result: JobResult? = nil, error: JobError? = nil,
                 deadLettered: Bool? = nil, retryCount: Int32? = nil, runAfterMs: Int64? = nil,
                 requireWorker: String? = nil) {

@@ -102,7 +102,7 @@ public struct JobService: Sendable {
         guard job.status.canTransition(to: .cancelled) else {
             throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only queued or running jobs can be cancelled", jobID: id)
         }
-        let change = StateChange(status: .cancelled, stage: job.stage, progress: job.progress,
+        let change = StateChange(status: .cancelled, stage: nil, progress: nil,
                                  message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
         let (updated, event) = try await store.apply(change, to: id)
         ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)

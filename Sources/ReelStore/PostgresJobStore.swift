@@ -92,12 +92,12 @@ public final class PostgresJobStore: JobStore {
     }
 
     static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {
-        try Validate.progress(ch.progress)
+        if let p = ch.progress { try Validate.progress(p) }
         let sources = "{" + JobStatus.sources(of: ch.status).map(\.name).joined(separator: ",") + "}"
         let a = ch.artifacts
         let terminal = ch.status.isTerminal(deadLettered: ch.deadLettered ?? false)
         let params: [String?] = [
-            jobID, ch.status.name, ch.stage.name, String(ch.progress), ch.message, sources, ch.requireWorker,
+            jobID, ch.status.name, ch.stage?.name, ch.progress.map { String($0) }, ch.message, sources, ch.requireWorker,
             a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
             a?.hlsPlaylistURL, a?.providerJobID,
             ch.result?.segmentID, ch.result?.videoURL, ch.result?.thumbnailURL,

@@ -69,7 +69,7 @@ enum SQL {
     static let applyChange = """
     WITH u AS (
         UPDATE jobs SET
-            status = $2, stage = $3, progress = $4::int, message = $5,
+            status = $2, stage = COALESCE($3, stage), progress = COALESCE($4::int, progress), message = $5,
             expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
             preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
             thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),

@@ -67,14 +67,18 @@ struct JobWatcher {
             return 1
         }
         if live {
-            var summary = "job \(id) \(status.name)"
-            if deadLettered { summary += " (dead-lettered)" }
-            if line.last != nil { summary += " after \(line.elapsed)" }
-            if status != .finalReady, !message.isEmpty { summary += ": \(message)" }
-            Terminal.out(summary)
             if status == .finalReady, let url = job?.result?.videoURL ?? job?.artifacts.finalVideoURL, !url.isEmpty {
                 Terminal.out("video: \(url)")
             }
+            // The last line names the outcome in the API's spelling: FINAL_READY, FAILED, CANCELLED.
+            var summary = "job \(id) \(status.name.uppercased())"
+            if deadLettered { summary += " (dead-lettered)" }
+            if line.last != nil { summary += " after \(line.elapsed)" }
+            // "cancelled: wrong scene" → "CANCELLED …: wrong scene"; a bare "cancelled" adds nothing.
+            var reason = message
+            if reason.lowercased().hasPrefix(status.name + ": ") { reason.removeFirst(status.name.count + 2) }
+            if status != .finalReady, !reason.isEmpty, reason.lowercased() != status.name { summary += ": \(reason)" }
+            Terminal.out(summary)
         }
         return status == .finalReady ? 0 : 3
     }

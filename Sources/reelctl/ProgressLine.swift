@@ -1,7 +1,7 @@
 import ReelCore
 
 /// The live one-line view of a watched job on a terminal, redrawn in place:
-/// `[#########...........]  45%  video_generation  continuity_checked  12.3s  "message"`.
+/// `[#########...........]  45%  video_generation  continuity_checked  12.3s  ETA 15.0s  "message"`.
 struct ProgressLine {
     let started = ContinuousClock.now
     private(set) var last: JobEvent?
@@ -20,7 +20,7 @@ struct ProgressLine {
         }
         var shown = last
         if note != nil { shown.message = "" }
-        var line = Self.render(shown, elapsed: elapsed)
+        var line = Self.render(shown, elapsed: elapsed, eta: eta)
         if let note { line += "  (\(note))" }
         Terminal.write(1, "\r\u{1B}[2K" + Self.fit(line, columns: Terminal.columns - 1))
     }
@@ -32,12 +32,20 @@ struct ProgressLine {
 
     var elapsed: String { Self.format(started.duration(to: .now)) }
 
-    static func render(_ e: JobEvent, elapsed: String) -> String {
+    /// Time left at the pace seen so far (progress per second since the watch began).
+    var eta: String? {
+        guard let p = last?.progress, p > 0, p < 100, !(last?.endsWatch ?? true) else { return nil }
+        let spent = started.duration(to: .now)
+        return Self.format(spent * Double(100 - p) / Double(p))
+    }
+
+    static func render(_ e: JobEvent, elapsed: String, eta: String? = nil) -> String {
         let p = Int(min(100, max(0, e.progress)))
         let filled = p * barWidth / 100
         let bar = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: barWidth - filled) + "]"
         let percent = String(repeating: " ", count: max(0, 3 - String(p).count)) + "\(p)%"
         var line = "\(bar) \(percent)  \(e.stage.name)  \(e.status.name)  \(elapsed)"
+        if let eta { line += "  ETA \(eta)" }
         if !e.message.isEmpty { line += "  \"\(JobFormatting.oneLine(e.message, limit: 200))\"" }
         return line
     }

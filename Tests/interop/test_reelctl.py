@@ -498,14 +498,16 @@ def test_create_watch_draws_a_progress_bar_on_a_terminal(reelctl, reeld):
     assert {"script_expansion", "video_generation"} <= stages, f"stages drawn: {stages}"
     assert re.search(r"\d+\.\ds", out), f"no elapsed time on the bar: {t.describe()}"
 
-    # After the bar: a newline, then the summary (and the video URL).
+    assert re.search(r"ETA \d+\.\ds", out), f"no ETA on the bar while the job runs: {t.describe()}"
+
+    # After the bar: a newline, the video URL, and last the summary naming FINAL_READY.
     after_bar = out[out.rindex("\r\x1b[2K"):].split("\r\n")[1:]
     after_bar = [l for l in after_bar if l]
     assert after_bar, t.describe()
-    assert re.match(rf"^job {job_id} final_ready after \d+\.\ds$", after_bar[0], re.I), (
-        f"expected the FINAL_READY summary line after the bar: {after_bar}")
     job = ri.wait_for_job(reeld.stub, job_id)
-    assert after_bar[1:] == [f"video: {job.result.video_url}"], after_bar
+    assert after_bar[:-1] == [f"video: {job.result.video_url}"], after_bar
+    assert re.match(rf"^job {job_id} FINAL_READY after \d+\.\ds$", after_bar[-1]), (
+        f"expected the FINAL_READY summary as the last line: {after_bar}")
 
 
 def test_watch_of_a_cancelled_job_exits_3(reelctl, slow_reeld):
@@ -549,5 +551,5 @@ def test_create_watch_of_a_cancelled_job_on_a_terminal_exits_3(reelctl, slow_ree
         raise
     rc = t.finish(30)
     assert rc == 3, t.describe()
-    assert re.search(rf"\r\njob {job_id} cancelled after \d+\.\ds: .*changed my mind", t.output), (
+    assert re.search(rf"\r\njob {job_id} CANCELLED after \d+\.\ds: changed my mind\r\n", t.output), (
         t.describe())
