@@ -1,0 +1,195 @@
+internal import CReelSys
+import ReelWire
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An event-driven gRPC client: many concurrent calls on one h2c (prior knowledge) connection.
+///
+/// The connection lives on an event-loop thread (its own, or one of a shared `LoopGroup`'s);
+/// calls may be made from any task. Calls beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+/// wait in a queue, in order, until a stream closes; a stream the server refuses unprocessed
+/// (REFUSED_STREAM) goes back to the front of the queue. Every failure is thrown as a
+/// `GRPCStatus`: the server's `grpc-status`, `UNAVAILABLE` when the connection fails (calls
+/// open on it are not retried), `DEADLINE_EXCEEDED` when a call's timeout passes locally,
+/// `CANCELLED` when the calling task is cancelled (the stream is reset). After a failure or a
+/// GOAWAY the next call opens a new connection.
+public final class MultiplexedGRPCClient: Sendable {
+    public let host: String
+    public let port: Int
+    /// The largest response message accepted (`RESOURCE_EXHAUSTED` above it).
+    public let maxReceiveMessageSize: Int
+
+    let connection: LoopBound<Connection>
+    /// The group this client's loop belongs to, and whether the client created it for itself
+    /// (then it is shut down with the client).
+    private let group: LoopGroup
+    private let ownsGroup: Bool
+    private let nextCallID = Atomic<UInt64>(1)
+    private let closed = Atomic<Bool>(false)
+    /// Header fields every request carries, encoded once.
+    private let fixedHeaders: [(String, String)]
+
+    /// Connects to `host:port` (a blocking TCP connect on the calling thread) and hands the
+    /// connection to a loop of `group`, or to a loop thread of its own when `group` is nil.
+    /// Throws `UNAVAILABLE` when the server can't be reached.
+    public init(host: String, port: Int, group: LoopGroup? = nil,
+                maxReceiveMessageSize: Int = GRPCFraming.defaultMaxMessageSize) throws(GRPCStatus) {
+        self.host = host
+        self.port = port
+        self.maxReceiveMessageSize = maxReceiveMessageSize
+        let authority = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        fixedHeaders = [(":method", "POST"), (":scheme", "http"), (":authority", authority),
+                         ("content-type", "application/grpc"), ("te", "trailers")]
+        if let group, group.isShutDown { throw GRPCStatus(.unavailable, "the loop group was shut down") }
+        let fd = try Connection.connectSocket(host: host, port: port, authority: authority)
+        let loopGroup = group ?? LoopGroup(threads: 1, namePrefix: "reel-grpc-client")
+        let (loop, registry) = loopGroup.nextLoop()
+        let conn = Connection(host: host, port: port, authority: authority,
+                              maxReceiveMessageSize: maxReceiveMessageSize, loop: loop, registry: registry)
+        self.group = loopGroup
+        self.ownsGroup = group == nil
+        connection = LoopBound(conn, loop: loop)
+        connection.withValue { $0.adopt(fd: fd) }
+    }
+
+    deinit {
+        if !closed.load(ordering: .acquiring) {
+            connection.withValue { $0.close() }
+        }
+        if ownsGroup { group.shutdown() }
+    }
+
+    /// Says goodbye (GOAWAY) and closes the socket; open and queued calls fail with
+    /// `UNAVAILABLE`, later calls too. Returns once the connection is closed. Close clients
+    /// before shutting down a shared `LoopGroup`.
+    public func close() async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard !group.isShutDown else { return }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            connection.withValue { conn in
+                conn.close()
+                done.resume()
+            }
+        }
+        if ownsGroup { group.shutdown() }
+    }
+
+    /// One request message, one response message.
+    ///
+    /// - Parameters:
+    ///   - path: `/package.Service/Method`.
+    ///   - request: the encoded request message (framed here).
+    ///   - timeout: sent as `grpc-timeout` and enforced locally too (swept every 5-100 ms; an
+    ///     answer after it fails too); it counts from this call, time spent queued included.
+    ///   - metadata: extra request headers; names are lowercased, values sent as given.
+    /// - Returns: the encoded response message.
+    /// - Throws: `GRPCStatus` for any non-OK outcome.
+    public func unary(path: String, request: [UInt8], timeout: Duration? = nil,
+                      metadata: [(String, String)] = []) async throws -> [UInt8] {
+        let outcome = try await perform(path: path, request: request, timeout: timeout, metadata: metadata,
+                                        mode: .unary)
+        return outcome ?? []
+    }
+
+    /// One request message, a stream of response messages.
+    ///
+    /// `onMessage` runs for each message as it arrives, in order, **on the connection's loop
+    /// thread**: keep it short and non-blocking (decode, record, hand off). Returns when the
+    /// server ends the stream with OK; otherwise throws the `GRPCStatus`. Cancel the calling
+    /// task to stop watching (the stream is reset; `CANCELLED` is thrown).
+    public func serverStreaming(path: String, request: [UInt8], timeout: Duration? = nil,
+                                metadata: [(String, String)] = [],
+                                onMessage: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        _ = try await perform(path: path, request: request, timeout: timeout, metadata: metadata,
+                              mode: .streaming(onMessage))
+    }
+
+    /// The server's current `SETTINGS_MAX_CONCURRENT_STREAMS` as this connection applies it
+    /// (100 until the server's first SETTINGS frame arrives).
+    public func maxConcurrentStreams() async -> Int {
+        await withCheckedContinuation { (done: CheckedContinuation<Int, Never>) in
+            connection.withValue { done.resume(returning: $0.serverMaxStreams) }
+        }
+    }
+
+    /// Calls open on the wire and calls waiting for a stream, right now.
+    public func callCounts() async -> (open: Int, queued: Int) {
+        await withCheckedContinuation { (done: CheckedContinuation<(open: Int, queued: Int), Never>) in
+            connection.withValue { done.resume(returning: ($0.openStreamCount, $0.queuedCount)) }
+        }
+    }
+
+    // MARK: - Submission
+
+    private func perform(path: String, request: [UInt8], timeout: Duration?, metadata: [(String, String)],
+                         mode: PendingCall.Mode) async throws -> [UInt8]? {
+        if closed.load(ordering: .acquiring) { throw GRPCStatus(.unavailable, "the client was closed") }
+        if group.isShutDown { throw GRPCStatus(.unavailable, "the client's loop group was shut down") }
+        let control = CallControl(id: nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue)
+        let head = requestHead(path: path, timeout: timeout, metadata: metadata)
+        let body = GRPCFraming.frame(request)
+        let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+        let connection = self.connection
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8]?, any Error>) in
+                let call = CallSubmission(control: control, path: path, head: head, body: body, deadline: deadline,
+                                          timeout: timeout, mode: mode, continuation: continuation)
+                connection.withValue { $0.start(call) }
+            }
+        } onCancel: {
+            control.cancelled.store(true, ordering: .releasing)
+            connection.withValue { $0.cancel(callID: control.id) }
+        }
+    }
+
+    private func requestHead(path: String, timeout: Duration?, metadata: [(String, String)]) -> RequestHead {
+        var head = RequestHead()
+        head.append(fixedHeaders[0])
+        head.append((":path", path))
+        for field in fixedHeaders.dropFirst() { head.append(field) }
+        if let timeout {
+            let (seconds, attoseconds) = timeout.components
+            let nanos = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
+            head.append(("grpc-timeout", GRPCTimeout.encode(nanoseconds: UInt64(nanos))))
+        }
+        for (name, value) in metadata { head.append((name.lowercased(), value)) }
+        return head
+    }
+}
+
+extension MultiplexedGRPCClient {
+    /// Shared by the caller's task (cancellation) and the loop (start): whichever runs second sees it.
+    final class CallControl: Sendable {
+        let id: UInt64
+        let cancelled = Atomic<Bool>(false)
+        init(id: UInt64) { self.id = id }
+    }
+
+    /// A request's header fields as one byte buffer plus (offset, length) pairs, built off the loop.
+    struct RequestHead: Sendable {
+        var bytes: [UInt8] = []
+        var fields: [(nameStart: Int, nameCount: Int, valueStart: Int, valueCount: Int)] = []
+
+        mutating func append(_ field: (String, String)) {
+            let nameStart = bytes.count
+            bytes.append(contentsOf: field.0.utf8)
+            let valueStart = bytes.count
+            bytes.append(contentsOf: field.1.utf8)
+            fields.append((nameStart, valueStart - nameStart, valueStart, bytes.count - valueStart))
+        }
+    }
+
+    /// Everything a call needs, carried from the caller's task to the loop.
+    struct CallSubmission: Sendable {
+        let control: CallControl
+        let path: String
+        let head: RequestHead
+        let body: [UInt8]
+        let deadline: ContinuousClock.Instant?
+        let timeout: Duration?
+        let mode: PendingCall.Mode
+        let continuation: CheckedContinuation<[UInt8]?, any Error>
+    }
+}

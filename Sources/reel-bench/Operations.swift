@@ -1,0 +1,87 @@
+import ReelCore
+import ReelWire
+import Synchronization
+
+/// The request each closed-loop mode repeats.
+enum Operations {
+    /// CreateJob with inputs no earlier request used (so each one is a new durable job),
+    /// spread over `users` user ids.
+    static func create(runID: String, users: Int) -> ClosedLoop.Operation {
+        let counterBox = SendableCounter()
+        return { calls, _ in
+            let n = counterBox.next()
+            do {
+                let job = try await calls.createJob(newJob(runID: runID, n: n, users: users))
+                return job.id.isEmpty ? .failed("EMPTY_JOB", detail: "CreateJob answered a job without an id") : .ok
+            } catch {
+                return .from(error)
+            }
+        }
+    }
+
+    /// GetJob of one job, again and again.
+    static func get(id: String) -> ClosedLoop.Operation {
+        { calls, _ in
+            do {
+                let job = try await calls.getJob(id: id)
+                return job.id == id ? .ok : .failed("WRONG_JOB", detail: "GetJob(\(id)) answered job \(job.id)")
+            } catch {
+                return .from(error)
+            }
+        }
+    }
+
+    /// CreateJob, then WatchJob until the stream ends: OK when the last event is FINAL_READY.
+    static func endToEnd(runID: String, users: Int, watchTimeout: Duration?) -> ClosedLoop.Operation {
+        let counterBox = SendableCounter()
+        return { calls, _ in
+            let n = counterBox.next()
+            let id: String
+            do {
+                id = try await calls.createJob(newJob(runID: runID, n: n, users: users)).id
+            } catch {
+                return .from(error)
+            }
+            let last = LastEvent()
+            do {
+                try await calls.watchJob(id: id, timeout: watchTimeout) { last.record($0) }
+            } catch {
+                return .from(error)
+            }
+            return last.outcome()
+        }
+    }
+
+    static func newJob(runID: String, n: Int, users: Int) -> CreateJobInput {
+        CreateJobInput(userID: "bench-user-\(n % users)", sceneID: "bench-scene", type: .sceneCreation,
+                       inputText: "reel-bench run \(runID) job \(n): a short no-op scene")
+    }
+}
+
+/// A counter shared by every worker of a mode.
+final class SendableCounter: Sendable {
+    private let counter = Atomic<Int>(0)
+    func next() -> Int { counter.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
+
+/// The newest event of one watch stream (written on the loop thread, read after the stream ends).
+final class LastEvent: Sendable {
+    private let state = Mutex<(event: JobEvent?, undecodable: Int)>((nil, 0))
+
+    func record(_ event: JobEvent?) {
+        state.withLock { s in
+            if let event { s.event = event } else { s.undecodable += 1 }
+        }
+    }
+
+    func outcome() -> Outcome {
+        state.withLock { s in
+            if s.undecodable > 0 { return .failed("UNDECODABLE_EVENT", detail: "a WatchJob message did not decode") }
+            guard let event = s.event else { return .failed("NO_EVENTS", detail: "the watch ended without events") }
+            if event.status == .finalReady { return .ok }
+            let detail = "job \(event.jobID) ended the watch at \(event.status.name)/\(event.stage.name): \(event.message)"
+            if event.endsWatch { return .failed("JOB_" + event.status.name.uppercased(), detail: detail) }
+            return .failed("STREAM_ENDED_AT_" + event.status.name.uppercased(), detail: detail)
+        }
+    }
+}
