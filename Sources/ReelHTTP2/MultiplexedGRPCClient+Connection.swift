@@ -6,37 +6,6 @@ import Glibc
 #endif
 
 extension MultiplexedGRPCClient {
-    /// One call from submission to completion. Loop-confined.
-    final class PendingCall {
-        enum Mode: Sendable {
-            case unary
-            case streaming(@Sendable ([UInt8]) -> Void)
-        }
-
-        let submission: CallSubmission
-        var id: UInt64 { submission.control.id }
-        /// The wire state of the current attempt (nil while queued).
-        var wire: GRPCClient.Call?
-        var streamID: Int32 = -1
-        /// The first response message of a unary call, and how many arrived.
-        var firstMessage: [UInt8]?
-        var messageCount = 0
-        /// The caller has its answer; the stream may still be closing on the wire.
-        var completed = false
-        /// Times the server refused the stream unprocessed (REFUSED_STREAM): retried up to
-        /// `maxRefusals` times.
-        var refusals = 0
-        static let maxRefusals = 20
-
-        init(_ submission: CallSubmission) { self.submission = submission }
-
-        func complete(_ result: Result<[UInt8]?, GRPCStatus>) {
-            guard !completed else { return }
-            completed = true
-            submission.continuation.resume(with: result.mapError { $0 as any Error })
-        }
-    }
-
     /// The loop side of a client: socket, nghttp2 session, open streams and the queue of calls
     /// waiting for one. Confined to its loop thread; nghttp2 callbacks find it via user_data.
     final class Connection: LoopHandler {

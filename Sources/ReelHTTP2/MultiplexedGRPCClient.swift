@@ -158,38 +158,3 @@ public final class MultiplexedGRPCClient: Sendable {
         return head
     }
 }
-
-extension MultiplexedGRPCClient {
-    /// Shared by the caller's task (cancellation) and the loop (start): whichever runs second sees it.
-    final class CallControl: Sendable {
-        let id: UInt64
-        let cancelled = Atomic<Bool>(false)
-        init(id: UInt64) { self.id = id }
-    }
-
-    /// A request's header fields as one byte buffer plus (offset, length) pairs, built off the loop.
-    struct RequestHead: Sendable {
-        var bytes: [UInt8] = []
-        var fields: [(nameStart: Int, nameCount: Int, valueStart: Int, valueCount: Int)] = []
-
-        mutating func append(_ field: (String, String)) {
-            let nameStart = bytes.count
-            bytes.append(contentsOf: field.0.utf8)
-            let valueStart = bytes.count
-            bytes.append(contentsOf: field.1.utf8)
-            fields.append((nameStart, valueStart - nameStart, valueStart, bytes.count - valueStart))
-        }
-    }
-
-    /// Everything a call needs, carried from the caller's task to the loop.
-    struct CallSubmission: Sendable {
-        let control: CallControl
-        let path: String
-        let head: RequestHead
-        let body: [UInt8]
-        let deadline: ContinuousClock.Instant?
-        let timeout: Duration?
-        let mode: PendingCall.Mode
-        let continuation: CheckedContinuation<[UInt8]?, any Error>
-    }
-}

@@ -22,33 +22,41 @@ struct ReelBench: AsyncParsableCommand {
         abstract: "Load generator for reeld: many concurrent gRPC calls over multiplexed HTTP/2 connections.",
         discussion: """
         Modes:
-          create    CreateJob with unique inputs (user ids spread over --users): durable create throughput.
+          create    CreateJob with unique inputs, user ids spread over --users:
+                    durable create throughput.
           get       creates one job, then GetJob it again and again.
-          e2e       CreateJob, then WatchJob until the stream ends; OK when the job reached FINAL_READY.
-                    Latency is create → final event. Run reeld with --sim-stage-ms 0 for no-op jobs.
-          watchers  creates a job (or watches --job-id), opens --watchers WatchJob streams on it, and
-                    measures each live event's delivery latency (receive time − event.at_unix_ms) on
-                    every stream, plus the time to open the streams (their snapshot). Jobs follow one
-                    another until the time is up. Needs jobs that take a while: with --sim-stage-ms 0
-                    a job may end before its watchers open (then there are no live events to measure).
+          e2e       CreateJob, then WatchJob until the stream ends; OK when the
+                    job reached FINAL_READY. Latency: create → final event.
+                    Run reeld with --sim-stage-ms 0 for no-op jobs.
+          watchers  creates a job (or takes --job-id), opens --watchers
+                    WatchJob streams on it and measures each live event's
+                    delivery latency (receive time − event.at_unix_ms) on
+                    every stream, and the time to open them (their snapshot).
+                    Jobs follow one another until the time is up. Needs jobs
+                    that take a while: one that ends before its watchers open
+                    has no live events to measure.
 
-        A closed loop: each connection keeps --concurrency calls in flight (watchers: the streams are
-        spread over the connections). The run stops by itself at --requests measured requests
-        (watchers: jobs) or after --duration seconds, whichever comes first; calls in flight then
-        finish and count. Latency percentiles cover successful requests; failures are counted by
-        gRPC code (or JOB_FAILED/JOB_CANCELLED for e2e jobs that did not reach FINAL_READY).
+        A closed loop: each connection keeps --concurrency calls in flight
+        (watchers: the streams are spread over the connections). The run
+        stops by itself after --requests measured requests (watchers: jobs)
+        or --duration seconds, whichever comes first; calls in flight then
+        finish and count. Percentiles cover successful requests; failures
+        are counted by gRPC code (e2e also JOB_FAILED, JOB_CANCELLED).
 
-        --json prints one object: mode, connections, concurrency, ok, failed, errors_by_code,
-        error_examples (the first message of each failure kind), elapsed_s, throughput_rps (ok / elapsed_s), latency_ms {p50, p90, p99, p999, max, mean},
-        histogram [{le_ms, count}] (non-cumulative 1-2-5 buckets), unit, and for watchers
-        watchers {watchers, jobs, streams_ok, open_count, open_ms {...}}.
+        --json prints one object: mode, address, connections, concurrency,
+        ok, failed, errors_by_code, error_examples (first message of each
+        kind), elapsed_s, throughput_rps (ok / elapsed_s), latency_ms {p50,
+        p90, p99, p999, max, mean}, histogram [{le_ms, count}] (counts per
+        1-2-5 bucket, not cumulative), unit; watchers mode adds watchers
+        {watchers, jobs, streams_ok, open_count, open_ms {...}}.
 
         Only loopback addresses unless --allow-remote.
-        Exit codes: 0 the run happened (even with failed requests), 1 setup failed (cannot connect,
-        server not SERVING, setup job not created), 2 usage error.
+        Exit codes: 0 the run happened (even with failed requests),
+        1 setup failed (cannot connect, not SERVING, setup job not created),
+        2 usage error.
         """)
 
-    @Argument(help: ArgumentHelp("create | get | e2e | watchers", valueName: "mode"))
+    @Argument(help: ArgumentHelp("What to measure (see the modes above).", valueName: "mode"))
     var mode: BenchMode
 
     @Option(help: ArgumentHelp("Server address host:port.", valueName: "host:port"))
@@ -206,7 +214,15 @@ struct ReelBench: AsyncParsableCommand {
             report.unit = "jobs (create → FINAL_READY)"
         case .watchers:
             let id: String
-            if let jobID { id = jobID } else { id = try await setupJob(setup, runID: runID) }
+            if let jobID {
+                do {
+                    id = try await setup.getJob(id: jobID).id
+                } catch {
+                    throw SetupFailure(message: "cannot watch job \(jobID): \(describe(error))")
+                }
+            } else {
+                id = try await setupJob(setup, runID: runID)
+            }
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
             if jobID == nil { _ = window.budget.take() }  // the setup job is the first of the budget
             let result = await WatchersRun.run(calls: calls, watchers: watchers, firstJobID: id, fixedJob: jobID != nil,

@@ -198,6 +198,14 @@ def test_non_grpc_server_is_a_setup_failure(bench_bin, fast_reeld):
     assert "health" in r.stderr, r.stderr
 
 
+def test_unknown_job_id_is_a_setup_failure(bench_bin, fast_reeld):
+    missing = str(uuid.uuid4())
+    r = run_bench(bench_bin, "watchers", "--address", fast_reeld.target, "--job-id", missing,
+                  "--duration", "1")
+    assert r.returncode == 1, f"exit {r.returncode}, stderr {r.stderr!r}"
+    assert missing in r.stderr and "NOT_FOUND" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("args, says", [
     (["create", "--address", "10.1.2.3:50051"], "--allow-remote"),
     (["create", "--address", "127.0.0.1:notaport"], "port"),
