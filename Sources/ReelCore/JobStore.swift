@@ -13,7 +13,8 @@ public protocol JobStore: Sendable {
     /// lease lost) or `notFound`, and then changes nothing.
     func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent)
     /// Claims up to `limit` ready jobs in priority order for `workerID` under a lease.
-    func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)]
+    /// `types`: only jobs of these types (nil: any).
+    func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)]
     /// Extends the lease; false when the worker no longer holds the job.
     func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool
     /// Jobs whose lease expired go back to the queue with the attempt counted.
@@ -33,6 +34,12 @@ public protocol JobStore: Sendable {
 
 /// A running job's hold on a worker slot. A job waiting on an outside party (a provider
 /// rendering its video) parks the slot so that other jobs can run meanwhile.
+extension JobStore {
+    public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
+        try await claim(workerID: workerID, limit: limit, leaseMs: leaseMs, types: nil)
+    }
+}
+
 public protocol WorkerSlot: Sendable {
     func park() async
     func unpark() async

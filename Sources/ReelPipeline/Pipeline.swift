@@ -235,33 +235,15 @@ public struct Pipeline: Sendable {
         log.info("asked the provider to cancel its job", metadata: ["reel.provider_job_id": "\(pid)"])
     }
 
-    /// Records the failure; requeues with backoff while attempts remain, else dead-letters.
     private func fail(_ job: Job, _ f: StageFailure, _ log: Logger) async {
-        let attempts = job.retryCount + 1
-        let dead = !f.retryable || attempts > job.maxRetries
-        let err = JobError(code: f.code, message: f.message, stage: job.stage)
         do {
-            let (failed, e1) = try await store.apply(
-                StateChange(status: .failed, stage: .error, progress: job.progress,
-                            message: dead ? "failed: \(f.message); dead-lettered" : "failed: \(f.message); will retry",
-                            error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
-            publish(e1)
-            log.warning("job failed", metadata: ["error.code": "\(f.code)", "dead_lettered": "\(dead)"])
-            guard !dead else {
-                ReelMetrics.jobCompleted(type: job.type, status: .failed)
-                return
-            }
-            ReelMetrics.jobRetried(stage: job.stage, error: f.code)
-            let delay = config.retry.delayMs(attempt: attempts, jitter: Double.random(in: 0..<1))
-            let (_, e2) = try await store.apply(
-                StateChange(status: .queued, stage: .pending, progress: failed.progress,
-                            message: "retry \(attempts) of \(job.maxRetries) in \(delay) ms",
-                            retryCount: attempts, runAfterMs: delay), to: job.id)
-            publish(e2)
+            _ = try await failures.record(job, code: f.code, message: f.message, retryable: f.retryable, workerID: workerID)
         } catch {
             log.warning("could not record failure; the lease will expire", metadata: ["error": "\(error)"])
         }
     }
+
+    var failures: FailureRecorder { FailureRecorder(store: store, retry: config.retry, logger: logger, publish: publish) }
 }
 
 /// The job as the run has last written it. Touched only by the run's own task.

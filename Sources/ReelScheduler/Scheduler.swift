@@ -28,6 +28,8 @@ public actor Scheduler {
     private let runner: Runner
     private let logger: Logger
     private var running: [String: Task<Void, Never>] = [:]
+    /// Workers connected over RPC (issue #9): what they serve, their slots, what they hold.
+    private var external: [String: ExternalWorker] = [:]
     private var parked: Set<String> = []
     /// Parked jobs back from the provider, waiting for a worker slot (served before new claims).
     private var unparkWaiters: [(id: String, resume: CheckedContinuation<Void, Never>)] = []
@@ -108,12 +110,71 @@ public actor Scheduler {
                 }
             }
             if stopping { break }
-            if claimed > 0 && claimed == free { continue }
+            let externalClaimed = await assignToExternalWorkers()
+            if (claimed > 0 && claimed == free) || externalClaimed { continue }
             // Sleep until woken (new job, a worker freed) or the poll interval passes.
             let waiter = Task { [pollInterval = config.pollInterval] in try? await Task.sleep(for: pollInterval); self.notifyWork() }
             _ = await wakeups.next()
             waiter.cancel()
         }
+    }
+
+    // MARK: external workers
+
+    struct ExternalWorker {
+        let hello: WorkerHello
+        let push: AsyncStream<Job>.Continuation
+        var held: Set<String> = []
+        var free: Int { Int(hello.slots) - held.count }
+    }
+
+    /// A worker connects: assignments arrive on the returned stream, never more than its slots.
+    public func connect(_ hello: WorkerHello) throws(ReelError) -> AsyncStream<Job> {
+        guard external[hello.workerID] == nil else {
+            throw ReelError(.failedPrecondition, "worker \(hello.workerID) is already connected")
+        }
+        let (stream, push) = AsyncStream<Job>.makeStream(bufferingPolicy: .unbounded)
+        external[hello.workerID] = ExternalWorker(hello: hello, push: push)
+        notifyWork()
+        return stream
+    }
+
+    /// The worker's stream ended. Its jobs keep their leases until they expire (then the
+    /// reaper requeues them), so a worker that reconnects quickly can still finish them.
+    public func disconnect(workerID: String) {
+        external[workerID]?.push.finish()
+        external[workerID] = nil
+    }
+
+    /// A job no longer takes one of the worker's slots (completed, failed, lease lost).
+    public func released(workerID: String, jobID: String) {
+        if external[workerID]?.held.remove(jobID) != nil { notifyWork() }
+    }
+
+    public var leaseMs: Int64 { config.leaseMs }
+
+    /// Claims for each connected worker with free slots; true when anything was assigned.
+    private func assignToExternalWorkers() async -> Bool {
+        var assigned = false
+        for id in Array(external.keys) {
+            guard let w = external[id], w.free > 0, !stopping else { continue }
+            let types = w.hello.jobTypes.isEmpty ? nil : w.hello.jobTypes
+            do {
+                let jobs = try await store.claim(workerID: id, limit: w.free, leaseMs: config.leaseMs, types: types)
+                for (job, event) in jobs {
+                    hub.publish(event)
+                    if external[id] != nil {
+                        external[id]!.held.insert(job.id)
+                        external[id]!.push.yield(job)
+                        assigned = true
+                    }
+                    // A worker gone meanwhile: the lease expires and the job is requeued.
+                }
+            } catch {
+                logger.warning("claim for worker failed", metadata: ["reel.worker_id": "\(id)", "error": "\(error)"])
+            }
+        }
+        return assigned
     }
 
     private func launch(_ job: Job) {
@@ -163,6 +224,7 @@ public actor Scheduler {
                 let requeued = try await store.requeueExpiredLeases()
                 for (job, event) in requeued {
                     hub.publish(event)
+                    for id in Array(external.keys) { external[id]?.held.remove(job.id) }
                     ReelMetrics.jobRetried(stage: job.stage, error: "LEASE_EXPIRED")
                     logger.info("requeued job with expired lease", metadata: ["reel.job_id": "\(job.id)"])
                 }
@@ -176,6 +238,8 @@ public actor Scheduler {
     /// Stops claiming, stops running jobs at their next checkpoint and hands them back to the queue.
     public func shutdown() async {
         stopping = true
+        for (_, w) in external { w.push.finish() }
+        external.removeAll()
         admitUnparked()
         notifyWork()
         for l in loops { l.cancel() }

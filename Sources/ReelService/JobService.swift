@@ -3,6 +3,7 @@ import ReelWire
 import ReelHTTP2
 import ReelScheduler
 import ReelObservability
+import ReelPipeline
 import Logging
 import Synchronization
 
@@ -12,10 +13,12 @@ public struct JobService: Sendable {
     let store: any JobStore
     let hub: JobEventHub
     let scheduler: Scheduler?
+    let failures: FailureRecorder?
     let logger: Logger
 
-    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, logger: Logger) {
-        self.store = store; self.hub = hub; self.scheduler = scheduler; self.logger = logger
+    /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`.
+    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, failures: FailureRecorder? = nil, logger: Logger) {
+        self.store = store; self.hub = hub; self.scheduler = scheduler; self.failures = failures; self.logger = logger
     }
 
     public func routes(health: HealthState) -> GRPCRouter {
@@ -39,6 +42,10 @@ public struct JobService: Sendable {
             }
         })
         ReflectionService().add(to: &r)
+        if let scheduler, let failures {
+            WorkerService(store: store, hub: hub, scheduler: scheduler, failures: failures, logger: logger)
+                .add(to: &r) { call, body in await s.unary(call, body) }
+        }
         r.add("/grpc.health.v1.Health/Watch", GRPCRoute(.serverStreaming) { call in
             do {
                 _ = try ProtoCodec.decodeHealthCheckRequest(call.request)

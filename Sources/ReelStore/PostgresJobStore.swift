@@ -115,9 +115,11 @@ public final class PostgresJobStore: JobStore {
         throw ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
     }
 
-    public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
-        try await pool.withConnection { c in
-            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32)]).rows.map(JobRow.decodeWithEvent)
+    public func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)] {
+        let typeList = types.map { "{" + $0.map(\.name).sorted().joined(separator: ",") + "}" }
+        return try await pool.withConnection { c in
+            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32), typeList])
+                .rows.map(JobRow.decodeWithEvent)
         }
     }
 

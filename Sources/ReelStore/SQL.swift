@@ -114,11 +114,13 @@ enum SQL {
         CROSS JOIN LATERAL (
             SELECT id, priority_key FROM jobs j
             WHERE j.status = 'queued' AND j.user_id = u.user_id AND j.run_at <= now()
+              AND ($5::text[] IS NULL OR j.type = ANY($5::text[]))
             ORDER BY j.priority_key LIMIT 1) h
         WHERE u.user_id IS NOT NULL
         ORDER BY h.priority_key LIMIT $4::int
     ), rest AS (
         SELECT id, priority_key FROM jobs WHERE status = 'queued' AND run_at <= now()
+          AND ($5::text[] IS NULL OR type = ANY($5::text[]))
         ORDER BY priority_key LIMIT $4::int
     ), ranked AS (
         SELECT id, min(round) AS round, min(priority_key) AS priority_key FROM (

@@ -237,7 +237,7 @@ public enum ProtoCodec {
         return String(cString: p)
     }
 
-    private static func raw(_ v: UInt32) -> Int32 { Int32(truncatingIfNeeded: v) }
+    static func raw(_ v: UInt32) -> Int32 { Int32(truncatingIfNeeded: v) }
 
     private static func config(_ c: Reel__V1__JobConfig) -> JobConfig {
         var overrides: [String: String] = [:]
@@ -249,14 +249,17 @@ public enum ProtoCodec {
                          model: str(c.model), styleOverrides: overrides)
     }
 
-    private static func job(_ m: Reel__V1__Job) -> Job {
+    static func artifacts(_ p: Reel__V1__Artifacts) -> Artifacts {
         var a = Artifacts()
-        if let p = m.artifacts?.pointee {
-            a.expandedScript = str(p.expanded_script); a.validationResult = str(p.validation_result)
-            a.previewVideoURL = str(p.preview_video_url); a.finalVideoURL = str(p.final_video_url)
-            a.thumbnailURL = str(p.thumbnail_url); a.hlsPlaylistURL = str(p.hls_playlist_url)
-            a.providerJobID = str(p.provider_job_id)
-        }
+        a.expandedScript = str(p.expanded_script); a.validationResult = str(p.validation_result)
+        a.previewVideoURL = str(p.preview_video_url); a.finalVideoURL = str(p.final_video_url)
+        a.thumbnailURL = str(p.thumbnail_url); a.hlsPlaylistURL = str(p.hls_playlist_url)
+        a.providerJobID = str(p.provider_job_id)
+        return a
+    }
+
+    private static func job(_ m: Reel__V1__Job) -> Job {
+        let a = m.artifacts.map { artifacts($0.pointee) } ?? Artifacts()
         return Job(
             id: str(m.id), userID: str(m.user_id), sceneID: str(m.scene_id),
             type: JobType(rawValue: raw(m.type.rawValue)) ?? .unspecified,
@@ -302,7 +305,7 @@ public enum ProtoCodec {
         return p
     }
 
-    private static func fill(_ m: inout Reel__V1__Job, _ j: Job, _ arena: CArena) {
+    static func fill(_ m: inout Reel__V1__Job, _ j: Job, _ arena: CArena) {
         reel__v1__job__init(&m)
         m.id = arena.str(j.id)
         m.user_id = arena.str(j.userID)

@@ -138,7 +138,8 @@ struct Reeld: AsyncParsableCommand {
             store: store, hub: hub,
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
             logger: logger, runner: { job, slot in await pipeline.run(job, slot: slot) })
-        let service = JobService(store: store, hub: hub, scheduler: scheduler, logger: logger)
+        let failures = FailureRecorder(store: store, retry: pipelineConfig.retry, logger: logger, publish: { hub.publish($0) })
+        let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, logger: logger)
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
         config.idleTimeout = .seconds(idleTimeout)
@@ -152,7 +153,7 @@ struct Reeld: AsyncParsableCommand {
             fail("\(error)")
         }
         server.start()
-        if workers > 0 { await scheduler.start() }
+        await scheduler.start()  // --workers 0: a pure coordinator for external workers
         health.set(HealthState.serving)
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops))")
 

@@ -1,0 +1,44 @@
+import ReelCore
+import Logging
+import ReelObservability
+
+/// What happens when an attempt fails, for in-process and external workers alike: the job
+/// goes to FAILED with its error; while attempts remain and the error is retryable it goes
+/// back to QUEUED after the backoff, else it stays FAILED, dead-lettered.
+public struct FailureRecorder: Sendable {
+    let store: any JobStore
+    let retry: RetryPolicy
+    let logger: Logger
+    let publish: @Sendable (JobEvent) -> Void
+
+    public init(store: any JobStore, retry: RetryPolicy, logger: Logger, publish: @escaping @Sendable (JobEvent) -> Void) {
+        self.store = store; self.retry = retry; self.logger = logger; self.publish = publish
+    }
+
+    /// Returns the job as it ends up (QUEUED for a retry, FAILED when dead-lettered). Throws
+    /// `failedPrecondition` when `workerID` no longer holds the job (nothing is written then).
+    @discardableResult
+    public func record(_ job: Job, code: String, message: String, retryable: Bool, workerID: String) async throws -> Job {
+        let attempts = job.retryCount + 1
+        let dead = !retryable || attempts > job.maxRetries
+        let err = JobError(code: code, message: message, stage: job.stage)
+        let (failed, e1) = try await store.apply(
+            StateChange(status: .failed, stage: .error, progress: job.progress,
+                        message: dead ? "failed: \(message); dead-lettered" : "failed: \(message); will retry",
+                        error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
+        publish(e1)
+        logger.warning("job failed", metadata: ["reel.job_id": "\(job.id)", "error.code": "\(code)", "dead_lettered": "\(dead)"])
+        if dead {
+            ReelMetrics.jobCompleted(type: job.type, status: .failed)
+            return failed
+        }
+        ReelMetrics.jobRetried(stage: job.stage, error: code)
+        let delay = retry.delayMs(attempt: attempts, jitter: Double.random(in: 0..<1))
+        let (queued, e2) = try await store.apply(
+            StateChange(status: .queued, stage: .pending, progress: failed.progress,
+                        message: "retry \(attempts) of \(job.maxRetries) in \(delay) ms",
+                        retryCount: attempts, runAfterMs: delay), to: job.id)
+        publish(e2)
+        return queued
+    }
+}
