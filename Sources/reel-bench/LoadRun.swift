@@ -92,15 +92,20 @@ enum ClosedLoop {
             let measured = start >= window.measureStart
             if measured && !window.budget.take() { break }
             let outcome = await operation(calls, worker)
-            guard measured else { continue }
-            let done = ContinuousClock.now
-            tally.lastDone = done
-            switch outcome {
-            case .ok:
-                tally.ok += 1
-                tally.latenciesMs.append(milliseconds(done - start))
-            case .failed(let key, let detail):
-                tally.fail(key, detail)
+            if measured {
+                let done = ContinuousClock.now
+                tally.lastDone = done
+                switch outcome {
+                case .ok:
+                    tally.ok += 1
+                    tally.latenciesMs.append(milliseconds(done - start))
+                case .failed(let key, let detail):
+                    tally.fail(key, detail)
+                }
+            }
+            if case .failed("UNAVAILABLE", _) = outcome {
+                // The server is down or restarting: don't spin on connect() while it comes back.
+                try? await Task.sleep(for: .milliseconds(10))
             }
         }
         return tally
