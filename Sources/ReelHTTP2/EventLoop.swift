@@ -27,6 +27,11 @@ final class EventLoop: Sendable {
         _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_ADD), wakeFD, UInt32(REEL_EPOLLIN), Self.wakeToken)
     }
 
+    deinit {
+        close(epfd)
+        close(wakeFD)
+    }
+
     var inLoop: Bool {
         guard let t = threadID else { return false }
         return pthread_equal(t, pthread_self()) != 0
