@@ -100,5 +100,17 @@ enum Migrations {
         );
         CREATE INDEX segments_scene_created ON segments (scene_id, created_at DESC);
         """),
+        (4, "events reach every reeld through LISTEN/NOTIFY", """
+        CREATE FUNCTION reel_notify_job_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('reel_job_events', json_build_object(
+                'job_id', NEW.job_id, 'seq', NEW.seq, 'status', NEW.status, 'stage', NEW.stage,
+                'progress', NEW.progress, 'message', left(NEW.message, 1500), 'dead_lettered', NEW.dead_lettered,
+                'at_unix_ms', (extract(epoch FROM NEW.at) * 1000)::int8)::text);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER job_events_notify AFTER INSERT ON job_events
+            FOR EACH ROW EXECUTE FUNCTION reel_notify_job_event();
+        """),
     ]
 }

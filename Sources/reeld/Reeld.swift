@@ -129,6 +129,8 @@ struct Reeld: AsyncParsableCommand {
         }
 
         let hub = JobEventHub()
+        // Events written by any reeld on this database (this one included) reach our watchers;
+        // duplicates of the ones published here directly are skipped by seq.
         let health = HealthState()
         let workerID = "reeld-\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
         let pipeline = Pipeline(
@@ -154,6 +156,12 @@ struct Reeld: AsyncParsableCommand {
         }
         server.start()
         await scheduler.start()  // --workers 0: a pure coordinator for external workers
+        let listener = EventListener(url: databaseURL, logger: logger) { event in
+            hub.publish(event)
+            // A job queued (created, retried, requeued) by another process may be ours to run.
+            if event.status == .queued { scheduler.notifyWork() }
+        }
+        listener.start()
         health.set(HealthState.serving)
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops))")
 
@@ -189,6 +197,7 @@ struct Reeld: AsyncParsableCommand {
         await waitForTerminationSignal()
         monitor.cancel()
         web?.cancel()
+        listener.stop()
         logger.info("shutting down: GOAWAY, handing back in-flight work")
         health.set(HealthState.notServing)
         await server.shutdown(grace: .seconds(10))
