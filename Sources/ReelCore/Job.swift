@@ -24,6 +24,8 @@ public struct Job: Sendable, Equatable {
     public var startedAtUnixMs: Int64
     public var completedAtUnixMs: Int64
     public var lastEventSeq: Int64
+    /// The tenant that owns the job ("" when auth is off). Never sent on the wire.
+    public var tenantID: String = ""
 
     public init(
         id: String = "", userID: String = "", sceneID: String = "", type: JobType = .unspecified,

@@ -26,6 +26,8 @@ public struct NewJob: Sendable, Equatable {
     public let idempotencyKey: String
     public let tier: Tier
     public let maxRetries: Int32
+    /// Set by the service from the caller's key; idempotency keys are per tenant and user.
+    public var tenantID: String = ""
 }
 
 public enum JobLimits {

@@ -5,7 +5,8 @@ public protocol JobStore: Sendable {
     /// already used returns that first job and `created == false`.
     func createJob(_ job: NewJob) async throws -> (job: Job, created: Bool)
     func job(id: String) async throws -> Job?
-    func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage
+    /// `tenantID` nil: every tenant's jobs (an admin's view).
+    func listJobs(_ filter: ListJobsInput, pageSize: Int32, tenantID: String?) async throws -> JobPage
     /// Stored events with `seq > afterSeq`, in order.
     func events(jobID: String, afterSeq: Int64) async throws -> [JobEvent]
     /// Applies `change` if the transition table allows it from the current status, writing
@@ -35,6 +36,10 @@ public protocol JobStore: Sendable {
 /// A running job's hold on a worker slot. A job waiting on an outside party (a provider
 /// rendering its video) parks the slot so that other jobs can run meanwhile.
 extension JobStore {
+    public func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage {
+        try await listJobs(filter, pageSize: pageSize, tenantID: nil)
+    }
+
     public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
         try await claim(workerID: workerID, limit: limit, leaseMs: leaseMs, types: nil)
     }

@@ -9,6 +9,7 @@ public struct ReelError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let resourceExhausted = Code(raw: "resource_exhausted")
         public static let unavailable = Code(raw: "unavailable")
         public static let unauthenticated = Code(raw: "unauthenticated")
+        public static let permissionDenied = Code(raw: "permission_denied")
         public static let deadlineExceeded = Code(raw: "deadline_exceeded")
         public static let cancelled = Code(raw: "cancelled")
         public static let `internal` = Code(raw: "internal")

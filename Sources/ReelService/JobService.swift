@@ -14,24 +14,28 @@ public struct JobService: Sendable {
     let hub: JobEventHub
     let scheduler: Scheduler?
     let failures: FailureRecorder?
+    let auth: Authenticator
     let logger: Logger
 
-    /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`.
-    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, failures: FailureRecorder? = nil, logger: Logger) {
-        self.store = store; self.hub = hub; self.scheduler = scheduler; self.failures = failures; self.logger = logger
+    /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
+    /// with a key store turns API keys on (and `reel.v1.KeyService`).
+    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, failures: FailureRecorder? = nil,
+                auth: Authenticator = Authenticator(keys: nil), logger: Logger) {
+        self.store = store; self.hub = hub; self.scheduler = scheduler; self.failures = failures; self.auth = auth
+        self.logger = logger
     }
 
     public func routes(health: HealthState) -> GRPCRouter {
         var r = GRPCRouter()
         let s = self
-        r.add("/reel.v1.JobService/CreateJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.create($0) } })
-        r.add("/reel.v1.JobService/GetJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.get($0) } })
-        r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.cancel($0) } })
-        r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.unary(call) { try await s.list($0) } })
-        r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.unary(call) { try await s.retry($0) } })
+        r.add("/reel.v1.JobService/CreateJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.create($0, $1) } })
+        r.add("/reel.v1.JobService/GetJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.get($0, $1) } })
+        r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.cancel($0, $1) } })
+        r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.list($0, $1) } })
+        r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.retry($0, $1) } })
         r.add("/reel.v1.JobService/WatchJob", GRPCRoute(.serverStreaming) { call in await s.watch(call) })
-        r.add("/reel.v1.SceneService/PutSceneBible", GRPCRoute(.unary) { call in await s.unary(call) { try await s.putSceneBible($0) } })
-        r.add("/reel.v1.SceneService/GetScene", GRPCRoute(.unary) { call in await s.unary(call) { try await s.getScene($0) } })
+        r.add("/reel.v1.SceneService/PutSceneBible", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.putSceneBible($0, $1) } })
+        r.add("/reel.v1.SceneService/GetScene", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.getScene($0, $1) } })
         r.add("/grpc.health.v1.Health/Check", GRPCRoute(.unary) { call in
             await s.unary(call) { req in
                 let service = try ProtoCodec.decodeHealthCheckRequest(req)
@@ -43,8 +47,19 @@ public struct JobService: Sendable {
         })
         ReflectionService().add(to: &r)
         if let scheduler, let failures {
+            // Workers act for every tenant: with auth on they need an admin key.
             WorkerService(store: store, hub: hub, scheduler: scheduler, failures: failures, logger: logger)
-                .add(to: &r) { call, body in await s.unary(call, body) }
+                .add(to: &r, authorize: { call in try await s.requireAdmin(call.metadata) }) { call, body in
+                    await s.authorized(call) { req, _ in try await body(req) }
+                }
+        }
+        if let keys = auth.keys {
+            KeyService(keys: keys).add(to: &r) { call, body in
+                await s.authorized(call) { req, caller in
+                    guard caller.admin else { throw ReelError(.permissionDenied, "managing keys needs an admin key") }
+                    return try await body(req)
+                }
+            }
         }
         r.add("/grpc.health.v1.Health/Watch", GRPCRoute(.serverStreaming) { call in
             do {
@@ -66,6 +81,23 @@ public struct JobService: Sendable {
         return r
     }
 
+    /// A unary call made by an authenticated caller.
+    func authorized(_ call: GRPCCall, _ body: ([UInt8], Caller) async throws -> [UInt8]) async -> GRPCStatus {
+        await unary(call) { req in try await body(req, try await auth.caller(call.metadata)) }
+    }
+
+    func requireAdmin(_ metadata: [String: String]) async throws {
+        guard try await auth.caller(metadata).admin else {
+            throw ReelError(.permissionDenied, "this call needs an admin key")
+        }
+    }
+
+    /// The job if the caller may see it; another tenant's job does not exist for them.
+    func ownedJob(_ id: String, _ caller: Caller) async throws -> Job {
+        guard let job = try await store.job(id: id), caller.owns(job) else { throw ReelError.notFound(jobID: id) }
+        return job
+    }
+
     private func unary(_ call: GRPCCall, _ body: ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus {
         do {
             let response = try await body(call.request)
@@ -82,9 +114,10 @@ public struct JobService: Sendable {
 
     // MARK: methods
 
-    func create(_ req: [UInt8]) async throws -> [UInt8] {
+    func create(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let input = try ProtoCodec.decodeCreateJobRequest(req)
-        let new = try input.validated()
+        var new = try input.validated()
+        new.tenantID = caller.tenantID
         let (job, created) = try await store.createJob(new)
         if created {
             ReelMetrics.jobCreated(type: job.type, tier: job.tier)
@@ -95,17 +128,17 @@ public struct JobService: Sendable {
         return ProtoCodec.encode(job)
     }
 
-    func get(_ req: [UInt8]) async throws -> [UInt8] {
+    func get(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let id = try Validate.jobID(ProtoCodec.decodeJobID(req))
-        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        let job = try await ownedJob(id, caller)
         return ProtoCodec.encode(job)
     }
 
-    func cancel(_ req: [UInt8]) async throws -> [UInt8] {
+    func cancel(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let (rawID, reason) = try ProtoCodec.decodeCancelJobRequest(req)
         let id = try Validate.jobID(rawID)
         if reason.unicodeScalars.count > 1024 { throw ReelError.invalid("reason", "must be at most 1024 characters") }
-        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        let job = try await ownedJob(id, caller)
         guard job.status.canTransition(to: .cancelled) else {
             throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only queued or running jobs can be cancelled", jobID: id)
         }
@@ -118,9 +151,9 @@ public struct JobService: Sendable {
         return ProtoCodec.encode(updated)
     }
 
-    func retry(_ req: [UInt8]) async throws -> [UInt8] {
+    func retry(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let id = try Validate.jobID(ProtoCodec.decodeRetryJobRequest(req))
-        guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+        let job = try await ownedJob(id, caller)
         guard job.status == .failed else {
             throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only failed jobs can be retried", jobID: id)
         }
@@ -132,19 +165,20 @@ public struct JobService: Sendable {
         return ProtoCodec.encode(updated)
     }
 
-    func list(_ req: [UInt8]) async throws -> [UInt8] {
+    func list(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let filter = try ProtoCodec.decodeListJobsRequest(req)
         let pageSize = try filter.validatedPageSize()
-        return ProtoCodec.encode(try await store.listJobs(filter, pageSize: pageSize))
+        // An admin sees every tenant's jobs (dead-letter reprocessing); others their own.
+        return ProtoCodec.encode(try await store.listJobs(filter, pageSize: pageSize, tenantID: caller.admin ? nil : caller.tenantID))
     }
 
-    func putSceneBible(_ req: [UInt8]) async throws -> [UInt8] {
+    func putSceneBible(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let (sceneID, bible) = try ProtoCodec.decodePutSceneBibleRequest(req)
         try Validate.identifier(sceneID, field: "scene_id")
         return ProtoCodec.encode(try await store.putSceneBible(sceneID: sceneID, bible: try bible.validated()))
     }
 
-    func getScene(_ req: [UInt8]) async throws -> [UInt8] {
+    func getScene(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let sceneID = try ProtoCodec.decodeGetSceneRequest(req)
         try Validate.identifier(sceneID, field: "scene_id")
         guard let scene = try await store.scene(id: sceneID) else {
@@ -160,8 +194,9 @@ public struct JobService: Sendable {
             let (rawID, afterSeq) = try ProtoCodec.decodeWatchJobRequest(call.request)
             let id = try Validate.jobID(rawID)
             try Validate.afterSeq(afterSeq)
+            let caller = try await auth.caller(call.metadata)
             let live = hub.subscribe(jobID: id)
-            guard let job = try await store.job(id: id) else { throw ReelError.notFound(jobID: id) }
+            let job = try await ownedJob(id, caller)
             var last: Int64
             if afterSeq == 0 {
                 try await call.send(ProtoCodec.encode(JobEvent.snapshot(of: job)))

@@ -17,13 +17,20 @@ struct WorkerService: Sendable {
     let failures: FailureRecorder
     let logger: Logger
 
-    func add(to r: inout GRPCRouter, unary: @escaping @Sendable (GRPCCall, @escaping @Sendable ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus) {
+    func add(to r: inout GRPCRouter, authorize: @escaping @Sendable (GRPCCall) async throws -> Void,
+             unary: @escaping @Sendable (GRPCCall, @escaping @Sendable ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus) {
         let s = self
-        r.add("/reel.v1.WorkerService/Connect", GRPCRoute(.serverStreaming) { call in await s.connect(call) })
-        r.add("/reel.v1.WorkerService/Heartbeat", GRPCRoute(.unary) { call in await unary(call) { try await s.heartbeat($0) } })
-        r.add("/reel.v1.WorkerService/ReportProgress", GRPCRoute(.unary) { call in await unary(call) { try await s.report($0) } })
-        r.add("/reel.v1.WorkerService/CompleteJob", GRPCRoute(.unary) { call in await unary(call) { try await s.complete($0) } })
-        r.add("/reel.v1.WorkerService/FailJob", GRPCRoute(.unary) { call in await unary(call) { try await s.fail($0) } })
+        let guarded: @Sendable (GRPCCall, @escaping @Sendable ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus = { call, body in
+            await unary(call) { req in try await authorize(call); return try await body(req) }
+        }
+        r.add("/reel.v1.WorkerService/Connect", GRPCRoute(.serverStreaming) { call in
+            do { try await authorize(call) } catch { return GRPCStatus.from(error) }
+            return await s.connect(call)
+        })
+        r.add("/reel.v1.WorkerService/Heartbeat", GRPCRoute(.unary) { call in await guarded(call) { try await s.heartbeat($0) } })
+        r.add("/reel.v1.WorkerService/ReportProgress", GRPCRoute(.unary) { call in await guarded(call) { try await s.report($0) } })
+        r.add("/reel.v1.WorkerService/CompleteJob", GRPCRoute(.unary) { call in await guarded(call) { try await s.complete($0) } })
+        r.add("/reel.v1.WorkerService/FailJob", GRPCRoute(.unary) { call in await guarded(call) { try await s.fail($0) } })
     }
 
     func connect(_ call: GRPCCall) async -> GRPCStatus {

@@ -3,9 +3,10 @@ import Foundation
 
 /// Decodes rows selected with `SQL.jobColumns` / `SQL.eventColumns`.
 enum JobRow {
-    static let columnCount = 40
+    static let columnCount = 41
 
     static func decode(_ r: [String?]) -> Job {
+        precondition(r.count >= columnCount, "a job row has \(columnCount) columns (SQL.jobColumns), got \(r.count)")
         func s(_ i: Int) -> String { r[i] ?? "" }
         func i32(_ i: Int) -> Int32 { Int32(r[i] ?? "") ?? 0 }
         func i64(_ i: Int) -> Int64 { Int64(r[i] ?? "") ?? 0 }
@@ -21,7 +22,7 @@ enum JobRow {
         let error = r[26].map { code in
             JobError(code: code, message: s(27), details: s(28), stage: Stage(name: s(29)) ?? .unspecified)
         }
-        return Job(
+        var job = Job(
             id: s(0), userID: s(1), sceneID: s(2), type: JobType(name: s(3)) ?? .unspecified,
             status: JobStatus(name: s(4)) ?? .unspecified, stage: Stage(name: s(5)) ?? .unspecified,
             progress: i32(6), message: s(7), inputText: s(8), bibleVersion: i32(9), config: config,
@@ -29,12 +30,14 @@ enum JobRow {
             idempotencyKey: s(32), tier: Tier(name: s(33)) ?? .unspecified, deadLettered: r[34] == "t",
             workerID: s(35), createdAtUnixMs: i64(36), startedAtUnixMs: i64(37), completedAtUnixMs: i64(38),
             lastEventSeq: i64(39))
+        job.tenantID = s(40)
+        return job
     }
 
     /// A row of `jobColumns` followed by the change time: the job and the event just written.
     static func decodeWithEvent(_ r: [String?]) -> (job: Job, event: JobEvent) {
         let job = decode(r)
-        let at = Int64(r[columnCount] ?? "") ?? 0
+        let at = r.count > columnCount ? Int64(r[columnCount] ?? "") ?? 0 : 0
         return (job, JobEvent(jobID: job.id, seq: job.lastEventSeq, status: job.status, stage: job.stage,
                               progress: job.progress, message: job.message, atUnixMs: at, deadLettered: job.deadLettered))
     }

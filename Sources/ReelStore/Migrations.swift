@@ -112,5 +112,21 @@ enum Migrations {
         CREATE TRIGGER job_events_notify AFTER INSERT ON job_events
             FOR EACH ROW EXECUTE FUNCTION reel_notify_job_event();
         """),
+        (5, "tenants and API keys", """
+        ALTER TABLE jobs ADD COLUMN tenant_id text NOT NULL DEFAULT '';
+        DROP INDEX jobs_user_idempotency;
+        CREATE UNIQUE INDEX jobs_tenant_user_idempotency ON jobs (tenant_id, user_id, idempotency_key);
+        CREATE INDEX jobs_tenant_created ON jobs (tenant_id, created_at DESC, id DESC);
+        CREATE TABLE api_keys (
+            id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            tenant_id       text NOT NULL,
+            key_hash        text NOT NULL UNIQUE,   -- sha256 hex of the secret; the secret is never stored
+            prefix          text NOT NULL,          -- the secret's first characters, to tell keys apart
+            admin           boolean NOT NULL DEFAULT false,
+            rate_limit_per_second integer NOT NULL DEFAULT 0,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            revoked_at      timestamptz
+        );
+        """),
     ]
 }

@@ -37,12 +37,12 @@ public final class PostgresJobStore: JobStore {
         let params: [String?] = [
             j.userID, j.sceneID, j.type.name, j.inputText, String(j.config.targetDurationSeconds), j.config.quality.name,
             j.config.model, JobRow.encodeStringMap(j.config.styleOverrides), j.idempotencyKey, j.tier.name,
-            String(j.maxRetries), String(firstKey), String(laterKey),
+            String(j.maxRetries), String(firstKey), String(laterKey), j.tenantID,
         ]
         return try await pool.withConnection { c in
             if let row = try c.query(SQL.createJob, params).first { return (JobRow.decode(row), true) }
             // The key was taken (perhaps a moment ago by a concurrent call): return that job.
-            guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey]).first else {
+            guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey, j.tenantID]).first else {
                 throw ReelError(.unavailable, "idempotency key conflict; retry")
             }
             return (JobRow.decode(row), false)
@@ -53,7 +53,7 @@ public final class PostgresJobStore: JobStore {
         try await pool.withConnection { c in try c.query(SQL.jobByID, [id]).first.map(JobRow.decode) }
     }
 
-    public func listJobs(_ f: ListJobsInput, pageSize: Int32) async throws -> JobPage {
+    public func listJobs(_ f: ListJobsInput, pageSize: Int32, tenantID: String?) async throws -> JobPage {
         var cursorID: String? = nil
         if !f.pageToken.isEmpty {
             guard let id = try? Validate.jobID(f.pageToken, field: "page_token") else {
@@ -72,7 +72,7 @@ public final class PostgresJobStore: JobStore {
             }
             let rows = try c.query(SQL.listJobs, [
                 f.userID, f.sceneID, f.status == .unspecified ? "" : f.status.name, f.deadLetteredOnly ? "true" : "false",
-                cursorMicros, cursor, String(pageSize + 1),
+                cursorMicros, cursor, String(pageSize + 1), tenantID,
             ]).rows
             var jobs = rows.prefix(Int(pageSize)).map(JobRow.decode)
             let next = rows.count > Int(pageSize) ? (jobs.last?.id ?? "") : ""
@@ -231,5 +231,34 @@ extension PostgresJobStore {
     /// One number from a scalar query: for tests and diagnostics.
     public func scalar(_ sql: String) async throws -> Int {
         try await pool.withConnection { c in Int(try c.exec(sql).first?[0] ?? "") ?? -1 }
+    }
+}
+
+extension PostgresJobStore: APIKeyStore {
+    public func createKey(tenantID: String, secret: String, admin: Bool, rateLimitPerSecond: Int32) async throws -> APIKey {
+        try await pool.withConnection { c in
+            guard let r = try c.query(SQL.createKey, [tenantID, APIKey.hash(secret: secret), APIKey.prefix(of: secret),
+                                                      admin ? "true" : "false", String(rateLimitPerSecond)]).first else {
+                throw ReelError(.internal, "key not stored")
+            }
+            return Self.decodeKey(r)
+        }
+    }
+
+    public func key(secret: String) async throws -> APIKey? {
+        try await pool.withConnection { c in try c.query(SQL.keyByHash, [APIKey.hash(secret: secret)]).first.map(Self.decodeKey) }
+    }
+
+    public func listKeys(tenantID: String?) async throws -> [APIKey] {
+        try await pool.withConnection { c in try c.query(SQL.listKeys, [tenantID]).rows.map(Self.decodeKey) }
+    }
+
+    public func revokeKey(id: String) async throws -> APIKey? {
+        try await pool.withConnection { c in try c.query(SQL.revokeKey, [id]).first.map(Self.decodeKey) }
+    }
+
+    static func decodeKey(_ r: [String?]) -> APIKey {
+        APIKey(id: r[0] ?? "", tenantID: r[1] ?? "", prefix: r[2] ?? "", admin: r[3] == "t",
+               rateLimitPerSecond: Int32(r[4] ?? "") ?? 0, createdAtUnixMs: Int64(r[5] ?? "") ?? 0, revoked: r[6] == "t")
     }
 }

@@ -13,7 +13,7 @@ enum SQL {
     (extract(epoch FROM created_at) * 1000)::int8,
     COALESCE((extract(epoch FROM started_at) * 1000)::int8, 0),
     COALESCE((extract(epoch FROM completed_at) * 1000)::int8, 0),
-    last_event_seq
+    last_event_seq, tenant_id
     """
 
     /// The event columns in the order `JobRow.decodeEvent` reads them.
@@ -33,12 +33,12 @@ enum SQL {
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
-                          priority_key)
+                          priority_key, tenant_id)
         SELECT $1, $2, $3, 'queued', 'pending', 0, 'queued', $4, (SELECT bible_version FROM scene),
                $5::int, $6, $7, $8::jsonb, $9, $10, $11::int,
                CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE user_id = $1 AND created_at >= date_trunc('day', now()))
-                    THEN $13::int8 ELSE $12::int8 END
-        ON CONFLICT (user_id, idempotency_key) DO NOTHING
+                    THEN $13::int8 ELSE $12::int8 END, $14
+        ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
@@ -47,7 +47,7 @@ enum SQL {
     SELECT \(jobColumns) FROM ins
     """
 
-    static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2"
+    static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2 AND tenant_id = $3"
     static let jobByID = "SELECT \(jobColumns) FROM jobs WHERE id = $1::uuid"
     static let statusByID = "SELECT status, worker_id FROM jobs WHERE id = $1::uuid"
 
@@ -55,7 +55,7 @@ enum SQL {
     static let listJobs = """
     SELECT \(jobColumns) FROM jobs
     WHERE ($1 = '' OR user_id = $1) AND ($2 = '' OR scene_id = $2) AND ($3 = '' OR status = $3)
-      AND (NOT $4::bool OR dead_lettered)
+      AND (NOT $4::bool OR dead_lettered) AND ($8::text IS NULL OR tenant_id = $8)
       AND ($5::int8 IS NULL OR (created_at, id) < (to_timestamp($5::int8 / 1000000.0), $6::uuid))
     ORDER BY created_at DESC, id DESC
     LIMIT $7::int
@@ -213,4 +213,22 @@ enum SQL {
     FROM jobs WHERE status = 'queued' GROUP BY tier
     """
     static let ping = "SELECT 1"
+
+    static let createKey = """
+    INSERT INTO api_keys (tenant_id, key_hash, prefix, admin, rate_limit_per_second) VALUES ($1, $2, $3, $4::bool, $5::int)
+    ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL
+    RETURNING id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
+    """
+    static let keyByHash = """
+    SELECT id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
+    FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+    """
+    static let listKeys = """
+    SELECT id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
+    FROM api_keys WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at
+    """
+    static let revokeKey = """
+    UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1::uuid
+    RETURNING id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
+    """
 }

@@ -47,6 +47,7 @@ public struct GRPCStatus: Sendable, Equatable, Error, CustomStringConvertible {
         case .resourceExhausted: .resourceExhausted
         case .unavailable: .unavailable
         case .unauthenticated: .unauthenticated
+        case .permissionDenied: .permissionDenied
         case .deadlineExceeded: .deadlineExceeded
         case .cancelled: .cancelled
         default: .internal

@@ -19,6 +19,14 @@ struct GlobalOptions: ParsableArguments {
         valueName: "seconds"))
     var timeout: Double = 10
 
+    @Option(name: .long, help: ArgumentHelp(
+        "API key, sent as `authorization: Bearer <key>` ($REEL_API_KEY).", valueName: "key"))
+    var key: String?
+
+    var resolvedKey: String? {
+        key ?? ProcessInfo.processInfo.environment["REEL_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     var resolvedAddress: String {
         address ?? ProcessInfo.processInfo.environment["REEL_ADDRESS"].flatMap { $0.isEmpty ? nil : $0 }
             ?? Self.defaultAddress
@@ -35,7 +43,8 @@ struct GlobalOptions: ParsableArguments {
     func connect() throws -> JobServiceClient {
         let (host, port) = try Self.parse(address: resolvedAddress)
         let grpc = try GRPCClient(host: host, port: port, maxReceiveMessageSize: 64 * 1024 * 1024)
-        return JobServiceClient(grpc: grpc, timeout: unaryTimeout)
+        return JobServiceClient(grpc: grpc, timeout: unaryTimeout,
+                                metadata: resolvedKey.map { [("authorization", "Bearer \($0)")] } ?? [])
     }
 
     /// `host:port`, `[v6]:port`, or `host` (port 50051); an `http://` prefix is tolerated.

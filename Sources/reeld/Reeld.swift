@@ -72,6 +72,15 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
     var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
 
+    @Flag(help: "Require API keys (`authorization: Bearer …`) and scope every call to the key's tenant. Env: REEL_AUTH=1.")
+    var auth: Bool = ["1", "true", "yes"].contains(env("REEL_AUTH") ?? "")
+
+    @Option(help: "An admin API key to install at start (tenant \"admin\"), to create the others with `reelctl keys`. Env: REEL_ADMIN_KEY.")
+    var adminKey: String? = env("REEL_ADMIN_KEY")
+
+    @Option(help: "Requests per second per tenant when its key sets none (0: unlimited). Env: REEL_RATE_LIMIT.")
+    var rateLimit: Int32 = Int32(env("REEL_RATE_LIMIT") ?? "") ?? 0
+
     @Option(help: "Log format: text | json (one object per line). Env: REEL_LOG_FORMAT.")
     var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
 
@@ -141,7 +150,17 @@ struct Reeld: AsyncParsableCommand {
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
             logger: logger, runner: { job, slot in await pipeline.run(job, slot: slot) })
         let failures = FailureRecorder(store: store, retry: pipelineConfig.retry, logger: logger, publish: { hub.publish($0) })
-        let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, logger: logger)
+        if let adminKey, !adminKey.isEmpty {
+            guard adminKey.count >= 16 else { fail("--admin-key must be at least 16 characters") }
+            _ = try await store.createKey(tenantID: "admin", secret: adminKey, admin: true, rateLimitPerSecond: 0)
+        }
+        if auth && (adminKey ?? "").isEmpty {
+            let existing = try await store.listKeys(tenantID: nil)
+            if existing.isEmpty { logger.warning("--auth is on but no API key exists: pass --admin-key to install one") }
+        }
+        let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
+        let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
+                                 logger: logger)
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
         config.idleTimeout = .seconds(idleTimeout)
@@ -163,7 +182,7 @@ struct Reeld: AsyncParsableCommand {
         }
         listener.start()
         health.set(HealthState.serving)
-        logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops))")
+        logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"))")
 
         var web: Task<Void, Never>? = nil
         if let (mhost, mport) = metricsAddress {

@@ -1,0 +1,62 @@
+import ArgumentParser
+import ReelCore
+
+/// `reelctl keys create|list|revoke`: tenants' API keys (needs an admin key in --key).
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage API keys (needs an admin key: --key or $REEL_API_KEY).",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create", abstract: "Create a key for a tenant; prints its secret once.")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "The tenant the key acts for.") var tenant: String
+        @Flag(name: .long, help: "An admin key: sees every tenant, manages keys, serves workers.") var admin = false
+        @Option(name: .long, help: "Requests per second for this tenant (0: the server's default).") var rate: Int32 = 0
+
+        func run() throws {
+            try CallFailure.reporting {
+                let (key, secret) = try global.connect().createKey(tenantID: tenant, admin: admin, rate: rate)
+                Terminal.out(global.json ? KeysCommand.json(key, secret: secret) : "\(secret)\n" + KeysCommand.text(key))
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List keys (never their secrets).")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .long, help: "Only this tenant's keys.") var tenant: String = ""
+
+        func run() throws {
+            try CallFailure.reporting {
+                let keys = try global.connect().listKeys(tenantID: tenant)
+                Terminal.out(keys.map { global.json ? KeysCommand.json($0) : KeysCommand.text($0) }.joined(separator: "\n"))
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a key by id.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The key's id.") var id: String
+
+        func run() throws {
+            try CallFailure.reporting {
+                let key = try global.connect().revokeKey(id: id)
+                Terminal.out(global.json ? KeysCommand.json(key) : KeysCommand.text(key))
+            }
+        }
+    }
+
+    static func text(_ k: APIKey) -> String {
+        "\(k.id)  tenant=\(k.tenantID)  prefix=\(k.prefix)…  admin=\(k.admin)  rate=\(k.rateLimitPerSecond)/s\(k.revoked ? "  REVOKED" : "")"
+    }
+
+    static func json(_ k: APIKey, secret: String? = nil) -> String {
+        var fields = ["\"id\":\"\(k.id)\"", "\"tenant_id\":\"\(k.tenantID)\"", "\"prefix\":\"\(k.prefix)\"",
+                      "\"admin\":\(k.admin)", "\"rate_limit_per_second\":\(k.rateLimitPerSecond)", "\"revoked\":\(k.revoked)"]
+        if let secret { fields.append("\"secret\":\"\(secret)\"") }
+        return "{" + fields.joined(separator: ",") + "}"
+    }
+}

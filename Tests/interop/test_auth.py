@@ -1,0 +1,111 @@
+"""Tenants and API keys (issue #6, item 4): with --auth every call needs a key, is scoped to
+the key's tenant, and is rate-limited per tenant; keys are managed by admins (reelctl keys)."""
+
+import json
+import os
+import subprocess
+import time
+
+import grpc
+
+import reel_interop as ri
+from reel_interop import pb
+
+ADMIN = "reel_admin_key_for_tests_0123456789"
+
+
+def bearer(key):
+    return (("authorization", f"Bearer {key}"),)
+
+
+def reelctl(srv, *args, key=ADMIN):
+    env = dict(os.environ, REEL_API_KEY=key)
+    return subprocess.run([os.path.join(os.environ["REEL_BIN_DIR"], "reelctl"), "--address", srv.target, *args],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def new_key(srv, tenant, *extra):
+    r = reelctl(srv, "--json", "keys", "create", "--tenant", tenant, *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_calls_without_a_valid_key_are_unauthenticated(reeld_factory):
+    srv = reeld_factory("auth-none", workers=1, sim_stage_ms=10, extra_args=("--auth", "--admin-key", ADMIN))
+    req = ri.create_request(ri.unique("auth"))
+    for md in ((), bearer("reel_wrong"), (("authorization", "Basic x"),)):
+        err = ri.rpc_error(srv.stub.CreateJob, req, metadata=md, timeout=ri.DEFAULT_TIMEOUT)
+        ri.assert_code(err, grpc.StatusCode.UNAUTHENTICATED, what=f"CreateJob with {md}")
+    err = ri.rpc_error(srv.stub.ListJobs, pb.ListJobsRequest(), timeout=ri.DEFAULT_TIMEOUT)
+    ri.assert_code(err, grpc.StatusCode.UNAUTHENTICATED, what="ListJobs without a key")
+    # health stays open (load balancers probe it without keys)
+    assert srv.health.Check(ri.health_pb2.HealthCheckRequest(), timeout=5).status == ri.health_pb2.HealthCheckResponse.SERVING
+    assert int(ri.psql_value(srv.db_url, "SELECT count(*) FROM jobs")) == 0
+
+
+def test_tenants_see_only_their_own_jobs(reeld_factory):
+    srv = reeld_factory("auth-tenants", workers=1, sim_stage_ms=10, extra_args=("--auth", "--admin-key", ADMIN))
+    a, b = new_key(srv, "acme"), new_key(srv, "globex")
+    assert a["secret"].startswith("reel_") and not a["admin"]
+    stored = ri.psql_value(srv.db_url, "SELECT string_agg(key_hash, ',') FROM api_keys")
+    assert a["secret"] not in stored, "secrets are stored hashed"
+    job = srv.stub.CreateJob(ri.create_request("u1", text="acme's"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    # The same user and text under another tenant is another job (keys are per tenant).
+    other = srv.stub.CreateJob(ri.create_request("u1", text="acme's"), metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert other.id != job.id
+    for call, req in ((srv.stub.GetJob, pb.GetJobRequest(id=job.id)), (srv.stub.CancelJob, pb.CancelJobRequest(id=job.id)),
+                      (srv.stub.RetryJob, pb.RetryJobRequest(id=job.id))):
+        err = ri.rpc_error(call, req, metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+        ri.assert_code(err, grpc.StatusCode.NOT_FOUND, what=f"{call} of another tenant's job")
+    err = ri.rpc_error(srv.stub.WatchJob, pb.WatchJobRequest(id=job.id), metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    ri.assert_code(err, grpc.StatusCode.NOT_FOUND, what="WatchJob of another tenant's job")
+    listed_b = srv.stub.ListJobs(pb.ListJobsRequest(user_id="u1"), metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert [j.id for j in listed_b.jobs] == [other.id]
+    mine = srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert mine.id == job.id
+    # the admin sees both tenants' jobs
+    everything = srv.stub.ListJobs(pb.ListJobsRequest(user_id="u1"), metadata=bearer(ADMIN), timeout=ri.DEFAULT_TIMEOUT)
+    assert {j.id for j in everything.jobs} == {job.id, other.id}
+
+
+def test_non_admin_keys_cannot_manage_keys_or_serve_as_workers_and_revoked_keys_stop_working(reeld_factory):
+    srv = reeld_factory("auth-admin", workers=0, extra_args=("--auth", "--admin-key", ADMIN))
+    k = new_key(srv, "acme")
+    r = reelctl(srv, "keys", "create", "--tenant", "evil", key=k["secret"])
+    assert r.returncode == 10 + 7 and "PERMISSION_DENIED" in r.stderr, (r.returncode, r.stderr)
+    listed = reelctl(srv, "--json", "keys", "list", "--tenant", "acme")
+    assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[0])["id"] == k["id"]
+    assert "secret" not in listed.stdout
+    assert reelctl(srv, "keys", "revoke", k["id"]).returncode == 0
+    time.sleep(2.5)  # keys are cached for 2 s
+    err = ri.rpc_error(srv.stub.ListJobs, pb.ListJobsRequest(), metadata=bearer(k["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    ri.assert_code(err, grpc.StatusCode.UNAUTHENTICATED, what="a revoked key")
+
+
+def test_per_tenant_rate_limit_is_resource_exhausted_for_that_tenant_only(reeld_factory):
+    srv = reeld_factory("auth-rate", workers=0, extra_args=("--auth", "--admin-key", ADMIN))
+    slow = new_key(srv, "slowpoke", "--rate", "5")
+    other = new_key(srv, "neighbour")
+    codes = {}
+    for _ in range(40):
+        try:
+            srv.stub.ListJobs(pb.ListJobsRequest(), metadata=bearer(slow["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+            codes["OK"] = codes.get("OK", 0) + 1
+        except grpc.RpcError as e:
+            codes[e.code().name] = codes.get(e.code().name, 0) + 1
+    assert codes.get("RESOURCE_EXHAUSTED", 0) > 20 and 3 <= codes.get("OK", 0) <= 15, codes
+    for _ in range(20):  # another tenant is not affected
+        srv.stub.ListJobs(pb.ListJobsRequest(), metadata=bearer(other["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    time.sleep(1.2)
+    srv.stub.ListJobs(pb.ListJobsRequest(), metadata=bearer(slow["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+
+
+def test_reelctl_with_a_tenant_key_creates_and_watches(reeld_factory):
+    srv = reeld_factory("auth-ctl", workers=1, sim_stage_ms=10, extra_args=("--auth", "--admin-key", ADMIN))
+    k = new_key(srv, "acme")
+    r = reelctl(srv, "--json", "create", "--user-id", "u", "--scene-id", "s", "--type", "scene-creation",
+                "--text", "with a key", "--watch", key=k["secret"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["status"] == "final_ready"
+    r = reelctl(srv, "list", key="not-a-key")
+    assert r.returncode == 10 + 16 and "UNAUTHENTICATED" in r.stderr, (r.returncode, r.stderr)
