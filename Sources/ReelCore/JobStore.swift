@@ -16,6 +16,8 @@ public protocol JobStore: Sendable {
     /// Claims up to `limit` ready jobs in priority order for `workerID` under a lease.
     /// `types`: only jobs of these types (nil: any).
     func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)]
+    /// Jobs `workerID` holds right now: running, under its unexpired lease.
+    func heldJobIDs(workerID: String) async throws -> Set<String>
     /// Extends the lease; false when the worker no longer holds the job.
     func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool
     /// Jobs whose lease expired go back to the queue with the attempt counted.

@@ -129,12 +129,17 @@ public actor Scheduler {
     }
 
     /// A worker connects: assignments arrive on the returned stream, never more than its slots.
-    public func connect(_ hello: WorkerHello) throws(ReelError) -> AsyncStream<Job> {
+    public func connect(_ hello: WorkerHello) async throws -> AsyncStream<Job> {
+        guard external[hello.workerID] == nil else {
+            throw ReelError(.failedPrecondition, "worker \(hello.workerID) is already connected")
+        }
+        // A worker that reconnects still holds the jobs it leased before: they take its slots.
+        let held = try await store.heldJobIDs(workerID: hello.workerID)
         guard external[hello.workerID] == nil else {
             throw ReelError(.failedPrecondition, "worker \(hello.workerID) is already connected")
         }
         let (stream, push) = AsyncStream<Job>.makeStream(bufferingPolicy: .unbounded)
-        external[hello.workerID] = ExternalWorker(hello: hello, push: push)
+        external[hello.workerID] = ExternalWorker(hello: hello, push: push, held: held)
         notifyWork()
         return stream
     }
@@ -157,7 +162,11 @@ public actor Scheduler {
     private func assignToExternalWorkers() async -> Bool {
         var assigned = false
         for id in Array(external.keys) {
-            guard let w = external[id], w.free > 0, !stopping else { continue }
+            guard external[id] != nil, !stopping else { continue }
+            // The database says what the worker still holds: jobs cancelled, reaped or finished
+            // behind its back stop taking its slots.
+            if let held = try? await store.heldJobIDs(workerID: id), external[id] != nil { external[id]!.held = held }
+            guard let w = external[id], w.free > 0 else { continue }
             let types = w.hello.jobTypes.isEmpty ? nil : w.hello.jobTypes
             do {
                 let jobs = try await store.claim(workerID: id, limit: w.free, leaseMs: config.leaseMs, types: types)

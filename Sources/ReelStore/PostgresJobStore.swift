@@ -123,6 +123,11 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    public func heldJobIDs(workerID: String) async throws -> Set<String> {
+        let running = "{" + JobStatus.allCases.filter(\.isRunning).map(\.name).joined(separator: ",") + "}"
+        return try await pool.withConnection { c in Set(try c.query(SQL.heldBy, [workerID, running]).rows.compactMap { $0[0] }) }
+    }
+
     public func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool {
         try await pool.withConnection { c in
             let running = "{" + JobStatus.allCases.filter(\.isRunning).map(\.name).joined(separator: ",") + "}"

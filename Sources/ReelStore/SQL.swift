@@ -231,4 +231,8 @@ enum SQL {
     UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1::uuid
     RETURNING id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
     """
+
+    static let heldBy = """
+    SELECT id::text FROM jobs WHERE worker_id = $1 AND status = ANY($2::text[]) AND lease_expires_at > now()
+    """
 }
