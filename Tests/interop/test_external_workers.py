@@ -758,3 +758,40 @@ def test_a_cancelled_job_stops_counting_against_the_workers_slots(reeld_factory)
     got = w.next(timeout=8)  # well past the 2 s lease the cancelled job had
     assert got.job.id == second.id
     w.close()
+
+
+def test_with_auth_on_workers_need_an_admin_key(reeld_factory):
+    """With --auth, WorkerService calls need an admin key; the SDK sends it (api_key / $REEL_API_KEY)."""
+    from reel_worker import Worker, Result
+    admin = "reel_admin_key_for_worker_tests_42"
+    srv = reeld_factory("ext-auth", workers=0, lease_seconds=3, extra_args=("--auth", "--admin-key", admin))
+    md = (("authorization", f"Bearer {admin}"),)
+    job = srv.stub.CreateJob(ri.create_request(ri.unique("extauth")), metadata=md, timeout=T)
+    raw = wpb_grpc.WorkerServiceStub(srv.channel)
+    for bad in ((), (("authorization", "Bearer reel_not_a_key"),)):
+        try:
+            raw.Heartbeat(wpb.HeartbeatRequest(worker_id="keyless"), metadata=bad, timeout=T)
+            raise AssertionError("a worker without a valid key was let in")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+    w = Worker(srv.target, "keyed", slots=1, api_key=admin)
+
+    @w.handler()
+    def run(j, ctx):
+        ctx.report("SCRIPT_READY", "SCRIPT_EXPANSION", 25, "script")
+        ctx.report("CONTINUITY_CHECKED", "CONTINUITY_VALIDATION", 35, "checked")
+        ctx.report("PREVIEW_READY", "VIDEO_GENERATION", 85, "preview")
+        return Result(video_url="http://example.invalid/v.mp4", thumbnail_url="", duration_seconds=1.0)
+
+    w.start()
+    try:
+        deadline = time.monotonic() + 30
+        done = None
+        while time.monotonic() < deadline:
+            done = srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=md, timeout=T)
+            if done.status == pb.JOB_STATUS_FINAL_READY:
+                break
+            time.sleep(0.1)
+        assert done.status == pb.JOB_STATUS_FINAL_READY and done.worker_id == "keyed", ri.describe_job(done)
+    finally:
+        w.stop(drain=False, wait=True)

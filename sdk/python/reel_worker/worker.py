@@ -134,9 +134,14 @@ Handler = Callable[[object, JobContext], Result]
 class Worker:
     def __init__(self, address: str, worker_id: str, job_types=(), providers=(), slots: int = 1,
                  lease_heartbeat: float | None = None, handlers: dict | None = None,
-                 rpc_timeout: float = 10.0, reconnect_backoff=(0.2, 10.0), channel_options=()):
+                 rpc_timeout: float = 10.0, reconnect_backoff=(0.2, 10.0), channel_options=(),
+                 api_key: str | None = None):
         """`job_types` empty: those with a handler (every type if a catch-all is registered).
-        `lease_heartbeat`: seconds between heartbeats (default: a third of the lease)."""
+        `lease_heartbeat`: seconds between heartbeats (default: a third of the lease).
+        `api_key`: an admin key when reeld runs with --auth (default: $REEL_API_KEY)."""
+        import os
+        key = api_key if api_key is not None else os.environ.get("REEL_API_KEY", "")
+        self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
         self.address, self.worker_id, self.slots = address, worker_id, slots
         self.job_types = [enum_value(pb.JobType, "JOB_TYPE_", t) for t in job_types]
         self.providers = list(providers)
@@ -231,7 +236,7 @@ class Worker:
         types = self.job_types or ([] if 0 in self._handlers else sorted(self._handlers))
         req = wpb.ConnectRequest(worker_id=self.worker_id, job_types=types,
                                  providers=self.providers, slots=self.slots)
-        stream = self._stub.Connect(req)
+        stream = self._stub.Connect(req, metadata=self._metadata)
         with self._lock:
             self._stream = stream
         if self._stopping.is_set():
@@ -296,7 +301,7 @@ class Worker:
         """A unary call, retried with backoff while the server is unreachable."""
         for attempt in range(attempts):
             try:
-                return method(request, timeout=self.rpc_timeout)
+                return method(request, timeout=self.rpc_timeout, metadata=self._metadata)
             except grpc.RpcError as e:
                 if e.code() not in _RETRY_CODES or attempt == attempts - 1:
                     raise
