@@ -9,7 +9,7 @@ FROM swift:6.0-bookworm AS build
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
-      libnghttp2-dev libpq-dev libcurl4-openssl-dev libprotobuf-c-dev \
+      libnghttp2-dev libpq-dev libcurl4-openssl-dev libprotobuf-c-dev libssl-dev \
       protobuf-c-compiler protobuf-compiler pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -26,6 +26,8 @@ let package = Package(
         .target(name: "CReelProto", dependencies: ["CProtobufC"]),
         // epoll/eventfd/socket helpers the Swift importer can't express cleanly.
         .target(name: "CReelSys"),
+        // TLS with ALPN h2 for the gRPC listener (OpenSSL), behind opaque handles.
+        .target(name: "CReelTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
 
         .target(name: "ReelCore"),
         .target(name: "ReelBlocking"),
@@ -40,7 +42,7 @@ let package = Package(
         ]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
         .target(name: "ReelHTTP2", dependencies: [
-            "ReelWire", "CNghttp2", "CReelSys", .product(name: "Logging", package: "swift-log"),
+            "ReelWire", "CNghttp2", "CReelSys", "CReelTLS", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelStore", dependencies: [
             "ReelCore", "ReelBlocking", "CLibPQ", .product(name: "Logging", package: "swift-log"),

@@ -51,6 +51,8 @@ public struct GRPCServerConfig: Sendable {
     public var idleTimeout: Duration = .seconds(300)
     /// Bytes queued on one stream before `send` waits for the reader.
     public var streamHighWater: Int = 256 * 1024
+    /// Serve TLS with ALPN h2 instead of h2c.
+    public var tls: TLSContext?
 
     public init(host: String, port: Int, loops: Int) { self.host = host; self.port = port; self.loops = loops }
 }

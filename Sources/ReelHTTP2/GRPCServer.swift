@@ -44,7 +44,12 @@ final class LoopContext: LoopHandler, LoopTicker {
         while listenFD >= 0 {
             let fd = reel_accept_nonblocking(listenFD)
             if fd < 0 { return }
-            let conn = HTTP2Connection(fd: fd, loop: loop, server: core, context: self)
+            var tls: TLSSession? = nil
+            if let ctx = core.config.tls {
+                guard let t = TLSSession(context: ctx, fd: fd) else { close(fd); continue }
+                tls = t
+            }
+            let conn = HTTP2Connection(fd: fd, loop: loop, server: core, context: self, tls: tls)
             connections[fd] = conn
             loop.register(fd: fd, handler: conn, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
             conn.start()

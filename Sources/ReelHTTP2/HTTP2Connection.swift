@@ -13,6 +13,7 @@ final class HTTP2Connection: LoopHandler {
     let loop: EventLoop
     let server: GRPCServerCore
     unowned let context: LoopContext
+    private let tls: TLSSession?
     private var session: OpaquePointer?
     private var streams: [Int32: ServerStream] = [:]
     private var out: [UInt8] = []
@@ -24,8 +25,9 @@ final class HTTP2Connection: LoopHandler {
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var wantsWritable = false
 
-    init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext) {
+    init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext, tls: TLSSession? = nil) {
         self.context = context
+        self.tls = tls
         self.fd = fd
         self.loop = loop
         self.server = server
@@ -74,15 +76,31 @@ final class HTTP2Connection: LoopHandler {
     // MARK: socket I/O
 
     func handle(events: UInt32) {
-        if events & UInt32(REEL_EPOLLIN | REEL_EPOLLERR | REEL_EPOLLHUP) != 0 { readAvailable() }
+        let handshaking = tls.map { !$0.established } ?? false
+        if handshaking || events & UInt32(REEL_EPOLLIN | REEL_EPOLLERR | REEL_EPOLLHUP) != 0 { readAvailable() }
         if !closed, events & UInt32(REEL_EPOLLOUT) != 0 { writeBlocked = false }
         if !closed { flush() }
     }
 
     private func readAvailable() {
         lastActivity = .now
+        if let tls, !tls.established {
+            switch tls.handshake() {
+            case .done: break
+            case .wantRead: return
+            case .wantWrite: return wantWritable()
+            case .failed: return close()  // no TLS, or a client that doesn't speak h2
+            }
+        }
         while !closed {
-            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            var n: Int
+            if let tls {
+                n = readBuffer.withUnsafeMutableBytes { tls.read($0.baseAddress!, $0.count) }
+                if n == 0 { return }  // would block
+                if n < 0 { n = 0 }    // closed or failed: handled as EOF below
+            } else {
+                n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            }
             if n > 0 {
                 let rc = readBuffer.withUnsafeBytes { nghttp2_session_mem_recv(session, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), n) }
                 if rc < 0 {
@@ -91,7 +109,7 @@ final class HTTP2Connection: LoopHandler {
                     close()
                     return
                 }
-                if n < readBuffer.count { return }
+                if tls == nil && n < readBuffer.count { return }
             } else if n == 0 {
                 close()
                 return
@@ -104,9 +122,17 @@ final class HTTP2Connection: LoopHandler {
         }
     }
 
+    private func wantWritable() {
+        if !wantsWritable {
+            wantsWritable = true
+            loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
+        }
+    }
+
     /// Moves nghttp2's output to the socket, coalescing frames into ~64 KB writes.
     func flush() {
         guard !closed else { return }
+        if let tls, !tls.established { return }  // nothing goes out before the handshake
         while true {
             if !writeBlocked {
                 while out.count - outOffset < 64 * 1024 {
@@ -118,17 +144,19 @@ final class HTTP2Connection: LoopHandler {
                 }
             }
             if out.count == outOffset { break }
-            let w = out.withUnsafeBytes { p in write(fd, p.baseAddress! + outOffset, out.count - outOffset) }
+            var w: Int
+            if let tls {
+                w = out.withUnsafeBytes { p in tls.write(p.baseAddress! + outOffset, out.count - outOffset) }
+                if w == 0 { w = -1; errno = EAGAIN }
+            } else {
+                w = out.withUnsafeBytes { p in write(fd, p.baseAddress! + outOffset, out.count - outOffset) }
+            }
             if w > 0 {
                 outOffset += w
                 if outOffset == out.count { out.removeAll(keepingCapacity: out.capacity <= 256 * 1024); outOffset = 0 }
             } else if w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 writeBlocked = true
-                if !wantsWritable {
-                    wantsWritable = true
-                    loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
-                }
-                return
+                return wantWritable()
             } else if w < 0 && errno == EINTR {
                 continue
             } else {

@@ -72,6 +72,12 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
     var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
 
+    @Option(help: "PEM certificate (chain) to serve gRPC over TLS with ALPN h2 instead of h2c. Env: REEL_TLS_CERT.")
+    var tlsCert: String? = env("REEL_TLS_CERT")
+
+    @Option(help: "PEM private key for --tls-cert. Env: REEL_TLS_KEY.")
+    var tlsKey: String? = env("REEL_TLS_KEY")
+
     @Flag(help: "Require API keys (`authorization: Bearer …`) and scope every call to the key's tenant. Env: REEL_AUTH=1.")
     var auth: Bool = ["1", "true", "yes"].contains(env("REEL_AUTH") ?? "")
 
@@ -164,6 +170,12 @@ struct Reeld: AsyncParsableCommand {
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
         config.idleTimeout = .seconds(idleTimeout)
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): break
+        case (let cert?, let key?):
+            do { config.tls = try TLSContext(certificateFile: cert, keyFile: key) } catch { fail("\(error)") }
+        default: fail("--tls-cert and --tls-key go together")
+        }
         let server: GRPCServer
         do {
             server = try GRPCServer(config: config, router: service.routes(health: health), logger: logger,
@@ -182,7 +194,7 @@ struct Reeld: AsyncParsableCommand {
         }
         listener.start()
         health.set(HealthState.serving)
-        logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"))")
+        logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"), \(config.tls == nil ? "h2c" : "TLS"))")
 
         var web: Task<Void, Never>? = nil
         if let (mhost, mport) = metricsAddress {
