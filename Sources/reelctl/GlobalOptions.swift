@@ -47,34 +47,13 @@ struct GlobalOptions: ParsableArguments {
                                 metadata: resolvedKey.map { [("authorization", "Bearer \($0)")] } ?? [])
     }
 
-    /// `host:port`, `[v6]:port`, or `host` (port 50051); an `http://` prefix is tolerated.
+    /// `host:port`, `[v6]:port`, or `host` (port 50051); see `ServerAddress`.
     static func parse(address raw: String) throws -> (host: String, port: Int) {
-        var s = Substring(raw)
-        if s.hasPrefix("http://") { s = s.dropFirst(7) }
-        while s.hasSuffix("/") { s = s.dropLast() }
-        var host: Substring
-        var portText: Substring?
-        if s.hasPrefix("[") {
-            guard let close = s.firstIndex(of: "]") else { throw ValidationError("bad address \"\(raw)\"") }
-            host = s[s.index(after: s.startIndex)..<close]
-            let rest = s[s.index(after: close)...]
-            if rest.hasPrefix(":") { portText = rest.dropFirst() } else if !rest.isEmpty {
-                throw ValidationError("bad address \"\(raw)\"")
-            }
-        } else if let colon = s.lastIndex(of: ":"), s.firstIndex(of: ":") == colon {
-            host = s[..<colon]
-            portText = s[s.index(after: colon)...]
-        } else {
-            host = s
+        do {
+            let a = try ServerAddress.parse(raw)
+            return (a.host, a.port)
+        } catch {
+            throw ValidationError(error.description)
         }
-        guard !host.isEmpty else { throw ValidationError("bad address \"\(raw)\": no host") }
-        var port = 50051
-        if let portText {
-            guard let p = Int(portText), (1...65535).contains(p) else {
-                throw ValidationError("bad address \"\(raw)\": port must be 1-65535")
-            }
-            port = p
-        }
-        return (String(host), port)
     }
 }
