@@ -22,6 +22,10 @@ final class HTTP2Connection: LoopHandler {
     private var closed = false
     private var goingAway = false
     var lastActivity = ContinuousClock.now
+    /// When a frame last arrived whole (or the connection opened), and how many bytes arrived
+    /// since: a client trickling a frame (slow-loris) is cut off.
+    private var lastProgress = ContinuousClock.now
+    private var bytesSinceProgress = 0
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var wantsWritable = false
 
@@ -102,6 +106,7 @@ final class HTTP2Connection: LoopHandler {
                 n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             }
             if n > 0 {
+                bytesSinceProgress += n
                 let rc = readBuffer.withUnsafeBytes { nghttp2_session_mem_recv(session, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), n) }
                 if rc < 0 {
                     server.logger.debug("h2 protocol error, closing", metadata: ["h2.error": "\(String(cString: nghttp2_strerror(Int32(rc))))"])
@@ -152,6 +157,7 @@ final class HTTP2Connection: LoopHandler {
                 w = out.withUnsafeBytes { p in write(fd, p.baseAddress! + outOffset, out.count - outOffset) }
             }
             if w > 0 {
+                writeBlocked = false  // the socket takes bytes again: nghttp2 may produce more
                 outOffset += w
                 if outOffset == out.count { out.removeAll(keepingCapacity: out.capacity <= 256 * 1024); outOffset = 0 }
             } else if w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -203,7 +209,13 @@ final class HTTP2Connection: LoopHandler {
     private func onHeader(_ frame: UnsafePointer<nghttp2_frame>, _ name: UnsafePointer<UInt8>, _ nlen: Int,
                           _ value: UnsafePointer<UInt8>, _ vlen: Int) -> Int32 {
         guard let s = streams[frame.pointee.hd.stream_id], !s.headersSent else { return 0 }
-        s.headerBytes += nlen + vlen
+        s.headerBytes += nlen + vlen + 32  // RFC 9113's accounting, as SETTINGS_MAX_HEADER_LIST_SIZE means it
+        if s.headerBytes > Self.maxHeaderListSize {
+            if s.earlyStatus == nil {
+                s.earlyStatus = GRPCStatus(.resourceExhausted, "request headers exceed \(Self.maxHeaderListSize) bytes")
+            }
+            return 0
+        }
         let n = String(decoding: UnsafeBufferPointer(start: name, count: nlen), as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
         switch n {
@@ -219,6 +231,8 @@ final class HTTP2Connection: LoopHandler {
     }
 
     private func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        lastProgress = .now
+        bytesSinceProgress = 0
         let type = UInt32(frame.pointee.hd.type)
         let id = frame.pointee.hd.stream_id
         if type == NGHTTP2_HEADERS.rawValue, reel_nghttp2_is_headers_request(frame) != 0, let s = streams[id] {
@@ -231,8 +245,13 @@ final class HTTP2Connection: LoopHandler {
         return 0
     }
 
+    static let maxHeaderListSize = 64 * 1024
+
     private func headersComplete(_ s: ServerStream) {
-        if s.method != "POST" {
+        s.headersDone = true
+        if s.earlyStatus != nil {
+            // decided while the headers arrived (too large)
+        } else if s.method != "POST" {
             s.httpStatus = 405
             s.earlyStatus = GRPCStatus(.internal, "method \(s.method) not allowed; gRPC uses POST")
         } else if !(s.contentType == "application/grpc" || s.contentType.hasPrefix("application/grpc+proto")
@@ -481,6 +500,15 @@ final class HTTP2Connection: LoopHandler {
 
     func checkIdle(now: ContinuousClock.Instant) {
         guard !closed else { return }
+        // Bytes keep coming but no frame completes: a slow-loris, not a client.
+        let frameTimeout = min(server.config.idleTimeout, .seconds(10))
+        if bytesSinceProgress > 0, now - lastProgress > frameTimeout {
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                  nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue), nil, 0)
+            flush()
+            close()
+            return
+        }
         if streams.isEmpty, now - lastActivity > server.config.idleTimeout {
             nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
                                   nghttp2_session_get_last_proc_stream_id(session), UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)

@@ -10,6 +10,7 @@ final class ServerStream {
     var timeout = ""
     var metadata: [String: String] = [:]
     var headerBytes = 0
+    var headersDone = false
     var reader: GRPCMessageReader
     var messages: [[UInt8]] = []
     /// A status already decided while reading (too large, compressed…): incoming data is discarded.
