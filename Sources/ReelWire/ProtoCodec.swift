@@ -218,8 +218,19 @@ public enum ProtoCodec {
         let msg = b.withUnsafeBufferPointer { unpackFn(nil, $0.count, $0.baseAddress) }
         guard let msg else { throw GRPCStatus(.invalidArgument, "request message does not decode as protobuf") }
         defer { freeFn(msg, nil) }
-        return read(msg.pointee)
+        // proto3 strings must be UTF-8; protobuf-c doesn't check, so `str` notes bad ones here.
+        let check = UTF8Check()
+        let value = Self.$utf8Check.withValue(check) { read(msg.pointee) }
+        if check.invalid { throw GRPCStatus(.invalidArgument, "a string field is not valid UTF-8") }
+        return value
     }
+
+    /// Set while one message's fields are read (synchronously, on one thread).
+    final class UTF8Check: @unchecked Sendable {
+        // Safety: created, written and read within one synchronous `unpack` call.
+        var invalid = false
+    }
+    @TaskLocal static var utf8Check: UTF8Check?
 
     static func pack<M>(
         _ m: inout M, _ sizeFn: (UnsafePointer<M>?) -> Int, _ packFn: (UnsafePointer<M>?, UnsafeMutablePointer<UInt8>?) -> Int
@@ -234,6 +245,8 @@ public enum ProtoCodec {
 
     static func str(_ p: UnsafeMutablePointer<CChar>?) -> String {
         guard let p else { return "" }
+        if let s = String(validatingCString: p) { return s }
+        utf8Check?.invalid = true
         return String(cString: p)
     }
 

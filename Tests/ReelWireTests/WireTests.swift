@@ -147,3 +147,11 @@ import ReelCore
                                                                    totalDurationSeconds: 0))).bible == .empty)
     }
 }
+
+@Suite struct UTF8Tests {
+    @Test func invalidUTF8InAStringFieldIsInvalidArgument() throws {
+        // GetJobRequest{id = "a\xffb"}: field 1, length 3.
+        #expect(throws: GRPCStatus.self) { try ProtoCodec.decodeJobID([0x0a, 0x03, 0x61, 0xff, 0x62]) }
+        #expect(try ProtoCodec.decodeJobID([0x0a, 0x03, 0x61, 0xc3, 0xa9]) == "aé")
+    }
+}

@@ -1280,12 +1280,6 @@ def _utf8_cases(job_id: str):
     return cases
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Invalid UTF-8 in proto3 string fields is accepted and silently rewritten: protobuf-c does "
-    "not validate UTF-8 and ProtoCodec.str uses String(cString:), which repairs bad bytes to "
-    "U+FFFD. CreateJob input_text/idempotency_key/config.model/style_overrides, "
-    "CancelJob.reason and PutSceneBible bible strings answer OK and store altered text "
-    "instead of INVALID_ARGUMENT."))
 def test_invalid_utf8_in_any_string_field_is_invalid_argument(srv):
     """proto3 strings are UTF-8: a request carrying invalid UTF-8 in any string field does
     not decode, so it is INVALID_ARGUMENT, never stored altered, never INTERNAL."""
