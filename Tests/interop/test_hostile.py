@@ -411,6 +411,9 @@ def test_rapid_reset_flood_on_one_connection(srv):
         n = _reset_burst(c, 20_000, t0 + ABUSE_SECONDS)
         c.wait_goaway_or_close(1)
         rss1 = ha.rss_kb(srv.proc.pid)
+        # The flood may be cut short by a GOAWAY within a few hundred ms: give the bystander
+        # long enough to show it is being served (a timing floor, not a speed target).
+        time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))
     b.check(min_calls=3)
     ha.assert_alive(srv, f"after {n} rapid resets")
     print(f"rapid reset: {n} streams in {time.monotonic() - t0:.2f}s; {c.describe()}")
