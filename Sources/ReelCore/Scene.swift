@@ -76,7 +76,8 @@ public struct SceneContext: Sendable, Equatable {
 }
 
 extension String {
-    var trimmed: String {
+    /// Without leading and trailing whitespace.
+    public var trimmed: String {
         var s = Substring(self)
         while s.first?.isWhitespace == true { s.removeFirst() }
         while s.last?.isWhitespace == true { s.removeLast() }

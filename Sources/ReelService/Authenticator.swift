@@ -23,7 +23,7 @@ public final class Authenticator: Sendable {
         guard let header = metadata["authorization"], header.lowercased().hasPrefix("bearer ") else {
             throw ReelError(.unauthenticated, "missing API key: send `authorization: Bearer <key>`")
         }
-        let secret = String(header.dropFirst("bearer ".count)).trimmingSpaces
+        let secret = String(header.dropFirst("bearer ".count)).trimmed
         let hash = APIKey.hash(secret: secret)
         let now = ContinuousClock.now
         var key = cache.withLock { c in c[hash].flatMap { $0.until > now ? $0.key : nil } }
@@ -58,14 +58,5 @@ struct TokenBucket {
         guard tokens >= 1 else { return false }
         tokens -= 1
         return true
-    }
-}
-
-extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }

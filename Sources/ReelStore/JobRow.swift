@@ -48,6 +48,12 @@ enum JobRow {
                  message: r[5] ?? "", atUnixMs: Int64(r[6] ?? "") ?? 0, deadLettered: r[7] == "t")
     }
 
+    /// A Postgres text[] literal of plain names (no quoting needed: lowercase enum names).
+    static func textArray(_ names: [String]) -> String { "{" + names.joined(separator: ",") + "}" }
+
+    /// The statuses in which a worker holds a job, as a text[] literal.
+    static let runningStatuses = textArray(JobStatus.allCases.filter(\.isRunning).map(\.name))
+
     static func encodeStringMap(_ m: [String: String]) -> String {
         guard let data = try? JSONSerialization.data(withJSONObject: m, options: [.sortedKeys]) else { return "{}" }
         return String(decoding: data, as: UTF8.self)

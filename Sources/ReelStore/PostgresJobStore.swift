@@ -93,7 +93,7 @@ public final class PostgresJobStore: JobStore {
 
     static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {
         if let p = ch.progress { try Validate.progress(p) }
-        let sources = "{" + JobStatus.sources(of: ch.status).map(\.name).joined(separator: ",") + "}"
+        let sources = JobRow.textArray(JobStatus.sources(of: ch.status).map(\.name))
         let a = ch.artifacts
         let terminal = ch.status.isTerminal(deadLettered: ch.deadLettered ?? false)
         let params: [String?] = [
@@ -116,7 +116,7 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)] {
-        let typeList = types.map { "{" + $0.map(\.name).sorted().joined(separator: ",") + "}" }
+        let typeList = types.map { JobRow.textArray($0.map(\.name).sorted()) }
         return try await pool.withConnection { c in
             try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32), typeList])
                 .rows.map(JobRow.decodeWithEvent)
@@ -124,14 +124,12 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func heldJobIDs(workerID: String) async throws -> Set<String> {
-        let running = "{" + JobStatus.allCases.filter(\.isRunning).map(\.name).joined(separator: ",") + "}"
-        return try await pool.withConnection { c in Set(try c.query(SQL.heldBy, [workerID, running]).rows.compactMap { $0[0] }) }
+        try await pool.withConnection { c in Set(try c.query(SQL.heldBy, [workerID, JobRow.runningStatuses]).rows.compactMap { $0[0] }) }
     }
 
     public func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool {
         try await pool.withConnection { c in
-            let running = "{" + JobStatus.allCases.filter(\.isRunning).map(\.name).joined(separator: ",") + "}"
-            _ = try c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), running])
+            _ = try c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), JobRow.runningStatuses])
             return try c.query(SQL.statusByID, [jobID]).first.map { $0[1] == workerID && (JobStatus(name: $0[0] ?? "")?.isRunning ?? false) } ?? false
         }
     }
@@ -146,7 +144,7 @@ public final class PostgresJobStore: JobStore {
 
     private func requeue(prefix: String?, expired: Bool) async throws -> [(job: Job, event: JobEvent)] {
         // Lease loss is `running → queued` in the transition table.
-        let sources = "{" + JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name).joined(separator: ",") + "}"
+        let sources = JobRow.textArray(JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name))
         return try await pool.withConnection { c in
             try c.query(SQL.requeueLeases, [prefix, expired ? "true" : "false", expired ? "true" : "false", sources])
                 .rows.map(JobRow.decodeWithEvent)
