@@ -95,13 +95,13 @@ IDLE_TIMEOUT = 2
 @pytest.fixture(scope="module")
 def _short_idle(bin_dir, database_url, workdir):
     yield from _module_server("short-idle", bin_dir, database_url, workdir,
-                              workers=2, sim_stage_ms=600, lease_seconds=3,
+                              workers=2, sim_stage_ms=3000, lease_seconds=3,
                               extra_args=("--idle-timeout", str(IDLE_TIMEOUT)))
 
 
 @pytest.fixture
 def idle_srv(_short_idle):
-    """reeld with --idle-timeout 2 and 600 ms stages (a job runs for seconds)."""
+    """reeld with --idle-timeout 2 and 3 s stages (a job runs far longer than the idle timeout)."""
     if _short_idle.proc.poll() is not None:
         _short_idle.start()
     return _short_idle
