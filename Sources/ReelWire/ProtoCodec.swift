@@ -218,6 +218,10 @@ public enum ProtoCodec {
         let msg = b.withUnsafeBufferPointer { unpackFn(nil, $0.count, $0.baseAddress) }
         guard let msg else { throw GRPCStatus(.invalidArgument, "request message does not decode as protobuf") }
         defer { freeFn(msg, nil) }
+        let descriptor = UnsafeRawPointer(msg).assumingMemoryBound(to: ProtobufCMessage.self).pointee.descriptor
+        if let descriptor, b.withUnsafeBufferPointer({ ProtoStringScan.hasNUL($0, descriptor) }) {
+            throw GRPCStatus(.invalidArgument, "a string field contains a NUL character")
+        }
         // proto3 strings must be UTF-8; protobuf-c doesn't check, so `str` notes bad ones here.
         let check = UTF8Check()
         let value = Self.$utf8Check.withValue(check) { read(msg.pointee) }

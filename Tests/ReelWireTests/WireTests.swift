@@ -154,4 +154,19 @@ import ReelCore
         #expect(throws: GRPCStatus.self) { try ProtoCodec.decodeJobID([0x0a, 0x03, 0x61, 0xff, 0x62]) }
         #expect(try ProtoCodec.decodeJobID([0x0a, 0x03, 0x61, 0xc3, 0xa9]) == "aé")
     }
+
+    @Test func nulInAStringFieldIsInvalidArgumentAtAnyDepth() throws {
+        // GetJobRequest{id = "a\0b"}: protobuf-c would hand over "a".
+        #expect(throws: GRPCStatus.self) { try ProtoCodec.decodeJobID([0x0a, 0x03, 0x61, 0x00, 0x62]) }
+        // A NUL in a map value nested in CreateJobRequest.config.style_overrides.
+        var input = CreateJobInput(userID: "u", sceneID: "s", type: .sceneCreation, inputText: "t")
+        // (The encoder takes C strings too, so the NUL goes in after encoding, in place of "~".)
+        input.config.styleOverrides = ["lens": "35~mm"]
+        var packed = ProtoCodec.encode(input)
+        let tilde = try #require(packed.firstIndex(of: UInt8(ascii: "~")))
+        packed[tilde] = 0
+        #expect(throws: GRPCStatus.self) { try ProtoCodec.decodeCreateJobRequest(packed) }
+        input.config.styleOverrides = ["lens": "35mm"]
+        #expect(try ProtoCodec.decodeCreateJobRequest(ProtoCodec.encode(input)).config.styleOverrides == ["lens": "35mm"])
+    }
 }

@@ -1304,12 +1304,6 @@ def test_invalid_utf8_in_any_string_field_is_invalid_argument(srv):
     ha.assert_server_fine(srv)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A NUL character (valid UTF-8) truncates string fields silently: protobuf-c hands "
-    "strings over NUL-terminated and ProtoCodec.str reads them with String(cString:), so "
-    "input_text 'before\\0after' is stored and echoed as 'before', and user_id 'alice\\0x' "
-    "passes validation and creates a job for user 'alice'. Expected: stored exactly, or "
-    "INVALID_ARGUMENT (Postgres text can't hold NUL)."))
 def test_nul_in_string_fields_is_kept_or_refused_never_truncated(srv):
     stub = srv.stub
     wrong = []
