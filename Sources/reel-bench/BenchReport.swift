@@ -16,6 +16,9 @@ struct BenchReport: Sendable {
     var unit: String
     /// watchers mode only
     var watchers: WatchersDetail?
+    /// `--rate` only: the offered rate, and how many measured calls started over 1 ms late.
+    var rate: Double?
+    var late: Int?
 
     struct WatchersDetail: Sendable {
         var watchers: Int
@@ -51,6 +54,8 @@ struct BenchReport: Sendable {
         let histogram: [LatencySummary.Bucket]
         let unit: String
         let watchers: WatchersJSON?
+        let rate_rps: Double?
+        let late: Int?
     }
 
     func json() -> String {
@@ -61,7 +66,7 @@ struct BenchReport: Sendable {
             watchers: watchers.map {
                 WatchersJSON(watchers: $0.watchers, jobs: $0.jobs, streams_ok: $0.streamsOK, open_count: $0.open.count,
                              open_ms: Percentiles($0.open))
-            })
+            }, rate_rps: rate, late: late)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let data = try? encoder.encode(shape) else { return "{}" }
@@ -74,6 +79,9 @@ struct BenchReport: Sendable {
         var lines: [String] = []
         lines.append("reel-bench \(mode) → \(address)")
         lines.append(row("connections", "\(connections) × \(concurrency) in flight"))
+        if let rate {
+            lines.append(row("rate", String(format: "%.0f/s offered", rate) + ", \(late ?? 0) call(s) started over 1 ms late"))
+        }
         if let w = watchers {
             lines.append(row("watchers", "\(w.watchers) per job, \(w.jobs) job(s), \(w.streamsOK) stream(s) ended OK"))
             lines.append(row("open", "all \(w.open.count) opened: p50 \(ms(w.open.p50))  p99 \(ms(w.open.p99))  "

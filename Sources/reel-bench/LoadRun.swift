@@ -64,18 +64,49 @@ struct WorkerTally: Sendable {
     }
 }
 
+/// `--rate`: a fixed schedule of request start times shared by every worker — the k-th request
+/// (counting from the start of the warmup) is due at `start + k / rate`. A worker takes the next
+/// slot, waits until it is due, then issues the request, so the offered load stays at `rate` as
+/// long as some worker is free (concurrency bounds how far behind it can fall).
+final class Pacer: Sendable {
+    private let start: ContinuousClock.Instant
+    private let intervalNs: Double
+    private let next = Atomic<Int>(0)
+    /// Requests issued more than 1 ms after they were due (every worker was busy).
+    private let late = Atomic<Int>(0)
+
+    init(rate: Double, start: ContinuousClock.Instant) {
+        self.start = start
+        intervalNs = 1e9 / rate
+    }
+
+    /// The due time of the next request.
+    func take() -> ContinuousClock.Instant {
+        let k = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        return start + .nanoseconds(Int64((Double(k) * intervalNs).rounded()))
+    }
+
+    func noteLate() { late.wrappingAdd(1, ordering: .relaxed) }
+    var lateCount: Int { late.load(ordering: .relaxed) }
+}
+
 /// A closed loop: `concurrency` workers per connection, each issuing its next request as soon
-/// as the previous one ends, until the window closes or the budget runs out. Requests that
-/// start before `measureStart` (warmup) are not counted; those in flight at `end` finish and count.
+/// as the previous one ends (or, with a `Pacer`, as soon as its next slot is due), until the
+/// window closes or the budget runs out. Requests that start before `measureStart` (warmup) are
+/// not counted; those in flight at `end` finish and count. Latency runs from the moment a request
+/// is issued to its answer.
 enum ClosedLoop {
     typealias Operation = @Sendable (_ calls: JobCalls, _ worker: Int) async -> Outcome
 
-    static func run(calls: [JobCalls], concurrency: Int, window: RunWindow, operation: @escaping Operation) async -> WorkerTally {
+    static func run(calls: [JobCalls], concurrency: Int, window: RunWindow, pacer: Pacer? = nil,
+                    operation: @escaping Operation) async -> WorkerTally {
         await withTaskGroup(of: WorkerTally.self) { group in
             for (c, connection) in calls.enumerated() {
                 for w in 0..<concurrency {
                     let worker = c * concurrency + w
-                    group.addTask { await work(calls: connection, worker: worker, window: window, operation: operation) }
+                    group.addTask {
+                        await work(calls: connection, worker: worker, window: window, pacer: pacer, operation: operation)
+                    }
                 }
             }
             var total = WorkerTally()
@@ -84,9 +115,20 @@ enum ClosedLoop {
         }
     }
 
-    private static func work(calls: JobCalls, worker: Int, window: RunWindow, operation: Operation) async -> WorkerTally {
+    private static func work(calls: JobCalls, worker: Int, window: RunWindow, pacer: Pacer?,
+                             operation: Operation) async -> WorkerTally {
         var tally = WorkerTally()
         while true {
+            if let pacer {
+                let due = pacer.take()
+                if due >= window.end || Task.isCancelled { break }
+                let now = ContinuousClock.now
+                if due > now + .microseconds(50) {
+                    try? await Task.sleep(until: due, clock: .continuous)
+                } else if now - due > .milliseconds(1) && now >= window.measureStart {
+                    pacer.noteLate()
+                }
+            }
             let start = ContinuousClock.now
             if start >= window.end || Task.isCancelled { break }
             let measured = start >= window.measureStart

@@ -37,7 +37,10 @@ struct ReelBench: AsyncParsableCommand {
                     has no live events to measure.
 
         A closed loop: each connection keeps --concurrency calls in flight
-        (watchers: the streams are spread over the connections). The run
+        (watchers: the streams are spread over the connections). With
+        --rate R the calls start on a fixed schedule, R per second in all,
+        each on a free worker (latency at a given load; "late" counts calls
+        that started over 1 ms behind schedule because every worker was busy). The run
         stops by itself after --requests measured requests (watchers: jobs)
         or --duration seconds, whichever comes first; calls in flight then
         finish and count. Percentiles cover successful requests; failures
@@ -47,7 +50,8 @@ struct ReelBench: AsyncParsableCommand {
         ok, failed, errors_by_code, error_examples (first message of each
         kind), elapsed_s, throughput_rps (ok / elapsed_s), latency_ms {p50,
         p90, p99, p999, max, mean}, histogram [{le_ms, count}] (counts per
-        1-2-5 bucket, not cumulative), unit; watchers mode adds watchers
+        1-2-5 bucket, not cumulative), unit; with --rate also rate_rps and
+        late; watchers mode adds watchers
         {watchers, jobs, streams_ok, open_count, open_ms {...}}.
 
         Only loopback addresses unless --allow-remote.
@@ -92,6 +96,11 @@ struct ReelBench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Deadline of each call (e2e: of each watch too).", valueName: "seconds"))
     var timeout: Double = 10
 
+    @Option(help: ArgumentHelp("create/get/e2e: start requests at this fixed rate (all connections together) "
+                               + "instead of back to back; --connections × --concurrency bounds how many are in flight.",
+                               valueName: "per-second"))
+    var rate: Double?
+
     @Option(help: "Client event-loop threads shared by the connections.")
     var threads = 1
 
@@ -113,6 +122,10 @@ struct ReelBench: AsyncParsableCommand {
         if watchers < 1 || watchers > 1_000_000 { throw ValidationError("--watchers must be 1-1000000") }
         if threads < 1 || threads > 64 { throw ValidationError("--threads must be 1-64") }
         if jobID != nil && mode != .watchers { throw ValidationError("--job-id applies to the watchers mode only") }
+        if let rate {
+            if !rate.isFinite || rate <= 0 || rate > 10_000_000 { throw ValidationError("--rate must be a number > 0") }
+            if mode == .watchers { throw ValidationError("--rate applies to create, get and e2e") }
+        }
     }
 
     /// ArgumentParser's entry point, except that usage errors exit 2 and setup failures 1.
@@ -196,19 +209,23 @@ struct ReelBench: AsyncParsableCommand {
                                  latency: LatencySummary(samples: []), unit: "requests")
         let tally: WorkerTally
         let window: RunWindow
+        var pacer: Pacer?
         switch mode {
         case .create:
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window,
+            pacer = rate.map { Pacer(rate: $0, start: .now) }
+            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.create(runID: runID, users: users))
         case .get:
             let id = try await setupJob(setup, runID: runID)
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window,
+            pacer = rate.map { Pacer(rate: $0, start: .now) }
+            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.get(id: id))
         case .e2e:
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window,
+            pacer = rate.map { Pacer(rate: $0, start: .now) }
+            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.endToEnd(runID: runID, users: users,
                                                                         watchTimeout: callTimeout))
             report.unit = "jobs (create → FINAL_READY)"
@@ -234,6 +251,10 @@ struct ReelBench: AsyncParsableCommand {
             report.unit = "events"
             report.watchers = .init(watchers: watchers, jobs: result.jobs, streamsOK: result.streamsOK,
                                     open: LatencySummary(samples: result.opensMs), events: result.tally.ok)
+        }
+        if let pacer {
+            report.rate = rate
+            report.late = pacer.lateCount
         }
         let finished = max(tally.lastDone ?? .now, window.measureStart)
         report.ok = tally.ok
