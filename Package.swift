@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
     ],
     targets: [
         // C libraries at the edge: a modulemap and a shim header each.
@@ -35,10 +36,12 @@ let package = Package(
         .target(name: "ReelObservability", dependencies: [
             "ReelCore", .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
-        // The HTTP/1.1 side (Hummingbird): /metrics now, browsers later.
+        // The HTTP/1.1 side (Hummingbird): /metrics, the JSON API, SSE, WebSocket, the dashboard.
         .target(name: "ReelWeb", dependencies: [
-            "ReelCore", .product(name: "Hummingbird", package: "hummingbird"),
+            "ReelCore", "ReelService", "ReelScheduler", .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
         .target(name: "ReelHTTP2", dependencies: [

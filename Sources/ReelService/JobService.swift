@@ -7,14 +7,16 @@ import ReelPipeline
 import Logging
 import Synchronization
 
-/// `reel.v1.JobService` and `grpc.health.v1.Health` as gRPC routes: decode, validate,
-/// call the store and scheduler, encode. One implementation of each rule lives in ReelCore.
+/// `reel.v1.JobService` and `grpc.health.v1.Health` as gRPC routes: decode protobuf, call
+/// `JobOperations` (shared with the HTTP/JSON side), encode. The rules live in ReelCore.
 public struct JobService: Sendable {
     let store: any JobStore
     let hub: JobEventHub
     let scheduler: Scheduler?
     let failures: FailureRecorder?
-    let auth: Authenticator
+    public let auth: Authenticator
+    /// The one implementation of the job operations, for gRPC and HTTP alike.
+    public let operations: JobOperations
     let logger: Logger
 
     /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
@@ -22,6 +24,7 @@ public struct JobService: Sendable {
     public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, failures: FailureRecorder? = nil,
                 auth: Authenticator = Authenticator(keys: nil), logger: Logger) {
         self.store = store; self.hub = hub; self.scheduler = scheduler; self.failures = failures; self.auth = auth
+        self.operations = JobOperations(store: store, hub: hub, scheduler: scheduler)
         self.logger = logger
     }
 
@@ -92,12 +95,6 @@ public struct JobService: Sendable {
         }
     }
 
-    /// The job if the caller may see it; another tenant's job does not exist for them.
-    func ownedJob(_ id: String, _ caller: Caller) async throws -> Job {
-        guard let job = try await store.job(id: id), caller.owns(job) else { throw ReelError.notFound(jobID: id) }
-        return job
-    }
-
     private func unary(_ call: GRPCCall, _ body: ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus {
         do {
             let response = try await body(call.request)
@@ -115,61 +112,24 @@ public struct JobService: Sendable {
     // MARK: methods
 
     func create(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let input = try ProtoCodec.decodeCreateJobRequest(req)
-        var new = try input.validated()
-        new.tenantID = caller.tenantID
-        let (job, created) = try await store.createJob(new)
-        if created {
-            ReelMetrics.jobCreated(type: job.type, tier: job.tier)
-            hub.publish(JobEvent(jobID: job.id, seq: 1, status: job.status, stage: job.stage, progress: job.progress,
-                                 message: job.message, atUnixMs: job.createdAtUnixMs))
-            scheduler?.notifyWork()
-        }
-        return ProtoCodec.encode(job)
+        ProtoCodec.encode(try await operations.create(try ProtoCodec.decodeCreateJobRequest(req), caller: caller))
     }
 
     func get(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let id = try Validate.jobID(ProtoCodec.decodeJobID(req))
-        let job = try await ownedJob(id, caller)
-        return ProtoCodec.encode(job)
+        ProtoCodec.encode(try await operations.get(id: try ProtoCodec.decodeJobID(req), caller: caller))
     }
 
     func cancel(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let (rawID, reason) = try ProtoCodec.decodeCancelJobRequest(req)
-        let id = try Validate.jobID(rawID)
-        if reason.unicodeScalars.count > 1024 { throw ReelError.invalid("reason", "must be at most 1024 characters") }
-        let job = try await ownedJob(id, caller)
-        guard job.status.canTransition(to: .cancelled) else {
-            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only queued or running jobs can be cancelled", jobID: id)
-        }
-        let change = StateChange(status: .cancelled, stage: nil, progress: nil,
-                                 message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
-        let (updated, event) = try await store.apply(change, to: id)
-        ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)
-        hub.publish(event)
-        await scheduler?.cancelLocal(jobID: id)
-        return ProtoCodec.encode(updated)
+        let (id, reason) = try ProtoCodec.decodeCancelJobRequest(req)
+        return ProtoCodec.encode(try await operations.cancel(id: id, reason: reason, caller: caller))
     }
 
     func retry(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let id = try Validate.jobID(ProtoCodec.decodeRetryJobRequest(req))
-        let job = try await ownedJob(id, caller)
-        guard job.status == .failed else {
-            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only failed jobs can be retried", jobID: id)
-        }
-        let change = StateChange(status: .queued, stage: .pending, progress: 0, message: "retry requested",
-                                 deadLettered: false, retryCount: 0, runAfterMs: 0)
-        let (updated, event) = try await store.apply(change, to: id)
-        hub.publish(event)
-        scheduler?.notifyWork()
-        return ProtoCodec.encode(updated)
+        ProtoCodec.encode(try await operations.retry(id: try ProtoCodec.decodeRetryJobRequest(req), caller: caller))
     }
 
     func list(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let filter = try ProtoCodec.decodeListJobsRequest(req)
-        let pageSize = try filter.validatedPageSize()
-        // An admin sees every tenant's jobs (dead-letter reprocessing); others their own.
-        return ProtoCodec.encode(try await store.listJobs(filter, pageSize: pageSize, tenantID: caller.admin ? nil : caller.tenantID))
+        ProtoCodec.encode(try await operations.list(try ProtoCodec.decodeListJobsRequest(req), caller: caller))
     }
 
     func putSceneBible(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
@@ -187,42 +147,23 @@ public struct JobService: Sendable {
         return ProtoCodec.encode(scene)
     }
 
-    /// Snapshot (or stored events after `after_seq`), then live events in `seq` order, until
-    /// the terminal event. Subscribing before reading storage means no event falls in between.
+    /// `JobOperations.watch` as a server stream; a watcher that fell behind is told where to resume.
     func watch(_ call: GRPCCall) async -> GRPCStatus {
         do {
             let (rawID, afterSeq) = try ProtoCodec.decodeWatchJobRequest(call.request)
+            // Bad arguments are reported before authentication, as they always were.
             let id = try Validate.jobID(rawID)
             try Validate.afterSeq(afterSeq)
             let caller = try await auth.caller(call.metadata)
-            let live = hub.subscribe(jobID: id)
-            let job = try await ownedJob(id, caller)
-            var last: Int64
-            if afterSeq == 0 {
-                try await call.send(ProtoCodec.encode(JobEvent.snapshot(of: job)))
-                last = job.lastEventSeq
-                if job.isFinished { return .ok }
-            } else {
-                last = afterSeq
-                for e in try await store.events(jobID: id, afterSeq: afterSeq) {
-                    try await call.send(ProtoCodec.encode(e))
-                    last = e.seq
-                    if e.endsWatch { return .ok }
-                }
-                if job.isFinished && last >= job.lastEventSeq { return .ok }
+            let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
+                try await call.send(ProtoCodec.encode(event))
             }
-            for await event in live {
-                if event.seq <= last { continue }
-                // A gap (events published out of order, or by another writer): fill it from storage.
-                let batch = event.seq == last + 1 ? [event] : try await store.events(jobID: id, afterSeq: last)
-                for e in batch where e.seq > last {
-                    try await call.send(ProtoCodec.encode(e))
-                    last = e.seq
-                    if e.endsWatch { return .ok }
-                }
+            switch end {
+            case .finished: return .ok
+            case .cancelled: return GRPCStatus(.cancelled, "watch cancelled")
+            case .fellBehind(let last):
+                return GRPCStatus(.resourceExhausted, "watcher fell behind; reconnect with after_seq=\(last)")
             }
-            if Task.isCancelled { return GRPCStatus(.cancelled, "watch cancelled") }
-            return GRPCStatus(.resourceExhausted, "watcher fell behind; reconnect with after_seq=\(last)")
         } catch {
             return GRPCStatus.from(error)
         }

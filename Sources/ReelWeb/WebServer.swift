@@ -1,23 +1,29 @@
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
+import NIOCore
 import Prometheus
 
-/// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`.
+/// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`, and
+/// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and the dashboard.
 public struct WebServer: Sendable {
     let host: String
     let port: Int
     let registry: PrometheusCollectorRegistry
     let healthy: @Sendable () -> Bool
+    let api: JobAPI?
     let logger: Logger
 
     public init(host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-                healthy: @escaping @Sendable () -> Bool) {
-        self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.healthy = healthy
+                api: JobAPI? = nil, healthy: @escaping @Sendable () -> Bool) {
+        self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.api = api
+        self.healthy = healthy
     }
 
     /// Serves until the task is cancelled. `onRunning` gets the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let router = Router()
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        router.middlewares.add(ErrorJSONMiddleware(logger: logger))
         let registry = self.registry
         router.get("/metrics") { _, _ -> Response in
             var headers = HTTPFields()
@@ -32,10 +38,28 @@ public struct WebServer: Sendable {
         }
         var webLogger = logger
         webLogger.logLevel = max(logger.logLevel, .warning)
-        let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "reeld"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
-            logger: webLogger)
-        try await app.run()
+        let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "reeld")
+        let running: @Sendable (any Channel) async -> Void = { channel in await onRunning(channel.localAddress?.port ?? 0) }
+        if let api {
+            api.addRoutes(to: router)
+            Dashboard.addRoutes(to: router)
+            router.get("/v1/ws") { _, _ -> Response in
+                ErrorJSON.response(status: .upgradeRequired, code: "UPGRADE_REQUIRED",
+                                   message: "/v1/ws is a WebSocket: send Upgrade: websocket")
+            }
+            let socket = JobUpdatesSocket(api: api)
+            let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+            wsRouter.ws("/v1/ws") { inbound, outbound, context in
+                try await socket.handle(inbound, outbound, context)
+            }
+            let ws = WebSocketServerConfiguration(maxFrameSize: JobUpdatesSocket.maxMessageBytes,
+                                                  autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(5))
+            try await Application(
+                router: router, server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: ws)),
+                configuration: configuration, onServerRunning: running, logger: webLogger
+            ).run()
+        } else {
+            try await Application(router: router, configuration: configuration, onServerRunning: running, logger: webLogger).run()
+        }
     }
 }

@@ -27,6 +27,9 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for Prometheus /metrics over HTTP/1.1. Env: REEL_METRICS_LISTEN.")
     var metricsListen: String? = env("REEL_METRICS_LISTEN")
 
+    @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
+    var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
+
     @Option(help: "Video provider: simulated | http. Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
@@ -132,6 +135,7 @@ struct Reeld: AsyncParsableCommand {
             fail("unknown provider '\(provider)': use simulated or http")
         }
         let (host, port) = try parseAddress(listen)
+        let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
         if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "5", 1) }
 
         let store: PostgresJobStore
@@ -197,7 +201,23 @@ struct Reeld: AsyncParsableCommand {
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"), \(config.tls == nil ? "h2c" : "TLS"))")
 
         var web: Task<Void, Never>? = nil
-        if let (mhost, mport) = metricsAddress {
+        var http: Task<Void, Never>? = nil
+        if let (hhost, hport) = httpAddress {
+            var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
+            api.artifactsDir = artifactsDir
+            let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
+                                       healthy: { health.status == HealthState.serving })
+            let logger = logger
+            http = Task {
+                do {
+                    try await httpServer.run { port in logger.info("dashboard on http://\(hhost):\(port)/ (JSON API under /v1)") }
+                } catch {
+                    logger.error("HTTP listener on \(hhost):\(hport) stopped", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        // The HTTP listener serves /metrics too; a second server on the same address would not bind.
+        if let (mhost, mport) = metricsAddress, !(httpAddress.map { $0 == (mhost, mport) } ?? false) {
             let webServer = WebServer(host: mhost, port: mport, registry: registry, logger: logger,
                                       healthy: { health.status == HealthState.serving })
             let logger = logger
@@ -228,6 +248,7 @@ struct Reeld: AsyncParsableCommand {
         await waitForTerminationSignal()
         monitor.cancel()
         web?.cancel()
+        http?.cancel()
         listener.stop()
         logger.info("shutting down: GOAWAY, handing back in-flight work")
         health.set(HealthState.notServing)
@@ -242,6 +263,11 @@ private func env(_ name: String) -> String? {
     guard let v = getenv(name) else { return nil }
     let s = String(cString: v)
     return s.isEmpty ? nil : s
+}
+
+/// Like `env`, but an empty value counts (it turns the HTTP listener off).
+private func rawEnv(_ name: String) -> String? {
+    getenv(name).map { String(cString: $0) }
 }
 
 private func fail(_ message: String) -> Never {

@@ -274,12 +274,16 @@ class ReelServer:
 
     def __init__(self, name: str, bin_dir: Path, db_url: str, workdir: Path, *,
                  workers: int = 4, sim_stage_ms: int = 50, lease_seconds: int = 3,
-                 extra_args=()):
+                 extra_args=(), http: bool = False):
         self.name = name
         self.binary = Path(bin_dir) / "reeld"
         self.db_url = db_url
         self.port = free_port()
         self.metrics_port = free_port()
+        # The HTTP/1.1 side (JSON API, SSE, WebSocket, dashboard) only when asked for: its
+        # default address (127.0.0.1:8080) would collide between servers.
+        self.http_port = free_port() if http else None
+        self.http_url = f"http://127.0.0.1:{self.http_port}" if http else None
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = Path(workdir) / f"reeld-{name}.log"
         self.args = [
@@ -291,6 +295,8 @@ class ReelServer:
             "--workers", str(workers),
             "--sim-stage-ms", str(sim_stage_ms),
             "--lease-seconds", str(lease_seconds),
+            *(() if "--http-listen" in extra_args else
+              ("--http-listen", f"127.0.0.1:{self.http_port}" if http else "")),
             *extra_args,
         ]
         self.proc: subprocess.Popen | None = None

@@ -1,0 +1,80 @@
+import ReelCore
+import ReelScheduler
+import Synchronization
+
+/// Jobs recently read, served from memory until their next event: each cached job holds a
+/// `JobEventHub` subscription (which also sees other processes' events through LISTEN/NOTIFY),
+/// and its first event drops the entry. Subscribing before reading storage means no change
+/// can slip between the read and the subscription. A TTL bounds staleness should a
+/// notification be lost; `capacity` bounds memory.
+public final class HotJobCache: Sendable {
+    private struct Entry {
+        var job: Job
+        var token: UInt64
+        var expires: ContinuousClock.Instant
+        var watcher: Task<Void, Never>?
+    }
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var nextToken: UInt64 = 0
+        var hits = 0
+        var misses = 0
+    }
+    private let state = Mutex(State())
+    private let hub: JobEventHub
+    let capacity: Int
+    let ttl: Duration
+
+    public init(hub: JobEventHub, capacity: Int = 4096, ttl: Duration = .seconds(30)) {
+        self.hub = hub; self.capacity = max(1, capacity); self.ttl = ttl
+    }
+
+    /// The cached job, or `load()`'s answer (cached when found).
+    public func job(id: String, load: () async throws -> Job?) async throws -> Job? {
+        let now = ContinuousClock.now
+        let hit: Job? = state.withLock { s in
+            guard let e = s.entries[id], e.expires > now else { s.misses += 1; return nil }
+            s.hits += 1
+            return e.job
+        }
+        if let hit { return hit }
+        let events = hub.subscribe(jobID: id)
+        guard let job = try await load() else { return nil }
+        let token: UInt64 = state.withLock { s in
+            s.nextToken += 1
+            if let old = s.entries[id] { old.watcher?.cancel() }
+            if s.entries[id] == nil && s.entries.count >= capacity { evictOne(&s) }
+            s.entries[id] = Entry(job: job, token: s.nextToken, expires: ContinuousClock.now + ttl, watcher: nil)
+            return s.nextToken
+        }
+        // Started after the insert: an event buffered since the subscription drops the entry.
+        let watcher = Task { [weak self] in
+            var it = events.makeAsyncIterator()
+            _ = await it.next()
+            self?.drop(id: id, token: token)
+        }
+        let kept = state.withLock { s in
+            guard s.entries[id]?.token == token else { return false }
+            s.entries[id]?.watcher = watcher
+            return true
+        }
+        if !kept { watcher.cancel() }
+        return job
+    }
+
+    /// (hits, misses, entries) for tests and metrics.
+    public var stats: (hits: Int, misses: Int, entries: Int) { state.withLock { ($0.hits, $0.misses, $0.entries.count) } }
+
+    private func drop(id: String, token: UInt64) {
+        state.withLock { s in
+            if s.entries[id]?.token == token { s.entries[id] = nil }
+        }
+    }
+
+    /// Evicts the entry closest to expiry (the least recently loaded).
+    private func evictOne(_ s: inout State) {
+        guard let victim = s.entries.min(by: { $0.value.expires < $1.value.expires }) else { return }
+        victim.value.watcher?.cancel()
+        s.entries[victim.key] = nil
+    }
+}

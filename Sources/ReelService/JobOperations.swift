@@ -1,0 +1,137 @@
+import ReelCore
+import ReelScheduler
+import ReelObservability
+
+/// The job operations of DESIGN §2 on decoded domain values, for every caller: the gRPC
+/// routes (protobuf in and out) and the HTTP/JSON routes call exactly these.
+public struct JobOperations: Sendable {
+    let store: any JobStore
+    let hub: JobEventHub
+    let scheduler: Scheduler?
+    let cache: HotJobCache
+
+    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, cache: HotJobCache? = nil) {
+        self.store = store; self.hub = hub; self.scheduler = scheduler
+        self.cache = cache ?? HotJobCache(hub: hub)
+    }
+
+    /// Validates, stores (committed) and enqueues; a repeated idempotency key returns the first job.
+    public func create(_ input: CreateJobInput, caller: Caller) async throws -> Job {
+        var new = try input.validated()
+        new.tenantID = caller.tenantID
+        let (job, created) = try await store.createJob(new)
+        if created {
+            ReelMetrics.jobCreated(type: job.type, tier: job.tier)
+            hub.publish(JobEvent(jobID: job.id, seq: 1, status: job.status, stage: job.stage, progress: job.progress,
+                                 message: job.message, atUnixMs: job.createdAtUnixMs))
+            scheduler?.notifyWork()
+        }
+        return job
+    }
+
+    /// The job's current state, from memory when it is hot (see `HotJobCache`).
+    public func get(id rawID: String, caller: Caller) async throws -> Job {
+        let id = try Validate.jobID(rawID)
+        let job = try await cache.job(id: id) { try await store.job(id: id) }
+        guard let job, caller.owns(job) else { throw ReelError.notFound(jobID: id) }
+        return job
+    }
+
+    public func cancel(id rawID: String, reason: String, caller: Caller) async throws -> Job {
+        let id = try Validate.jobID(rawID)
+        if reason.unicodeScalars.count > 1024 { throw ReelError.invalid("reason", "must be at most 1024 characters") }
+        let job = try await ownedJob(id, caller)
+        guard job.status.canTransition(to: .cancelled) else {
+            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only queued or running jobs can be cancelled", jobID: id)
+        }
+        let change = StateChange(status: .cancelled, stage: nil, progress: nil,
+                                 message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
+        let (updated, event) = try await store.apply(change, to: id)
+        ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)
+        hub.publish(event)
+        await scheduler?.cancelLocal(jobID: id)
+        return updated
+    }
+
+    public func retry(id rawID: String, caller: Caller) async throws -> Job {
+        let id = try Validate.jobID(rawID)
+        let job = try await ownedJob(id, caller)
+        guard job.status == .failed else {
+            throw ReelError(.failedPrecondition, "job \(id) is \(job.status.name); only failed jobs can be retried", jobID: id)
+        }
+        let change = StateChange(status: .queued, stage: .pending, progress: 0, message: "retry requested",
+                                 deadLettered: false, retryCount: 0, runAfterMs: 0)
+        let (updated, event) = try await store.apply(change, to: id)
+        hub.publish(event)
+        scheduler?.notifyWork()
+        return updated
+    }
+
+    public func list(_ filter: ListJobsInput, caller: Caller) async throws -> JobPage {
+        let pageSize = try filter.validatedPageSize()
+        // An admin sees every tenant's jobs (dead-letter reprocessing); others their own.
+        return try await store.listJobs(filter, pageSize: pageSize, tenantID: caller.admin ? nil : caller.tenantID)
+    }
+
+    /// The job's stored events with `seq > afterSeq`, in order (its history: `afterSeq` 0 is all).
+    public func history(id rawID: String, afterSeq: Int64, caller: Caller) async throws -> [JobEvent] {
+        let id = try Validate.jobID(rawID)
+        try Validate.afterSeq(afterSeq)
+        _ = try await ownedJob(id, caller)
+        return try await store.events(jobID: id, afterSeq: afterSeq)
+    }
+
+    /// How a watch ended when it did not throw.
+    public enum WatchEnd: Sendable, Equatable {
+        /// The terminal event (or a terminal snapshot) was sent.
+        case finished
+        /// The watcher's task was cancelled (the client went away).
+        case cancelled
+        /// The watcher fell more than the hub's buffer behind; resume after `lastSeq`.
+        case fellBehind(lastSeq: Int64)
+    }
+
+    /// Snapshot (or stored events after `afterSeq`), then live events in `seq` order, until the
+    /// terminal event. Subscribing before reading storage means no event falls in between.
+    /// Errors before the first `send` (bad id, not found) are thrown; so are `send`'s own.
+    public func watch(id rawID: String, afterSeq: Int64, caller: Caller,
+                      send: (JobEvent) async throws -> Void) async throws -> WatchEnd {
+        let id = try Validate.jobID(rawID)
+        try Validate.afterSeq(afterSeq)
+        let live = hub.subscribe(jobID: id)
+        let job = try await ownedJob(id, caller)
+        var last: Int64
+        if afterSeq == 0 {
+            try await send(JobEvent.snapshot(of: job))
+            last = job.lastEventSeq
+            if job.isFinished { return .finished }
+        } else {
+            last = afterSeq
+            for e in try await store.events(jobID: id, afterSeq: afterSeq) {
+                try await send(e)
+                last = e.seq
+                if e.endsWatch { return .finished }
+            }
+            if job.isFinished && last >= job.lastEventSeq { return .finished }
+        }
+        for await event in live {
+            if event.seq <= last { continue }
+            // A gap (events published out of order, or by another writer): fill it from storage.
+            let batch = event.seq == last + 1 ? [event] : try await store.events(jobID: id, afterSeq: last)
+            for e in batch where e.seq > last {
+                try await send(e)
+                last = e.seq
+                if e.endsWatch { return .finished }
+            }
+        }
+        if Task.isCancelled { return .cancelled }
+        return .fellBehind(lastSeq: last)
+    }
+
+    /// The job if the caller may see it; another tenant's job does not exist for them.
+    /// Always read from storage: the rules decided here must see the committed state.
+    func ownedJob(_ id: String, _ caller: Caller) async throws -> Job {
+        guard let job = try await store.job(id: id), caller.owns(job) else { throw ReelError.notFound(jobID: id) }
+        return job
+    }
+}

@@ -1,0 +1,236 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ReelCore
+import ReelService
+import ReelWire
+
+/// DESIGN §2 as JSON over HTTP/1.1: decode JSON → `JobOperations` → encode JSON. The gRPC
+/// routes call the same operations, so validation, errors and tenancy are the same on both.
+public struct JobAPI: Sendable {
+    let operations: JobOperations
+    let auth: Authenticator
+    let logger: Logger
+    /// Largest request body accepted (larger: 413).
+    public var maxBodyBytes = 256 * 1024
+    /// WebSocket: subscriptions per connection, and how long one write may wait for a client
+    /// that does not read before the connection is dropped.
+    public var maxSubscriptionsPerSocket = 100
+    public var socketWriteTimeout: Duration = .seconds(10)
+    /// Where `file://` artifacts live (`--artifacts-dir`), served by `/v1/media`.
+    public var artifactsDir: String?
+
+    public init(operations: JobOperations, auth: Authenticator, logger: Logger) {
+        self.operations = operations; self.auth = auth; self.logger = logger
+    }
+
+    typealias Context = BasicWebSocketRequestContext
+
+    func addRoutes(to router: Router<Context>) {
+        let api = self
+        router.post("/v1/jobs") { req, ctx in try await api.create(req, ctx) }
+        router.get("/v1/jobs") { req, ctx in try await api.list(req, ctx) }
+        router.get("/v1/jobs/{id}") { req, ctx in try await api.get(req, ctx) }
+        router.get("/v1/jobs/{id}/events") { req, ctx in try await api.events(req, ctx) }
+        // `POST /v1/jobs/{id}:cancel`, `…:retry`: the verb rides in the last path segment.
+        router.post("/v1/jobs/{id}") { req, ctx in try await api.action(req, ctx) }
+        let media = MediaRoute(api: self, artifactsDir: artifactsDir)
+        router.get("/v1/media") { req, ctx in try await media.handle(req, ctx) }
+    }
+
+    // MARK: callers
+
+    /// The caller, from `Authorization: Bearer <key>`; where browsers can't set headers
+    /// (EventSource, WebSocket) also from `?access_token=<key>`.
+    func caller(_ req: Request, allowQueryToken: Bool = false) async throws -> Caller {
+        var metadata: [String: String] = [:]
+        if let h = req.headers[.authorization] {
+            metadata["authorization"] = h
+        } else if allowQueryToken, let t = req.uri.queryParameters["access_token"], !t.isEmpty {
+            metadata["authorization"] = "Bearer \(t)"
+        }
+        return try await auth.caller(metadata)
+    }
+
+    // MARK: routes
+
+    func create(_ req: Request, _ ctx: Context) async throws -> Response {
+        let caller = try await caller(req)
+        guard let body = try await jsonBody(req) else {
+            throw ReelError(.invalidArgument, "request body must be a JSON object")
+        }
+        let job = try await operations.create(try JobJSON.createJobInput(body), caller: caller)
+        return json(JobJSON.encode(job))
+    }
+
+    func get(_ req: Request, _ ctx: Context) async throws -> Response {
+        let caller = try await caller(req)
+        let job = try await operations.get(id: ctx.parameters.get("id") ?? "", caller: caller)
+        let body = JobJSON.encode(job)
+        let etag = Self.etag(body)
+        var headers = HTTPFields()
+        headers[.eTag] = etag
+        headers[.cacheControl] = "no-cache"
+        if let inm = req.headers[.ifNoneMatch], Self.matches(ifNoneMatch: inm, etag: etag) {
+            return Response(status: .notModified, headers: headers)
+        }
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    func list(_ req: Request, _ ctx: Context) async throws -> Response {
+        let caller = try await caller(req)
+        let q = req.uri.queryParameters
+        func param(_ snake: String, _ camel: String) -> String? { (q[camel[...]] ?? q[snake[...]]).map(String.init) }
+        var filter = ListJobsInput()
+        filter.userID = param("user_id", "userId") ?? ""
+        filter.sceneID = param("scene_id", "sceneId") ?? ""
+        filter.pageToken = param("page_token", "pageToken") ?? ""
+        if let s = param("status", "status"), !s.isEmpty {
+            filter.status = try JobJSON.parseEnum(s, prefix: "JOB_STATUS_", field: "status", as: JobStatus.self)
+        }
+        if let d = param("dead_lettered_only", "deadLetteredOnly"), !d.isEmpty {
+            guard let b = ["true": true, "1": true, "false": false, "0": false][d] else {
+                throw ReelError.invalid("dead_lettered_only", "must be true or false")
+            }
+            filter.deadLetteredOnly = b
+        }
+        if let p = param("page_size", "pageSize"), !p.isEmpty {
+            guard let n = Int32(p) else { throw ReelError.invalid("page_size", "must be an integer") }
+            filter.pageSize = n
+        }
+        return json(JobJSON.encode(try await operations.list(filter, caller: caller)))
+    }
+
+    func action(_ req: Request, _ ctx: Context) async throws -> Response {
+        var segment = ctx.parameters.get("id") ?? ""
+        segment = segment.replacingOccurrences(of: "%3A", with: ":").replacingOccurrences(of: "%3a", with: ":")
+        guard let colon = segment.lastIndex(of: ":") else {
+            throw HTTPError(.notFound, message: "no route for POST \(req.uri.path)")
+        }
+        let id = String(segment[..<colon])
+        let verb = segment[segment.index(after: colon)...]
+        switch verb {
+        case "cancel":
+            let caller = try await caller(req)
+            let reason = try JobJSON.cancelReason(try await jsonBody(req))
+            return json(JobJSON.encode(try await operations.cancel(id: id, reason: reason, caller: caller)))
+        case "retry":
+            let caller = try await caller(req)
+            if let body = try await jsonBody(req) { _ = try JobJSON.Fields(body, what: "request body").rejectUnknown(prefix: "") }
+            return json(JobJSON.encode(try await operations.retry(id: id, caller: caller)))
+        default:
+            throw HTTPError(.notFound, message: "no route for POST \(req.uri.path): the verb is :cancel or :retry")
+        }
+    }
+
+    /// Server-Sent Events: `id: <seq>` per event, resuming after `Last-Event-ID` (or
+    /// `?after_seq=`) exactly like WatchJob's `after_seq`; the stream ends after the terminal event.
+    func events(_ req: Request, _ ctx: Context) async throws -> Response {
+        let id = try Validate.jobID(ctx.parameters.get("id") ?? "")
+        let lastEventID = req.headers.first { $0.name.canonicalName == "last-event-id" }?.value
+        let resume = lastEventID ?? req.uri.queryParameters["after_seq"].map(String.init)
+        var seq: Int64 = 0
+        if let resume, !resume.isEmpty {
+            guard let n = Int64(resume.trimmingCharacters(in: .whitespaces)) else {
+                throw ReelError.invalid("after_seq", "Last-Event-ID must be an event seq")
+            }
+            seq = n
+        }
+        let afterSeq = seq
+        try Validate.afterSeq(afterSeq)
+        let caller = try await caller(req, allowQueryToken: true)
+        if Self.wantsJSON(req) {
+            // The stored history as one JSON document (`{"events": […]}`), for timelines.
+            var w = JSONWriter()
+            w.beginObject()
+            w.key("events")
+            w.beginArray()
+            for e in try await operations.history(id: id, afterSeq: afterSeq, caller: caller) { JobJSON.write(e, into: &w) }
+            w.endArray()
+            w.endObject()
+            return json(w.text)
+        }
+        // Errors must be HTTP statuses, so the job is looked up before the stream starts.
+        let job = try await operations.get(id: id, caller: caller)
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-cache"
+        if afterSeq > 0 && job.isFinished && afterSeq >= job.lastEventSeq {
+            // Nothing left to send: 204 tells EventSource to stop reconnecting.
+            return Response(status: .noContent, headers: headers)
+        }
+        headers[.contentType] = "text/event-stream"
+        let operations = self.operations
+        let logger = self.logger
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            do {
+                let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
+                    try await writer.write(ByteBuffer(string: "id: \(event.seq)\ndata: \(JobJSON.encode(event))\n\n"))
+                }
+                if case .fellBehind(let last) = end {
+                    // The client reconnects with Last-Event-ID and misses nothing.
+                    logger.debug("SSE watcher fell behind", metadata: ["reel.job_id": "\(id)", "reel.seq": "\(last)"])
+                }
+            } catch let error as ReelError {
+                try await writer.write(ByteBuffer(string: "event: error\ndata: \(ErrorJSON.body(for: error).text)\n\n"))
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    // MARK: helpers
+
+    /// The request body as JSON, or nil when there is none. Over `maxBodyBytes`: 413.
+    func jsonBody(_ req: Request) async throws -> JSONValue? {
+        if let len = req.headers[.contentLength].flatMap({ Int($0) }), len > maxBodyBytes {
+            throw HTTPError(.contentTooLarge, message: "request body over \(maxBodyBytes) bytes")
+        }
+        var req = req
+        let buffer: ByteBuffer
+        do {
+            buffer = try await req.collectBody(upTo: maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw HTTPError(.contentTooLarge, message: "request body over \(maxBodyBytes) bytes")
+        }
+        if buffer.readableBytes == 0 { return nil }
+        do {
+            return try JSONValue.parse(buffer.readableBytesView)
+        } catch {
+            throw ReelError(.invalidArgument, "request body is not valid JSON: \(error)")
+        }
+    }
+
+    func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// `?format=json`, or an `Accept` naming JSON but not `text/event-stream`.
+    static func wantsJSON(_ req: Request) -> Bool {
+        if let f = req.uri.queryParameters["format"] { return f == "json" }
+        let accept = req.headers[.accept] ?? ""
+        return accept.contains("application/json") && !accept.contains("text/event-stream")
+    }
+
+    /// A strong validator over the representation: FNV-1a 64 of the JSON text.
+    static func etag(_ body: String) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in body.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        let hex = String(h, radix: 16)
+        return "\"" + String(repeating: "0", count: 16 - hex.count) + hex + "\""
+    }
+
+    static func matches(ifNoneMatch: String, etag: String) -> Bool {
+        ifNoneMatch.split(separator: ",").contains { tag in
+            var t = tag.trimmingCharacters(in: .whitespaces)
+            if t == "*" { return true }
+            if t.hasPrefix("W/") { t.removeFirst(2) }
+            return t == etag
+        }
+    }
+}
