@@ -28,11 +28,12 @@ public protocol JobStore: Sendable {
     /// moves the job to `final_ready`, all in one transaction. Running it twice changes nothing.
     func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
         async throws -> (job: Job, event: JobEvent)?
-    /// Stores a new version of the scene's bible (creating the scene if needed).
-    func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene
-    func scene(id: String) async throws -> Scene?
+    /// Stores a new version of the scene's bible (creating the scene if needed). Scenes
+    /// belong to a tenant: another tenant's scene of the same id is a different scene.
+    func putSceneBible(tenantID: String, sceneID: String, bible: SceneBible) async throws -> Scene
+    func scene(tenantID: String, id: String) async throws -> Scene?
     /// The bible as of `bibleVersion` and the scripts of the scene's `recent` latest segments.
-    func sceneContext(sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext
+    func sceneContext(tenantID: String, sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext
 }
 
 /// A running job's hold on a worker slot. A job waiting on an outside party (a provider
@@ -41,6 +42,13 @@ extension JobStore {
     public func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage {
         try await listJobs(filter, pageSize: pageSize, tenantID: nil)
     }
+
+    /// The scene in the tenant-less namespace (auth off).
+    public func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene {
+        try await putSceneBible(tenantID: "", sceneID: sceneID, bible: bible)
+    }
+
+    public func scene(id: String) async throws -> Scene? { try await scene(tenantID: "", id: id) }
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
         try await claim(workerID: workerID, limit: limit, leaseMs: leaseMs, types: nil)

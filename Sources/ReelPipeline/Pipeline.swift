@@ -114,7 +114,7 @@ public struct Pipeline: Sendable {
 
         // 1. Script expansion (→ 25 %): the input, the bible at the job's version, recent segments.
         watchdog.enter(.scriptExpansion, limit: config.stageTimeout)
-        let context = try await store.sceneContext(sceneID: job.sceneID, bibleVersion: job.bibleVersion, recent: 3)
+        let context = try await store.sceneContext(tenantID: job.tenantID, sceneID: job.sceneID, bibleVersion: job.bibleVersion, recent: 3)
         if a.expandedScript.isEmpty {
             try await step(run, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
             try await pause()

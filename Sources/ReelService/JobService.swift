@@ -135,13 +135,13 @@ public struct JobService: Sendable {
     func putSceneBible(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let (sceneID, bible) = try ProtoCodec.decodePutSceneBibleRequest(req)
         try Validate.identifier(sceneID, field: "scene_id")
-        return ProtoCodec.encode(try await store.putSceneBible(sceneID: sceneID, bible: try bible.validated()))
+        return ProtoCodec.encode(try await store.putSceneBible(tenantID: caller.tenantID, sceneID: sceneID, bible: try bible.validated()))
     }
 
     func getScene(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         let sceneID = try ProtoCodec.decodeGetSceneRequest(req)
         try Validate.identifier(sceneID, field: "scene_id")
-        guard let scene = try await store.scene(id: sceneID) else {
+        guard let scene = try await store.scene(tenantID: caller.tenantID, id: sceneID) else {
             throw ReelError(.notFound, "scene \(sceneID) not found")
         }
         return ProtoCodec.encode(scene)

@@ -51,6 +51,23 @@ enum JobRow {
     /// A Postgres text[] literal of plain names (no quoting needed: lowercase enum names).
     static func textArray(_ names: [String]) -> String { "{" + names.joined(separator: ",") + "}" }
 
+    /// Any strings as a text[] literal: each element quoted, `\\` and `"` escaped.
+    static func quotedArray(_ values: some Sequence<String>) -> String {
+        var out = "{"
+        var first = true
+        for v in values {
+            if !first { out += "," }
+            first = false
+            out += "\""
+            for ch in v.unicodeScalars {
+                if ch == "\\" || ch == "\"" { out += "\\" }
+                out.unicodeScalars.append(ch)
+            }
+            out += "\""
+        }
+        return out + "}"
+    }
+
     /// The statuses in which a worker holds a job, as a text[] literal.
     static let runningStatuses = textArray(JobStatus.allCases.filter(\.isRunning).map(\.name))
 

@@ -128,5 +128,31 @@ enum Migrations {
             revoked_at      timestamptz
         );
         """),
+        (6, "scenes belong to a tenant", """
+        ALTER TABLE scenes ADD COLUMN tenant_id text NOT NULL DEFAULT '';
+        ALTER TABLE scene_bibles ADD COLUMN tenant_id text NOT NULL DEFAULT '';
+        ALTER TABLE segments ADD COLUMN tenant_id text NOT NULL DEFAULT '';
+        ALTER TABLE scene_bibles DROP CONSTRAINT scene_bibles_scene_id_fkey;
+        ALTER TABLE segments DROP CONSTRAINT segments_scene_id_fkey;
+        ALTER TABLE scene_bibles DROP CONSTRAINT scene_bibles_pkey;
+        ALTER TABLE scenes DROP CONSTRAINT scenes_pkey;
+        ALTER TABLE scenes ADD PRIMARY KEY (tenant_id, id);
+        ALTER TABLE scene_bibles ADD PRIMARY KEY (tenant_id, scene_id, version);
+        -- Scenes shared before tenants existed: each tenant with jobs in one gets its own copy.
+        INSERT INTO scenes (tenant_id, id, bible_version, bible, segment_count, total_duration_seconds)
+        SELECT DISTINCT j.tenant_id, s.id, s.bible_version, s.bible, 0, 0
+        FROM jobs j JOIN scenes s ON s.tenant_id = '' AND s.id = j.scene_id WHERE j.tenant_id <> ''
+        ON CONFLICT DO NOTHING;
+        INSERT INTO scene_bibles (tenant_id, scene_id, version, bible, created_at)
+        SELECT t.tenant_id, b.scene_id, b.version, b.bible, b.created_at
+        FROM scene_bibles b JOIN (SELECT DISTINCT tenant_id, scene_id FROM jobs WHERE tenant_id <> '') t
+          ON t.scene_id = b.scene_id AND b.tenant_id = ''
+        ON CONFLICT DO NOTHING;
+        UPDATE segments g SET tenant_id = j.tenant_id FROM jobs j WHERE j.id = g.job_id AND j.tenant_id <> '';
+        ALTER TABLE scene_bibles ADD FOREIGN KEY (tenant_id, scene_id) REFERENCES scenes (tenant_id, id);
+        ALTER TABLE segments ADD FOREIGN KEY (tenant_id, scene_id) REFERENCES scenes (tenant_id, id);
+        DROP INDEX segments_scene_created;
+        CREATE INDEX segments_scene_created ON segments (tenant_id, scene_id, created_at DESC);
+        """),
     ]
 }

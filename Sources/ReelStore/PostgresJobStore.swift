@@ -7,9 +7,14 @@ public final class PostgresJobStore: JobStore {
     public let pool: PGPool
     private let logger: Logger
 
+    private let creates: CreateBatcher
+
     public init(url: String, poolSize: Int, logger: Logger) throws {
-        pool = try PGPool(url: url, size: poolSize)
+        let pool = try PGPool(url: url, size: poolSize)
+        self.pool = pool
         self.logger = logger
+        // Creates share commits; a quarter of the connections is plenty to keep fsyncs busy.
+        creates = CreateBatcher(maxWriters: max(2, poolSize / 4)) { jobs in try await Self.createJobs(jobs, pool: pool) }
     }
 
     /// Applies pending migrations in order; safe to run from several processes at once.
@@ -31,21 +36,40 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func createJob(_ j: NewJob) async throws -> (job: Job, created: Bool) {
+        try await creates.submit(j)
+    }
+
+    /// One statement for a batch of creates (see `CreateBatcher`), answers in input order. A key
+    /// used twice, in storage or within the batch, answers with the first job and `created == false`.
+    static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, created: Bool)] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let firstKey = PriorityScore(tier: j.tier, type: j.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: now)
-        let laterKey = PriorityScore(tier: j.tier, type: j.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: now)
+        func col(_ f: (NewJob) -> String) -> String? { JobRow.quotedArray(jobs.map(f)) }
         let params: [String?] = [
-            j.userID, j.sceneID, j.type.name, j.inputText, String(j.config.targetDurationSeconds), j.config.quality.name,
-            j.config.model, JobRow.encodeStringMap(j.config.styleOverrides), j.idempotencyKey, j.tier.name,
-            String(j.maxRetries), String(firstKey), String(laterKey), j.tenantID,
+            col(\.userID), col(\.sceneID), col(\.type.name), col(\.inputText),
+            col { String($0.config.targetDurationSeconds) }, col(\.config.quality.name), col(\.config.model),
+            col { JobRow.encodeStringMap($0.config.styleOverrides) }, col(\.idempotencyKey), col(\.tier.name),
+            col { String($0.maxRetries) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: now)) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: now)) },
+            col(\.tenantID), JobRow.textArray(jobs.indices.map(String.init)),
         ]
+        struct Key: Hashable { let tenant, user, key: String }
         return try await pool.withConnection { c in
-            if let row = try c.query(SQL.createJob, params).first { return (JobRow.decode(row), true) }
-            // The key was taken (perhaps a moment ago by a concurrent call): return that job.
-            guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey, j.tenantID]).first else {
-                throw ReelError(.unavailable, "idempotency key conflict; retry")
+            var inserted: [Key: Job] = [:]
+            for row in try c.query(SQL.createJobs, params).rows {
+                let job = JobRow.decode(row)
+                inserted[Key(tenant: job.tenantID, user: job.userID, key: job.idempotencyKey)] = job
             }
-            return (JobRow.decode(row), false)
+            var answered = Set<Key>()
+            return try jobs.map { j in
+                let k = Key(tenant: j.tenantID, user: j.userID, key: j.idempotencyKey)
+                if let job = inserted[k] { return (job, answered.insert(k).inserted) }
+                // The key was taken (perhaps a moment ago by a concurrent call): return that job.
+                guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey, j.tenantID]).first else {
+                    throw ReelError(.unavailable, "idempotency key conflict; retry")
+                }
+                return (JobRow.decode(row), false)
+            }
         }
     }
 
@@ -109,8 +133,9 @@ public final class PostgresJobStore: JobStore {
         if let row = try c.query(SQL.applyChange, params).first { return JobRow.decodeWithEvent(row) }
         guard let cur = try c.query(SQL.statusByID, [jobID]).first else { throw ReelError.notFound(jobID: jobID) }
         let status = JobStatus(name: cur[0] ?? "") ?? .unspecified
-        if let w = ch.requireWorker, cur[1] != w, status.canTransition(to: ch.status) {
-            throw ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID)
+        if let w = ch.requireWorker, status.canTransition(to: ch.status) {
+            if cur[1] != w { throw ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID) }
+            if cur[2] != "true" { throw ReelError(.failedPrecondition, "job \(jobID): the lease of \(w) has expired", jobID: jobID) }
         }
         throw ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
     }
@@ -129,8 +154,7 @@ public final class PostgresJobStore: JobStore {
 
     public func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool {
         try await pool.withConnection { c in
-            _ = try c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), JobRow.runningStatuses])
-            return try c.query(SQL.statusByID, [jobID]).first.map { $0[1] == workerID && (JobStatus(name: $0[0] ?? "")?.isRunning ?? false) } ?? false
+            try !c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), JobRow.runningStatuses]).rows.isEmpty
         }
     }
 
@@ -159,10 +183,10 @@ public final class PostgresJobStore: JobStore {
                 if cur[0] == JobStatus.finalReady.name { return nil }  // finalized already: nothing changes
                 guard let seg = try c.query(SQL.insertSegment, [jobID, result.videoURL, result.thumbnailURL,
                                                                 String(durationSeconds)]).first,
-                      let segmentID = seg[0], let sceneID = seg[1] else {
+                      let segmentID = seg[0], let sceneID = seg[1], let tenantID = seg[2] else {
                     throw ReelError(.failedPrecondition, "job \(jobID) already has a segment", jobID: jobID)
                 }
-                let bible = try c.query(SQL.bumpScene, [sceneID, String(durationSeconds)]).first?[0].flatMap { Int32($0) } ?? 0
+                let bible = try c.query(SQL.bumpScene, [sceneID, String(durationSeconds), tenantID]).first?[0].flatMap { Int32($0) } ?? 0
                 var r = result
                 r.segmentID = segmentID
                 r.durationSeconds = durationSeconds
@@ -190,25 +214,25 @@ public final class PostgresJobStore: JobStore {
         (try? await pool.withConnection { c in _ = try c.query(SQL.ping, []); return true }) ?? false
     }
 
-    public func putSceneBible(sceneID: String, bible: SceneBible) async throws -> Scene {
+    public func putSceneBible(tenantID: String, sceneID: String, bible: SceneBible) async throws -> Scene {
         let json = try JobRow.encodeBible(bible)
         return try await pool.withConnection { c in
-            guard let row = try c.query(SQL.putSceneBible, [sceneID, json]).first else {
+            guard let row = try c.query(SQL.putSceneBible, [sceneID, json, tenantID]).first else {
                 throw ReelError(.internal, "scene \(sceneID) was not stored")
             }
             return JobRow.decodeScene(row)
         }
     }
 
-    public func scene(id: String) async throws -> Scene? {
-        try await pool.withConnection { c in try c.query(SQL.sceneByID, [id]).first.map(JobRow.decodeScene) }
+    public func scene(tenantID: String, id: String) async throws -> Scene? {
+        try await pool.withConnection { c in try c.query(SQL.sceneByID, [id, tenantID]).first.map(JobRow.decodeScene) }
     }
 
-    public func sceneContext(sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext {
+    public func sceneContext(tenantID: String, sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext {
         try await pool.withConnection { c in
-            let bible = try c.query(SQL.bibleAtVersion, [sceneID, String(bibleVersion)]).first?[0]
+            let bible = try c.query(SQL.bibleAtVersion, [sceneID, String(bibleVersion), tenantID]).first?[0]
                 .flatMap { JobRow.decodeBible($0) } ?? .empty
-            let scripts = try c.query(SQL.recentScripts, [sceneID, String(recent)]).rows.compactMap { $0[0] }
+            let scripts = try c.query(SQL.recentScripts, [sceneID, String(recent), tenantID]).rows.compactMap { $0[0] }
             return SceneContext(bible: bible, recentScripts: scripts.reversed())
         }
     }

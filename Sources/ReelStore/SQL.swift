@@ -24,20 +24,36 @@ enum SQL {
     static let appliedVersions = "SELECT version FROM schema_migrations"
     static let recordMigration = "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)"
 
-    /// Insert-or-nothing on (user_id, idempotency_key); event seq 1 in the same statement.
-    /// $13/$14: the priority key when this is / is not the user's first job today.
-    static let createJob = """
-    WITH scene AS (
-        INSERT INTO scenes (id) VALUES ($2) ON CONFLICT (id) DO UPDATE SET updated_at = scenes.updated_at
-        RETURNING bible_version
+    /// `createJob`, for one call or a batch of concurrent ones (`CreateBatcher`): one statement,
+    /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
+    /// position in the batch); insert-or-nothing on (tenant, user, idempotency key), event seq 1
+    /// in the same statement. A user's first job today is the first of theirs in the batch when
+    /// none is stored yet. Missing scenes are inserted without locking existing ones (a scene
+    /// another transaction is creating this instant starts at version 1, as every scene does).
+    static let createJobs = """
+    WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::text[], $11::int[], $12::int8[], $13::int8[], $14::text[], $15::int[])
+            AS t(user_id, scene_id, type, input_text, target_duration_seconds, quality, model, style_overrides,
+                 idempotency_key, tier, max_retries, first_key, later_key, tenant_id, ord)
+    ), new_scenes AS (
+        INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input
+        ON CONFLICT (tenant_id, id) DO NOTHING
+        RETURNING tenant_id, id, bible_version
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
                           priority_key, tenant_id)
-        SELECT $1, $2, $3, 'queued', 'pending', 0, 'queued', $4, (SELECT bible_version FROM scene),
-               $5::int, $6, $7, $8::jsonb, $9, $10, $11::int,
-               CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE user_id = $1 AND created_at >= date_trunc('day', now()))
-                    THEN $13::int8 ELSE $12::int8 END, $14
+        SELECT i.user_id, i.scene_id, i.type, 'queued', 'pending', 0, 'queued', i.input_text,
+               COALESCE((SELECT n.bible_version FROM new_scenes n WHERE n.tenant_id = i.tenant_id AND n.id = i.scene_id),
+                        (SELECT s.bible_version FROM scenes s WHERE s.tenant_id = i.tenant_id AND s.id = i.scene_id), 1),
+               i.target_duration_seconds, i.quality, i.model, i.style_overrides::jsonb, i.idempotency_key, i.tier, i.max_retries,
+               CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = i.user_id AND j.tenant_id = i.tenant_id
+                                 AND j.created_at >= date_trunc('day', now()))
+                      OR EXISTS (SELECT 1 FROM input e WHERE e.user_id = i.user_id AND e.tenant_id = i.tenant_id AND e.ord < i.ord)
+                    THEN i.later_key ELSE i.first_key END,
+               i.tenant_id
+        FROM input i ORDER BY i.ord
         ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *
     ), ev AS (
@@ -49,7 +65,7 @@ enum SQL {
 
     static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2 AND tenant_id = $3"
     static let jobByID = "SELECT \(jobColumns) FROM jobs WHERE id = $1::uuid"
-    static let statusByID = "SELECT status, worker_id FROM jobs WHERE id = $1::uuid"
+    static let statusByID = "SELECT status, worker_id, (lease_expires_at > now())::text FROM jobs WHERE id = $1::uuid"
 
     /// Newest first; keyset pagination on (created_at, id). Empty filters match everything.
     static let listJobs = """
@@ -65,7 +81,8 @@ enum SQL {
     static let eventsAfter = "SELECT \(eventColumns) FROM job_events WHERE job_id = $1::uuid AND seq > $2::int8 ORDER BY seq"
 
     /// A state change and its event in one statement. Conditions: the current status is one
-    /// the transition table allows ($6), and the caller still holds the lease when it says so ($7).
+    /// the transition table allows ($6), and the caller still holds an unexpired lease when it
+    /// says so ($7): a worker whose lease ran out writes nothing, even before the reaper requeues.
     static let applyChange = """
     WITH u AS (
         UPDATE jobs SET
@@ -89,7 +106,8 @@ enum SQL {
             completed_at = CASE WHEN $28::bool THEN now() ELSE NULL END,
             last_event_seq = last_event_seq + 1,
             updated_at = now()
-        WHERE id = $1::uuid AND status = ANY($6::text[]) AND ($7::text IS NULL OR worker_id = $7)
+        WHERE id = $1::uuid AND status = ANY($6::text[])
+          AND ($7::text IS NULL OR (worker_id = $7 AND lease_expires_at > now()))
         RETURNING *
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
@@ -147,9 +165,11 @@ enum SQL {
     JOIN ranked USING (id) ORDER BY ranked.round, ranked.priority_key
     """
 
+    /// Only an unexpired lease is extended: once it ran out the job is the reaper's.
     static let renewLease = """
     UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3::int8 / 1000.0)
-    WHERE id = $1::uuid AND worker_id = $2 AND status = ANY($4::text[])
+    WHERE id = $1::uuid AND worker_id = $2 AND status = ANY($4::text[]) AND lease_expires_at > now()
+    RETURNING 1
     """
 
     /// Running jobs whose lease has run out ($2 = true), or that this worker hands back ($1 prefix):
@@ -176,36 +196,37 @@ enum SQL {
     """
 
     static let insertSegment = """
-    INSERT INTO segments (job_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
-    SELECT id, scene_id, $2, $3, $4::float8, expanded_script FROM jobs WHERE id = $1::uuid
+    INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
+    SELECT id, tenant_id, scene_id, $2, $3, $4::float8, expanded_script FROM jobs WHERE id = $1::uuid
     ON CONFLICT (job_id) DO NOTHING
-    RETURNING id::text, scene_id
+    RETURNING id::text, scene_id, tenant_id
     """
     static let bumpScene = """
     UPDATE scenes SET segment_count = segment_count + 1, total_duration_seconds = total_duration_seconds + $2::float8,
         bible_version = bible_version + 1, updated_at = now()
-    WHERE id = $1 RETURNING bible_version
+    WHERE tenant_id = $3 AND id = $1 RETURNING bible_version
     """
     static let lockJob = "SELECT status FROM jobs WHERE id = $1::uuid FOR UPDATE"
     static let segmentCount = "SELECT count(*) FROM segments WHERE job_id = $1::uuid"
 
     /// A new bible version: the scene is created at version 1 or moves to the next version.
+    /// Scenes, their bibles and segments belong to a tenant ($3): two tenants' "s1" are two scenes.
     static let putSceneBible = """
     WITH s AS (
-        INSERT INTO scenes (id, bible) VALUES ($1, $2::jsonb)
-        ON CONFLICT (id) DO UPDATE SET bible_version = scenes.bible_version + 1, bible = EXCLUDED.bible, updated_at = now()
+        INSERT INTO scenes (tenant_id, id, bible) VALUES ($3, $1, $2::jsonb)
+        ON CONFLICT (tenant_id, id) DO UPDATE SET bible_version = scenes.bible_version + 1, bible = EXCLUDED.bible, updated_at = now()
         RETURNING id, bible_version, bible::text, segment_count, total_duration_seconds
     ), v AS (
-        INSERT INTO scene_bibles (scene_id, version, bible) SELECT id, bible_version, $2::jsonb FROM s
+        INSERT INTO scene_bibles (tenant_id, scene_id, version, bible) SELECT $3, id, bible_version, $2::jsonb FROM s
     )
     SELECT * FROM s
     """
-    static let sceneByID = "SELECT id, bible_version, bible::text, segment_count, total_duration_seconds FROM scenes WHERE id = $1"
+    static let sceneByID = "SELECT id, bible_version, bible::text, segment_count, total_duration_seconds FROM scenes WHERE tenant_id = $2 AND id = $1"
     /// The newest bible at or before a version (finalization bumps versions without a new bible).
     static let bibleAtVersion = """
-    SELECT bible::text FROM scene_bibles WHERE scene_id = $1 AND version <= $2::int ORDER BY version DESC LIMIT 1
+    SELECT bible::text FROM scene_bibles WHERE tenant_id = $3 AND scene_id = $1 AND version <= $2::int ORDER BY version DESC LIMIT 1
     """
-    static let recentScripts = "SELECT script FROM segments WHERE scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
+    static let recentScripts = "SELECT script FROM segments WHERE tenant_id = $3 AND scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
 
     /// Ready-queue depth and the longest wait (since the job became runnable) per tier.
     static let queueStats = """

@@ -50,6 +50,47 @@ struct PostgresJobStoreTests {
         #expect(other.created, "keys are per user")
     }
 
+    @Test func concurrentCreatesShareCommitsAndEachGetsItsOwnAnswer() async throws {
+        let store = try await freshStore()
+        // Text that an array literal must quote: commas, braces, quotes, backslashes, "NULL", unicode.
+        let texts = ["a,b", "{x}", "say \"hi\"", "back\\slash", "NULL", "", "é ✓ 🎬", "  spaced  "]
+        let results = try await withThrowingTaskGroup(of: (Int, Job, Bool).self) { g in
+            for i in 0..<200 {
+                g.addTask {
+                    let text = "\(texts[i % texts.count]) #\(i)"
+                    var j = try newJob(user: i % 10 == 0 ? "ud" : "u\(i % 7)", scene: "scene-\(i % 3)", text: text,
+                                       key: i % 10 == 0 ? "dup-\(i % 20)" : "")
+                    j.tenantID = i % 2 == 0 ? "t\"1" : ""
+                    let r = try await store.createJob(j)
+                    return (i, r.job, r.created)
+                }
+            }
+            return try await g.reduce(into: [(Int, Job, Bool)]()) { $0.append($1) }
+        }
+        for (i, job, _) in results where i % 10 != 0 {
+            #expect(job.inputText == "\(texts[i % texts.count]) #\(i)")
+            #expect(job.userID == "u\(i % 7)" && job.sceneID == "scene-\(i % 3)")
+            #expect(job.tenantID == (i % 2 == 0 ? "t\"1" : ""))
+        }
+        // User ud's keys dup-0 and dup-10 are each used by 10 calls: one job each, one call created it.
+        let dup = Dictionary(grouping: results.filter { $0.0 % 10 == 0 }, by: { $0.1.idempotencyKey })
+        #expect(dup.count == 2)
+        for (_, calls) in dup {
+            #expect(Set(calls.map(\.1.id)).count == 1)
+            #expect(calls.filter(\.2).count == 1)
+        }
+        #expect(try await count(store, "SELECT count(*) FROM jobs") == 182)
+        #expect(try await count(store, "SELECT count(*) FROM job_events") == 182)
+        #expect(Set(results.map(\.1.id)).count == 182)
+        // Each (tenant, user) has exactly one job scored as its first of the day (its key a
+        // minute ahead of the user's others), batches or not.
+        let firsts = try await count(store, """
+            SELECT count(*) FROM jobs j WHERE EXISTS (SELECT 1 FROM jobs k WHERE k.tenant_id = j.tenant_id
+              AND k.user_id = j.user_id AND k.priority_key - j.priority_key > 30000)
+            """)
+        #expect(firsts == 15)
+    }
+
     @Test func invalidTransitionChangesNothing() async throws {
         let store = try await freshStore()
         let (job, _) = try await store.createJob(newJob())
@@ -156,6 +197,53 @@ struct PostgresJobStoreTests {
         #expect(try await store.renewLease(jobID: job.id, workerID: "reeld-1-w", leaseMs: 60_000))
         #expect(try await store.releaseLeases(workerPrefix: "reeld-1").count == 1)
         #expect(try await store.job(id: job.id)!.retryCount == 1)
+    }
+
+    @Test func aWorkerWhoseLeaseExpiredWritesNothingEvenBeforeTheReaperRuns() async throws {
+        let store = try await freshStore()
+        let (job, _) = try await store.createJob(newJob())
+        _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 1)
+        try await Task.sleep(for: .milliseconds(50))
+        // No reaper has run: the job is still `processing` under w's name, but the lease is gone.
+        #expect(try await store.job(id: job.id)!.status == .processing)
+        #expect(try await store.renewLease(jobID: job.id, workerID: "w", leaseMs: 60_000) == false)
+        await #expect(throws: ReelError.self) {
+            try await store.apply(StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "late",
+                                              requireWorker: "w"), to: job.id)
+        }
+        let r = JobResult(videoURL: "v.mp4", thumbnailURL: "t.jpg")
+        await #expect(throws: ReelError.self) {
+            try await store.finalize(jobID: job.id, workerID: "w", result: r, durationSeconds: 5)
+        }
+        let after = try await store.job(id: job.id)!
+        #expect(after.status == .processing && after.lastEventSeq == 2)
+        #expect(try await store.scalar("SELECT count(*) FROM segments WHERE job_id = '\(job.id)'") == 0)
+        // A live lease is renewed as before.
+        #expect(try await store.requeueExpiredLeases().map(\.job.id) == [job.id])
+        _ = try await store.claim(workerID: "w2", limit: 1, leaseMs: 60_000)
+        #expect(try await store.renewLease(jobID: job.id, workerID: "w2", leaseMs: 60_000))
+    }
+
+    @Test func scenesBelongToATenant() async throws {
+        let store = try await freshStore()
+        let bible = SceneBible(characters: [], locations: [], style: ["palette": "cold"], forbidden: ["dragon"])
+        #expect(try await store.putSceneBible(tenantID: "acme", sceneID: "s1", bible: bible).bibleVersion == 1)
+        #expect(try await store.scene(tenantID: "globex", id: "s1") == nil)
+        #expect(try await store.putSceneBible(tenantID: "globex", sceneID: "s1", bible: .empty).bibleVersion == 1)
+        #expect(try await store.scene(tenantID: "acme", id: "s1")?.bible == bible)
+        var j = try newJob(scene: "s1")
+        j.tenantID = "globex"
+        let (job, _) = try await store.createJob(j)
+        _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000)
+        #expect(try await store.sceneContext(tenantID: "globex", sceneID: "s1", bibleVersion: 1, recent: 3).bible == .empty)
+        for (s, st, p) in [(JobStatus.scriptReady, Stage.scriptExpansion, Int32(25)), (.continuityChecked, .continuityValidation, 35),
+                           (.previewReady, .videoGeneration, 85)] {
+            _ = try await store.apply(StateChange(status: s, stage: st, progress: p, message: "m", requireWorker: "w"), to: job.id)
+        }
+        _ = try await store.finalize(jobID: job.id, workerID: "w", result: JobResult(videoURL: "v", thumbnailURL: "t"), durationSeconds: 2)
+        #expect(try await store.scene(tenantID: "globex", id: "s1")?.segmentCount == 1)
+        #expect(try await store.scene(tenantID: "acme", id: "s1")?.segmentCount == 0)
+        #expect(try await store.scene(tenantID: "acme", id: "s1")?.bibleVersion == 1)
     }
 
     @Test func finalizeIsIdempotent() async throws {

@@ -198,3 +198,12 @@ def fake_provider(_fake_provider_server):
     tasks and stats reset for this test. Use with ri.http_reeld."""
     _fake_provider_server.reset()
     yield _fake_provider_server
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault tests' outcomes (acknowledged / completed / lost / duplicated jobs) in one table."""
+    lines = ri.fault_table()
+    if lines:
+        terminalreporter.section("fault reports")
+        for ln in lines:
+            terminalreporter.write_line(ln)

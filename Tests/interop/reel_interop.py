@@ -488,3 +488,45 @@ def stored_history(db_url: str, job_id: str) -> str:
     except Exception as e:  # diagnostics only
         return f"(could not read the history of {job_id}: {e})"
     return f"event history of {job_id}:\n  " + rows.replace("\n", "\n  ")
+
+
+# --------------------------------------------------------------------------- fault reports
+
+FAULT_REPORTS: list[dict] = []
+
+
+def fault_report(name: str, db_url: str, acknowledged: list[str]) -> dict:
+    """What became of the jobs a fault test got acknowledged, counted from Postgres: completed
+    (FINAL_READY), lost (acknowledged but not stored), duplicated (more than one segment or
+    more than one FINAL_READY event), and the rest by status. Recorded for the end-of-run table
+    (conftest prints it); the caller asserts lost == duplicated == 0."""
+    ids = sorted(set(acknowledged))
+    assert len(ids) == len(acknowledged), "an id was acknowledged twice for two creates"
+    in_list = "'" + "','".join(ids) + "'" if ids else "NULL"
+    stored = dict(ln.split("|") for ln in psql_value(
+        db_url, f"SELECT id, status FROM jobs WHERE id::text IN ({in_list})").splitlines() if ln)
+    dup_seg = psql_value(db_url, f"SELECT count(*) FROM (SELECT job_id FROM segments WHERE job_id::text IN ({in_list}) "
+                                 "GROUP BY job_id HAVING count(*) > 1) d")
+    dup_final = psql_value(db_url, f"SELECT count(*) FROM (SELECT job_id FROM job_events WHERE job_id::text IN ({in_list}) "
+                                   "AND status = 'final_ready' GROUP BY job_id HAVING count(*) > 1) d")
+    by_status: dict[str, int] = {}
+    for st in stored.values():
+        by_status[st] = by_status.get(st, 0) + 1
+    report = {
+        "fault": name, "acknowledged": len(ids), "completed": by_status.get("final_ready", 0),
+        "lost": len([i for i in ids if i not in stored]),
+        "duplicated": int(dup_seg or 0) + int(dup_final or 0),
+        "other": ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()) if k != "final_ready") or "-",
+    }
+    FAULT_REPORTS.append(report)
+    print(f"fault report: {report}")
+    return report
+
+
+def fault_table() -> list[str]:
+    if not FAULT_REPORTS:
+        return []
+    cols = ("fault", "acknowledged", "completed", "lost", "duplicated", "other")
+    rows = [cols] + [tuple(str(r[c]) for c in cols) for r in FAULT_REPORTS]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    return ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]

@@ -68,6 +68,40 @@ def test_tenants_see_only_their_own_jobs(reeld_factory):
     assert {j.id for j in everything.jobs} == {job.id, other.id}
 
 
+def test_scenes_belong_to_a_tenant(reeld_factory):
+    """Two tenants' scene "pilot" are two scenes: bibles, versions and segment counts apart,
+    and a job runs against its own tenant's bible."""
+    srv = reeld_factory("auth-scenes", workers=2, sim_stage_ms=10, extra_args=("--auth", "--admin-key", ADMIN))
+    a, b = new_key(srv, "acme"), new_key(srv, "globex")
+    scenes = ri.pb_grpc.SceneServiceStub(srv.channel)
+    a_bible = pb.SceneBible(forbidden=["dragon"], style={"palette": "cold blue"})
+    put_a = scenes.PutSceneBible(pb.PutSceneBibleRequest(scene_id="pilot", bible=a_bible),
+                                 metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert put_a.bible_version == 1
+    err = ri.rpc_error(scenes.GetScene, pb.GetSceneRequest(scene_id="pilot"), metadata=bearer(b["secret"]),
+                       timeout=ri.DEFAULT_TIMEOUT)
+    ri.assert_code(err, grpc.StatusCode.NOT_FOUND, what="GetScene of another tenant's scene")
+    put_b = scenes.PutSceneBible(pb.PutSceneBibleRequest(scene_id="pilot", bible=pb.SceneBible(style={"palette": "warm"})),
+                                 metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert put_b.bible_version == 1, "globex's first bible for its own scene is version 1, not acme's next"
+    got_a = scenes.GetScene(pb.GetSceneRequest(scene_id="pilot"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert list(got_a.bible.forbidden) == ["dragon"] and got_a.bible.style["palette"] == "cold blue"
+    # A job of globex's finalizes into globex's scene only.
+    job_b = srv.stub.CreateJob(ri.create_request("u1", scene_id="pilot", text="a boat crosses the bay"),
+                               metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    deadline = time.monotonic() + 60
+    while (done_b := srv.stub.GetJob(pb.GetJobRequest(id=job_b.id), metadata=bearer(b["secret"]),
+                                     timeout=ri.DEFAULT_TIMEOUT)).status != pb.JOB_STATUS_FINAL_READY:
+        assert time.monotonic() < deadline, ri.stored_history(srv.db_url, job_b.id)
+        time.sleep(0.05)
+    assert done_b.bible_version == 1
+    got_b = scenes.GetScene(pb.GetSceneRequest(scene_id="pilot"), metadata=bearer(b["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    got_a = scenes.GetScene(pb.GetSceneRequest(scene_id="pilot"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert (got_b.segment_count, got_a.segment_count) == (1, 0), (got_b, got_a)
+    rows = ri.psql_value(srv.db_url, "SELECT tenant_id || ':' || bible_version FROM scenes WHERE id = 'pilot' ORDER BY 1")
+    assert rows.splitlines() == ["acme:1", "globex:2"], rows
+
+
 def test_non_admin_keys_cannot_manage_keys_or_serve_as_workers_and_revoked_keys_stop_working(reeld_factory):
     srv = reeld_factory("auth-admin", workers=0, extra_args=("--auth", "--admin-key", ADMIN))
     k = new_key(srv, "acme")

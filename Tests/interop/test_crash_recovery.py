@@ -268,3 +268,5 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
     assert set(st["submissions_by_external_id"]) == set(ids), st
     resubmitted = {k: v for k, v in st["submissions_by_external_id"].items() if v > 1}
     print(f"submits repeated (deduplicated by external_task_id): {resubmitted}")
+    r = ri.fault_report("SIGKILL of reeld under load, then restart", srv.db_url, ids)
+    assert (r["lost"], r["duplicated"], r["completed"]) == (0, 0, n), r

@@ -70,3 +70,5 @@ def test_postgres_restart_under_load_loses_nothing(reeld_factory, private_postgr
     assert rows == f"{len(acked)}|{len(acked)}", f"FINAL_READY events / jobs: {rows} for {len(acked)} acknowledged"
     segments = ri.psql_value(url, f"SELECT count(*) FROM segments WHERE job_id IN ('{ids}')")
     assert segments == str(len(acked))
+    r = ri.fault_report("PostgreSQL restart under load", url, acked)
+    assert (r["lost"], r["duplicated"], r["completed"]) == (0, 0, len(acked)), r

@@ -10,6 +10,7 @@ A failing assertion prints the job's event history.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import time
 import urllib.parse
 from pathlib import Path
@@ -234,6 +235,44 @@ def test_provider_down_dead_letters_with_unavailable_while_service_answers_then_
     # video generation (DESIGN §5 stage 3), so that is the stage its error names.
     assert failed.error.stage == S.STAGE_VIDEO_GENERATION, (
         f"a failed submit names stage {ri.stage_name(failed.error.stage)}\n{failed_d}")
+
+
+def test_provider_outage_under_load_dead_letters_every_job_then_retry_completes_each_once(
+        reeld_factory, fake_provider, tmp_path):
+    """A provider outage while jobs keep coming: each job backs off, retries and is
+    dead-lettered (none lost, none stuck); once the provider is back, RetryJob brings every
+    one to FINAL_READY with exactly one provider task each."""
+    srv, art = start(reeld_factory, fake_provider, tmp_path, "http-outage", retry_base_ms=50, workers=4)
+    fake_provider.control(fail_rate=1.0)
+    user = ri.unique("outage")
+    n = 12
+    with cf.ThreadPoolExecutor(6) as ex:
+        jobs = list(ex.map(lambda i: srv.stub.CreateJob(ri.create_request(user, text=f"outage {i}", max_retries=1),
+                                                        timeout=ri.DEFAULT_TIMEOUT), range(n)))
+    ids = [j.id for j in jobs]
+    deadline = time.monotonic() + 90
+    while True:
+        dead = srv.stub.ListJobs(pb.ListJobsRequest(user_id=user, dead_lettered_only=True, page_size=100),
+                                 timeout=ri.DEFAULT_TIMEOUT)
+        if len(dead.jobs) == n:
+            break
+        assert time.monotonic() < deadline, (
+            f"{len(dead.jobs)} of {n} dead-lettered after 90 s\n{diag(srv, ids[0], fake_provider)}")
+        time.sleep(0.2)
+    for j in dead.jobs:
+        assert_dead_lettered(j, "PROVIDER_UNAVAILABLE", diag(srv, j.id, fake_provider))
+        assert j.retry_count == 1, diag(srv, j.id, fake_provider)
+    assert fake_provider.stats()["tasks_created"] == 0
+
+    fake_provider.control(fail_rate=0.0)
+    for job_id in ids:
+        srv.stub.RetryJob(pb.RetryJobRequest(id=job_id), timeout=ri.DEFAULT_TIMEOUT)
+    for job_id in ids:
+        ri.wait_for_job(srv.stub, job_id, timeout=90)
+    st = fake_provider.stats()
+    assert st["tasks_created"] == n, st
+    r = ri.fault_report("provider outage under load, then RetryJob", srv.db_url, ids)
+    assert (r["lost"], r["duplicated"], r["completed"]) == (0, 0, n), r
 
 
 def test_garbage_replies_fail_with_bad_response_are_retried_then_dead_lettered(
