@@ -245,9 +245,30 @@ def main():
         row(f"WatchJob concurrent watchers on one reeld (target {target:,})", None, target, 1.0)
         row("WatchJob event delivery p99 ms", None, 50.0, met=False, goal_text="<= 50 ms")
 
+    # What reeld's database sessions waited on while CreateJob / e2e ran (sampled every 0.25 s).
+    waits = {}
+    for name in ("create", "e2e"):
+        text = read_text(f"{R}/pgwaits-{name}.txt")
+        if text:
+            counts = {}
+            for line in text.split():
+                counts[line] = counts.get(line, 0) + 1
+            total = sum(counts.values())
+            top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+            waits[name] = {k: round(v / total, 3) for k, v in top}
+            notes.append(f"{name}: reeld's active PostgreSQL sessions were waiting on "
+                         + ", ".join(f"{k} {v / total:.0%}" for k, v in top)
+                         + f" of {total} samples"
+                         + (" (Lock:object is the NOTIFY queue lock, held from a notifying transaction's "
+                            "pre-commit until after its WAL flush: notifying commits go one at a time)"
+                            if "Lock:object" in counts else ""))
+
     info = machine(args.pg_url, args.psql)
+    fs = read_json(f"{R}/fsync.json")
+    if fs:
+        info["fdatasync_8k"] = fs
     result = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": info, "config": cfg, "rows": rows, "notes": notes}
+              "machine": info, "config": cfg, "rows": rows, "pg_waits": waits, "notes": notes}
     try:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
@@ -270,7 +291,8 @@ def main():
     widths = [max(len(t[i]) for t in table) for i in range(6)]
     out = sys.stdout
     out.write(f"Reel benchmarks — {result['when']} — {info.get('nproc')} cores {info.get('cpu')}, "
-              f"PostgreSQL {info.get('postgres')}, commit {info.get('commit', '?')}\n")
+              f"PostgreSQL {info.get('postgres')}, commit {info.get('commit', '?')}"
+              + (f", fdatasync {fs['fdatasync_us']} µs" if fs else "") + "\n")
     for i, t in enumerate(table):
         out.write("| " + " | ".join(t[j].ljust(widths[j]) if j == 0 else t[j].rjust(widths[j]) for j in range(6)) + " |\n")
         if i == 0:

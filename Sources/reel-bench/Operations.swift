@@ -5,13 +5,13 @@ import Synchronization
 /// The request each closed-loop mode repeats.
 enum Operations {
     /// CreateJob with inputs no earlier request used (so each one is a new durable job),
-    /// spread over `users` user ids.
-    static func create(runID: String, users: Int) -> ClosedLoop.Operation {
+    /// spread over `users` user ids and `scenes` scene ids.
+    static func create(runID: String, users: Int, scenes: Int = 1) -> ClosedLoop.Operation {
         let counterBox = SendableCounter()
         return { calls, _ in
             let n = counterBox.next()
             do {
-                let job = try await calls.createJob(newJob(runID: runID, n: n, users: users))
+                let job = try await calls.createJob(newJob(runID: runID, n: n, users: users, scenes: scenes))
                 return job.id.isEmpty ? .failed("EMPTY_JOB", detail: "CreateJob answered a job without an id") : .ok
             } catch {
                 return .from(error)
@@ -32,13 +32,13 @@ enum Operations {
     }
 
     /// CreateJob, then WatchJob until the stream ends: OK when the last event is FINAL_READY.
-    static func endToEnd(runID: String, users: Int, watchTimeout: Duration?) -> ClosedLoop.Operation {
+    static func endToEnd(runID: String, users: Int, scenes: Int = 1, watchTimeout: Duration?) -> ClosedLoop.Operation {
         let counterBox = SendableCounter()
         return { calls, _ in
             let n = counterBox.next()
             let id: String
             do {
-                id = try await calls.createJob(newJob(runID: runID, n: n, users: users)).id
+                id = try await calls.createJob(newJob(runID: runID, n: n, users: users, scenes: scenes)).id
             } catch {
                 return .from(error)
             }
@@ -52,9 +52,12 @@ enum Operations {
         }
     }
 
-    static func newJob(runID: String, n: Int, users: Int) -> CreateJobInput {
-        CreateJobInput(userID: "bench-user-\(n % users)", sceneID: "bench-scene", type: .sceneCreation,
-                       inputText: "reel-bench run \(runID) job \(n): a short no-op scene")
+    /// With `scenes` 1 every job's scene is `bench-scene` (so every create and finalization
+    /// updates that one scenes row); otherwise `bench-scene-0` … spread like the users.
+    static func newJob(runID: String, n: Int, users: Int, scenes: Int = 1) -> CreateJobInput {
+        let scene = scenes <= 1 ? "bench-scene" : "bench-scene-\(((n % scenes) + scenes) % scenes)"
+        return CreateJobInput(userID: "bench-user-\(n % users)", sceneID: scene, type: .sceneCreation,
+                              inputText: "reel-bench run \(runID) job \(n): a short no-op scene")
     }
 }
 

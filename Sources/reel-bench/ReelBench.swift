@@ -87,6 +87,10 @@ struct ReelBench: AsyncParsableCommand {
     @Option(help: "create/e2e: spread jobs over this many user ids.")
     var users = 100
 
+    @Option(help: ArgumentHelp("create/e2e: spread jobs over this many scene ids (1: all on `bench-scene`, "
+                               + "whose row every create and finalization updates).", valueName: "n"))
+    var scenes = 1
+
     @Option(help: "watchers: WatchJob streams per job.")
     var watchers = 100
 
@@ -119,6 +123,7 @@ struct ReelBench: AsyncParsableCommand {
         if !warmup.isFinite || warmup < 0 { throw ValidationError("--warmup must be a number of seconds >= 0") }
         if !timeout.isFinite || timeout <= 0 { throw ValidationError("--timeout must be a number of seconds > 0") }
         if users < 1 { throw ValidationError("--users must be at least 1") }
+        if scenes < 1 { throw ValidationError("--scenes must be at least 1") }
         if watchers < 1 || watchers > 1_000_000 { throw ValidationError("--watchers must be 1-1000000") }
         if threads < 1 || threads > 64 { throw ValidationError("--threads must be 1-64") }
         if jobID != nil && mode != .watchers { throw ValidationError("--job-id applies to the watchers mode only") }
@@ -215,7 +220,7 @@ struct ReelBench: AsyncParsableCommand {
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
             pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
-                                         operation: Operations.create(runID: runID, users: users))
+                                         operation: Operations.create(runID: runID, users: users, scenes: scenes))
         case .get:
             let id = try await setupJob(setup, runID: runID)
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
@@ -226,7 +231,7 @@ struct ReelBench: AsyncParsableCommand {
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
             pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
-                                         operation: Operations.endToEnd(runID: runID, users: users,
+                                         operation: Operations.endToEnd(runID: runID, users: users, scenes: scenes,
                                                                         watchTimeout: callTimeout))
             report.unit = "jobs (create → FINAL_READY)"
         case .watchers:
