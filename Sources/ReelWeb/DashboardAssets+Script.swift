@@ -6,7 +6,6 @@ extension DashboardAssets {
 'use strict';
 (() => {
 const STATUSES = ['queued', 'processing', 'script_ready', 'continuity_checked', 'preview_ready', 'final_ready', 'failed', 'cancelled'];
-const RUNNING = new Set(['processing', 'script_ready', 'continuity_checked', 'preview_ready']);
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -28,6 +27,11 @@ const fmtDate = (ms) => ms ? new Date(num(ms)).toLocaleString() : '—';
 const params = new URLSearchParams(location.search);
 const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get('key')) { localStorage.setItem('reel.key', hash.get('key')); history.replaceState(null, '', location.pathname + location.search); }
+// A #key=… pasted into an open page: take it and start over with it.
+window.addEventListener('hashchange', () => {
+  const k = new URLSearchParams(location.hash.slice(1)).get('key');
+  if (k) { localStorage.setItem('reel.key', k); history.replaceState(null, '', location.pathname + location.search); location.reload(); }
+});
 const state = {
   key: localStorage.getItem('reel.key') || '',
   jobs: new Map(), order: [], filter: '', user: '', nextPageToken: '',
@@ -179,7 +183,7 @@ async function refreshJob(id) {
 const live = {
   mode: params.get('live') || 'ws', ws: null, wsOpen: false, wsFailures: 0,
   tracked: new Set(), sources: new Map(), pollTimer: null,
-  setMode(m) { this.mode = m; document.body.dataset.live = m; $('#live-text').textContent = { ws: 'live (WebSocket)', sse: 'live (Server-Sent Events)', poll: 'polling every 2 s', connecting: 'connecting…' }[m] || m; },
+  setMode(m) { this.mode = m; document.body.dataset.live = m; $('#live-text').textContent = { ws: 'live (WebSocket)', sse: 'live (Server-Sent Events)', poll: 'polling every 2 s', connecting: 'connecting…', off: 'no live updates (API key needed)' }[m] || m; },
   start() {
     if (this.mode === 'ws' && 'WebSocket' in window) this.connectWS();
     else if (this.mode !== 'poll' && 'EventSource' in window) { this.setMode('sse'); this.resubscribe(); }
@@ -196,11 +200,16 @@ const live = {
       let msg; try { msg = JSON.parse(m.data); } catch (_) { return; }
       if (msg.type === 'job_update') applyEvent(msg);
       else if (msg.type === 'unsubscribed') this.tracked.delete(msg.jobId);
-      else if (msg.type === 'error') { if (msg.code === 'UNAUTHENTICATED') banner('Live updates need an API key.'); console.warn('reel ws:', msg); }
+      else if (msg.type === 'error') {
+        // Without a valid key every reconnect would fail the same way: stop trying.
+        if (msg.code === 'UNAUTHENTICATED') { this.stopped = true; banner('This server needs an API key: paste one in the box at the top right.'); }
+        console.warn('reel ws:', msg);
+      }
     };
     ws.onclose = () => {
       const wasOpen = this.wsOpen;
       this.ws = null; this.wsOpen = false;
+      if (this.stopped) return this.setMode('off');
       if (this.mode !== 'ws' && this.mode !== 'connecting') return;
       if (!wasOpen && ++this.wsFailures >= 2) return this.fallback();
       this.setMode('connecting');

@@ -194,3 +194,27 @@ def test_dashboard_fallbacks_still_show_progress(browser, srv, mode):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     assert_not_blank(png, path)
+
+
+def test_dashboard_with_auth_takes_the_key_from_the_address(browser, _session_factory):
+    """As ./scripts/demo runs it: --auth, and the tenant key in the address's fragment."""
+    import test_auth
+    s = _session_factory("browser-auth", http=True, workers=1, sim_stage_ms=150,
+                         extra_args=("--auth", "--admin-key", test_auth.ADMIN))
+    key = test_auth.new_key(s, "demo")["secret"]
+    driver = browser
+    driver.get(s.http_url + "/")
+    driver.execute_script("localStorage.clear()")
+    driver.get(s.http_url + "/")
+    wait_for(lambda: driver.execute_script("return !document.getElementById('banner').hidden"), what="the key banner")
+    assert "API key" in driver.find_element("id", "banner").text
+    wait_for(lambda: driver.execute_script("return document.body.dataset.live") == "off", what="live updates off")
+
+    driver.get(s.http_url + f"/#key={key}")
+    wait_for(lambda: driver.execute_script("return document.body.dataset.live") == "ws", what="WebSocket with the key")
+    assert "#key" not in driver.current_url, "the key leaves the address bar"
+    job = web.create_job(s.http_url, ri.unique("browser-auth"), key=key)
+    wait_for(lambda: row(driver, job["id"]), timeout=15, what="the tenant's job")
+    seen = watch_bar(driver, job["id"])
+    assert seen[-1] == 100 and seen == sorted(seen), seen
+    driver.execute_script("localStorage.clear()")
