@@ -188,8 +188,8 @@ def main():
                 detail={"latency_ms": lat, "rate_rps": rep.get("rate_rps"), "throughput_rps": achieved,
                         "late": rep.get("late"), "failed": rep["failed"]})
             if rep.get("late"):
-                notes.append(f"{name} at half peak: {rep['late']} calls started over 1 ms behind schedule "
-                             "(every worker busy — the client, not only the server, was saturated)")
+                notes.append(f"{name} at half peak: {rep['late']} of {rep['ok']} calls started over 1 ms behind "
+                             "schedule (every client worker was busy; their latency is counted from the late start)")
         else:
             row(f"{name} latency p50 / p99 at half peak", None, None, goal_text="(report)")
 
@@ -223,17 +223,17 @@ def main():
     # 5. WatchJob fan-out
     wr = read_json(f"{R}/watchers.json")
     mem = read_json(f"{R}/watch_mem.json")
+    small = read_json(f"{R}/watchers_small.json")
     target = cfg.get("watchers") or 10000
     if wr and wr.get("watchers"):
         w = wr["watchers"]
         n = w["watchers"]
-        opened = w["open_count"]
-        row(f"WatchJob concurrent watchers on one reeld (target {target:,})", opened / max(w["jobs"], 1), target,
-            1.0, unit="", detail={"watchers_per_job": n, "jobs": w["jobs"], "streams_ok": w["streams_ok"],
-                                  "open_ms": w["open_ms"], "failed": wr["failed"], "errors": wr["errors_by_code"]})
+        row(f"WatchJob concurrent watchers on one reeld (target {target:,})", w["open_count"] / max(w["jobs"], 1),
+            target, 1.0, detail={"watchers_per_job": n, "jobs": w["jobs"], "streams_ok": w["streams_ok"],
+                                 "open_ms": w["open_ms"], "failed": wr["failed"], "errors": wr["errors_by_code"]})
         p99 = wr["latency_ms"]["p99"] if wr["ok"] else None
-        row(f"WatchJob event delivery p99 ms ({wr['ok']:,} deliveries)", p99, 50.0, ratio=None,
-            met=p99 is not None and p99 <= 50.0, goal_text="<= 50 ms", unit=" ms",
+        row(f"WatchJob event delivery p99 ms ({wr['ok']:,} deliveries)", p99, 50.0,
+            ratio=(50.0 / p99) if p99 else None, met=p99 is not None and p99 <= 50.0, goal_text="<= 50 ms", unit=" ms",
             detail={"latency_ms": wr["latency_ms"]})
         if wr["failed"]:
             notes.append(f"watchers: {wr['failed']} failures {wr['errors_by_code']} e.g. {wr['error_examples']}")
@@ -244,6 +244,10 @@ def main():
     else:
         row(f"WatchJob concurrent watchers on one reeld (target {target:,})", None, target, 1.0)
         row("WatchJob event delivery p99 ms", None, 50.0, met=False, goal_text="<= 50 ms")
+    if small and small.get("watchers") and small["ok"]:
+        row(f"WatchJob event delivery p99 ms at {small['watchers']['watchers']:,} watchers (for comparison)",
+            small["latency_ms"]["p99"], None, goal_text="(report)", unit=" ms",
+            detail={"latency_ms": small["latency_ms"], "deliveries": small["ok"], "failed": small["failed"]})
 
     # What reeld's database sessions waited on while CreateJob / e2e ran (sampled every 0.25 s).
     waits = {}
