@@ -110,6 +110,7 @@ tr.job { cursor: pointer; }
 tr.job:hover { background: #fafbff; }
 tr.job.selected { background: var(--accent-soft); }
 th.prog { width: 38%; }
+td.when { white-space: nowrap; color: var(--muted); font-variant-numeric: tabular-nums; }
 .jid { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
 .who { color: var(--muted); font-size: 12px; margin-top: 2px; }
 .text { color: var(--muted); font-size: 12px; max-width: 260px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
