@@ -7,14 +7,19 @@ public final class PostgresJobStore: JobStore {
     public let pool: PGPool
     private let logger: Logger
 
-    private let creates: CreateBatcher
+    private let creates: GroupCommit<NewJob, (job: Job, created: Bool)>
+    private let changes: GroupCommit<(StateChange, String), (job: Job, event: JobEvent)>
 
     public init(url: String, poolSize: Int, logger: Logger) throws {
         let pool = try PGPool(url: url, size: poolSize)
         self.pool = pool
         self.logger = logger
-        // Creates share commits; a quarter of the connections is plenty to keep fsyncs busy.
-        creates = CreateBatcher(maxWriters: max(2, poolSize / 4)) { jobs in try await Self.createJobs(jobs, pool: pool) }
+        // Creates share commits, and so do state changes; a quarter of the connections each is
+        // plenty to keep fsyncs busy and leaves the rest to reads and claims.
+        creates = GroupCommit(maxWriters: max(2, poolSize / 4)) { jobs in
+            try await Self.createJobs(jobs, pool: pool).map { .success($0) }
+        }
+        changes = GroupCommit(maxWriters: max(2, poolSize / 4)) { batch in try await Self.apply(batch, pool: pool) }
     }
 
     /// Applies pending migrations in order; safe to run from several processes at once.
@@ -39,7 +44,7 @@ public final class PostgresJobStore: JobStore {
         try await creates.submit(j)
     }
 
-    /// One statement for a batch of creates (see `CreateBatcher`), answers in input order. A key
+    /// One statement for a batch of creates (see `GroupCommit`), answers in input order. A key
     /// used twice, in storage or within the batch, answers with the first job and `created == false`.
     static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, created: Bool)] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -112,7 +117,26 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent) {
-        try await pool.withConnection { c in try Self.apply(change, to: jobID, on: c) }
+        try await changes.submit((change, jobID))
+    }
+
+    /// A batch of state changes in one transaction, rows locked in job-id order (so that two
+    /// batches never deadlock); a change the table or the lease refuses fails alone.
+    static func apply(_ batch: [(StateChange, String)], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent), any Error>] {
+        try await pool.withConnection { c in
+            if batch.count == 1 { return [Result { try Self.apply(batch[0].0, to: batch[0].1, on: c) }] }
+            return try c.transaction {
+                var out = [Result<(job: Job, event: JobEvent), any Error>?](repeating: nil, count: batch.count)
+                for i in batch.indices.sorted(by: { batch[$0].1 < batch[$1].1 }) {
+                    do {
+                        out[i] = .success(try Self.apply(batch[i].0, to: batch[i].1, on: c))
+                    } catch let e as ReelError where e.code == .failedPrecondition || e.code == .notFound || e.code == .invalidArgument {
+                        out[i] = .failure(e)
+                    }
+                }
+                return out.map { $0! }
+            }
+        }
     }
 
     static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {

@@ -24,7 +24,7 @@ enum SQL {
     static let appliedVersions = "SELECT version FROM schema_migrations"
     static let recordMigration = "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)"
 
-    /// `createJob`, for one call or a batch of concurrent ones (`CreateBatcher`): one statement,
+    /// `createJob`, for one call or a batch of concurrent ones (`GroupCommit`): one statement,
     /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
     /// position in the batch); insert-or-nothing on (tenant, user, idempotency key), event seq 1
     /// in the same statement. A user's first job today is the first of theirs in the batch when

@@ -91,6 +91,36 @@ struct PostgresJobStoreTests {
         #expect(firsts == 15)
     }
 
+    @Test func concurrentStateChangesShareCommitsAndARefusedOneFailsAlone() async throws {
+        let store = try await freshStore()
+        for i in 0..<40 { _ = try await store.createJob(newJob(user: "u\(i % 5)", text: "batch \(i)")) }
+        let jobs = try await store.claim(workerID: "w", limit: 40, leaseMs: 60_000).map(\.job)
+        #expect(jobs.count == 40)
+        let outcomes = await withTaskGroup(of: (String, Bool, Bool).self) { g in
+            for (i, job) in jobs.enumerated() {
+                g.addTask {
+                    let ok = (try? await store.apply(StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25,
+                                                                 message: "mine", requireWorker: "w"), to: job.id)) != nil
+                    return (job.id, true, ok)
+                }
+                if i < 10 {
+                    g.addTask {
+                        let ok = (try? await store.apply(StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 99,
+                                                                     message: "intruder", requireWorker: "intruder"), to: job.id)) != nil
+                        return (job.id, false, ok)
+                    }
+                }
+            }
+            return await g.reduce(into: [(String, Bool, Bool)]()) { $0.append($1) }
+        }
+        let holders = outcomes.filter { $0.1 }, intruders = outcomes.filter { !$0.1 }
+        #expect(holders.count == 40 && holders.filter(\.2).count == 40, "every holder's change committed")
+        #expect(intruders.count == 10 && intruders.filter(\.2).isEmpty, "every intruder's change was refused")
+        #expect(try await count(store, "SELECT count(*) FROM job_events") == 120)
+        #expect(try await count(store, "SELECT count(*) FROM jobs WHERE status = 'script_ready' AND progress = 25 AND last_event_seq = 3") == 40)
+        #expect(try await count(store, "SELECT count(*) FROM job_events WHERE message = 'intruder'") == 0)
+    }
+
     @Test func invalidTransitionChangesNothing() async throws {
         let store = try await freshStore()
         let (job, _) = try await store.createJob(newJob())
