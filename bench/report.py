@@ -161,6 +161,11 @@ def main():
         ok_rps(create), ins[0] if ins else None, 1.0, unit="/s",
         detail={"reel_latency_ms": create and create["latency_ms"], "pgbench_tps": ins and ins[0]})
 
+    insn = pgbench_tps(read_text(f"{R}/pgbench_insert_notify.txt"))
+    if insn:
+        row("  CreateJob  vs  the same INSERT with a per-row NOTIFY trigger (what bounds it)", ok_rps(create), insn[0],
+            None, unit="/s", detail={"pgbench_tps": insn[0]})
+
     # 2. GetJob vs nghttpd
     h2r = h2load_result(read_text(f"{R}/h2load_reel.txt"))
     h2n = h2load_result(read_text(f"{R}/h2load_nghttpd.txt"))
