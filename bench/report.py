@@ -246,6 +246,10 @@ def main():
             per = (mem["rss_peak_kb"] - mem["rss_before_kb"]) / n
             row("WatchJob memory per watcher (reeld RSS peak − before) / watchers", round(per, 1), None,
                 goal_text="(report)", unit=" KiB", detail=mem)
+            if mem.get("wall_s"):
+                notes.append(f"during the {n:,}-watcher run ({mem['wall_s']:.0f} s) reeld used "
+                             f"{mem.get('reeld_cpu_ticks', 0) / 100 / mem['wall_s']:.2f} cores and reel-bench "
+                             f"{mem.get('bench_cpu_ticks', 0) / 100 / mem['wall_s']:.2f} of the {os.cpu_count()}")
     else:
         row(f"WatchJob concurrent watchers on one reeld (target {target:,})", None, target, 1.0)
         row("WatchJob event delivery p99 ms", None, 50.0, met=False, goal_text="<= 50 ms")
