@@ -29,15 +29,15 @@ public final class HotJobCache: Sendable {
         self.hub = hub; self.capacity = max(1, capacity); self.ttl = ttl
     }
 
-    /// The cached job, or `load()`'s answer (cached when found).
-    public func job(id: String, load: () async throws -> Job?) async throws -> Job? {
+    /// The cached job (`fromMemory`), or `load()`'s answer (cached when found).
+    public func job(id: String, load: () async throws -> Job?) async throws -> (job: Job, fromMemory: Bool)? {
         let now = ContinuousClock.now
         let hit: Job? = state.withLock { s in
             guard let e = s.entries[id], e.expires > now else { s.misses += 1; return nil }
             s.hits += 1
             return e.job
         }
-        if let hit { return hit }
+        if let hit { return (hit, true) }
         let events = hub.subscribe(jobID: id)
         guard let job = try await load() else { return nil }
         let token: UInt64 = state.withLock { s in
@@ -59,11 +59,18 @@ public final class HotJobCache: Sendable {
             return true
         }
         if !kept { watcher.cancel() }
-        return job
+        return (job, false)
     }
 
     /// (hits, misses, entries) for tests and metrics.
     public var stats: (hits: Int, misses: Int, entries: Int) { state.withLock { ($0.hits, $0.misses, $0.entries.count) } }
+
+    /// Forgets the job now: its writer's next read must not see the copy from before the write.
+    public func invalidate(id: String) {
+        state.withLock { s in
+            s.entries.removeValue(forKey: id)?.watcher?.cancel()
+        }
+    }
 
     private func drop(id: String, token: UInt64) {
         state.withLock { s in

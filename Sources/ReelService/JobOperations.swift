@@ -31,10 +31,15 @@ public struct JobOperations: Sendable {
 
     /// The job's current state, from memory when it is hot (see `HotJobCache`).
     public func get(id rawID: String, caller: Caller) async throws -> Job {
+        try await getTellingSource(id: rawID, caller: caller).job
+    }
+
+    /// `get`, and whether the answer came from memory.
+    public func getTellingSource(id rawID: String, caller: Caller) async throws -> (job: Job, fromMemory: Bool) {
         let id = try Validate.jobID(rawID)
-        let job = try await cache.job(id: id) { try await store.job(id: id) }
-        guard let job, caller.owns(job) else { throw ReelError.notFound(jobID: id) }
-        return job
+        let found = try await cache.job(id: id) { try await store.job(id: id) }
+        guard let found, caller.owns(found.job) else { throw ReelError.notFound(jobID: id) }
+        return found
     }
 
     public func cancel(id rawID: String, reason: String, caller: Caller) async throws -> Job {
@@ -47,6 +52,7 @@ public struct JobOperations: Sendable {
         let change = StateChange(status: .cancelled, stage: nil, progress: nil,
                                  message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
         let (updated, event) = try await store.apply(change, to: id)
+        cache.invalidate(id: id)
         ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)
         hub.publish(event)
         await scheduler?.cancelLocal(jobID: id)
@@ -62,6 +68,7 @@ public struct JobOperations: Sendable {
         let change = StateChange(status: .queued, stage: .pending, progress: 0, message: "retry requested",
                                  deadLettered: false, retryCount: 0, runAfterMs: 0)
         let (updated, event) = try await store.apply(change, to: id)
+        cache.invalidate(id: id)
         hub.publish(event)
         scheduler?.notifyWork()
         return updated

@@ -67,12 +67,14 @@ public struct JobAPI: Sendable {
 
     func get(_ req: Request, _ ctx: Context) async throws -> Response {
         let caller = try await caller(req)
-        let job = try await operations.get(id: ctx.parameters.get("id") ?? "", caller: caller)
+        let (job, fromMemory) = try await operations.getTellingSource(id: ctx.parameters.get("id") ?? "", caller: caller)
         let body = JobJSON.encode(job)
         let etag = Self.etag(body)
         var headers = HTTPFields()
         headers[.eTag] = etag
         headers[.cacheControl] = "no-cache"
+        // Whether this answer came from the in-memory copy (observability, and the tests).
+        headers[.init("X-Reel-Cache")!] = fromMemory ? "hit" : "miss"
         if let inm = req.headers[.ifNoneMatch], Self.matches(ifNoneMatch: inm, etag: etag) {
             return Response(status: .notModified, headers: headers)
         }

@@ -110,6 +110,39 @@ def test_polling_endpoint_answers_304_while_unchanged(srv):
     assert done["lastEventSeq"] == web.call(srv.http_url, "GET", f"/v1/jobs/{job['id']}").json["lastEventSeq"]
 
 
+def test_polling_a_hot_job_is_served_from_memory_until_its_next_event(srv):
+    job = web.create_job(srv.http_url, ri.unique("web-cache"))
+    web.wait_status(srv.http_url, job["id"])
+    path = f"/v1/jobs/{job['id']}"
+    web.call(srv.http_url, "GET", path)
+    for _ in range(5):
+        r = web.call(srv.http_url, "GET", path)
+        assert r.status == 200 and r.headers["x-reel-cache"] == "hit", r.headers
+    # gRPC GetJob reads the same copy.
+    assert srv.stub.GetJob(pb.GetJobRequest(id=job["id"]), timeout=ri.DEFAULT_TIMEOUT).status == pb.JOB_STATUS_FINAL_READY
+    # A change (here: a retry of a dead-lettered job; below: a cancel) drops the copy at once.
+    other = web.create_job(srv.http_url, ri.unique("web-cache"), maxRetries=1, config={"model": "simulated-failure"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dead = web.call(srv.http_url, "GET", f"/v1/jobs/{other['id']}").json
+        if dead["deadLettered"]:
+            break
+        time.sleep(0.05)
+    assert dead["deadLettered"], dead
+    hot = web.call(srv.http_url, "GET", f"/v1/jobs/{other['id']}")
+    assert hot.headers["x-reel-cache"] == "hit" and hot.json["status"] == "JOB_STATUS_FAILED"
+    srv.stub.RetryJob(pb.RetryJobRequest(id=other["id"]), timeout=ri.DEFAULT_TIMEOUT)  # through gRPC
+    after = web.call(srv.http_url, "GET", f"/v1/jobs/{other['id']}")
+    assert after.headers["x-reel-cache"] == "miss", "the writer reads its own write"
+    assert after.json["lastEventSeq"] > hot.json["lastEventSeq"] and not after.json["deadLettered"], after.json
+    # Cancelling it (through HTTP) drops the copy too.
+    web.call(srv.http_url, "GET", f"/v1/jobs/{other['id']}")
+    r = web.call(srv.http_url, "POST", f"/v1/jobs/{other['id']}:cancel", {})
+    if r.status == 200:
+        after = web.call(srv.http_url, "GET", f"/v1/jobs/{other['id']}")
+        assert after.headers["x-reel-cache"] == "miss" and after.json["status"] == "JOB_STATUS_CANCELLED", after.json
+
+
 def test_hot_job_reflects_every_change(srv):
     """Served from memory while hot, yet never stale: each event drops the cached copy."""
     job = web.create_job(srv.http_url, ri.unique("web-hot"))
