@@ -529,3 +529,40 @@ def test_auth_and_tenancy_match_grpc(_session_factory):
     m = ws.recv_json()
     assert m["type"] == "job_update" and m["status"] == "final_ready", m
     ws.close()
+
+
+# --------------------------------------------------------------------------- media
+
+
+def test_media_serves_a_jobs_artifacts_and_nothing_else(reeld_factory, fake_provider, tmp_path):
+    """`/v1/media?url=` lets the page play `file://` artifacts: only files under
+    --artifacts-dir, only to callers who may see the job; `sim://` gets a rendered test clip."""
+    import urllib.parse
+    from pathlib import Path
+    port = ri.free_port()
+    art = tmp_path / "artifacts"
+    ri.http_reeld(reeld_factory, "web-media", fake_provider.url, art,
+                  extra_args=("--http-listen", f"127.0.0.1:{port}"))
+    base = f"http://127.0.0.1:{port}"
+    job = web.create_job(base, ri.unique("web-media"))
+    done = web.wait_status(base, job["id"], timeout=120)
+    q = lambda u: "/v1/media?url=" + urllib.parse.quote(u, safe="")
+    for url, ctype in ((done["artifacts"]["finalVideoUrl"], "video/mp4"), (done["artifacts"]["thumbnailUrl"], "image/jpeg")):
+        assert url.startswith("file://"), url
+        r = web.call(base, "GET", q(url))
+        assert r.status == 200 and r.headers["content-type"] == ctype, r
+        assert r.body == Path(urllib.parse.urlsplit(url).path).read_bytes()
+    video = done["artifacts"]["finalVideoUrl"]
+    for bad in ("file:///etc/passwd", video.rsplit("/", 1)[0] + "/../../../../../../etc/passwd",
+                f"file://{art}/00000000-0000-4000-8000-000000000000/final.mp4", "http://example.invalid/x.mp4",
+                "sim://videos/x.exe", "javascript:alert(1)"):
+        r = web.call(base, "GET", q(bad))
+        assert r.status == 404 and r.json["code"] == "NOT_FOUND", (bad, r)
+        assert b"root:" not in r.body
+    assert_error(web.call(base, "GET", "/v1/media"), 400, "INVALID_ARGUMENT", "url")
+    # The simulated provider's URLs get a short test-pattern clip (rendered once with ffmpeg).
+    r = web.call(base, "GET", q("sim://videos/abc.mp4"), timeout=60)
+    assert r.status == 200 and r.headers["content-type"] == "video/mp4" and len(r.body) > 1000, r
+    assert r.body[4:8] == b"ftyp"
+    r = web.call(base, "GET", q("sim://videos/abc.jpg"), timeout=60)
+    assert r.status == 200 and r.body[:2] == b"\xff\xd8", r
