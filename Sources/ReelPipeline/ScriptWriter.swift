@@ -44,7 +44,7 @@ struct ContinuityChecker {
 
         /// The `validation_result` artifact (JSON text).
         func json(bibleVersion: Int32) -> String {
-            func list(_ xs: [String]) -> String { "[" + xs.map { "\"\(jsonEscape($0))\"" }.joined(separator: ",") + "]" }
+            func list(_ xs: [String]) -> String { "[" + xs.map(JSONText.quoted).joined(separator: ",") + "]" }
             return "{\"valid\":\(valid),\"bible_version\":\(bibleVersion),\"auto_corrected\":\(list(corrections)),\"violations\":\(list(violations))}"
         }
     }
@@ -75,22 +75,6 @@ struct ContinuityChecker {
     }
 }
 
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16) }
-            else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out
-}
 
 extension String {
     func replacingAll(_ target: String, with replacement: String) -> String {
