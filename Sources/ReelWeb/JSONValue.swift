@@ -1,3 +1,5 @@
+import ReelCore
+
 /// A parsed JSON document (RFC 8259), and a strict parser for request bodies and WebSocket
 /// messages: bounded nesting, no trailing garbage, numbers kept as written.
 enum JSONValue: Sendable, Equatable {
@@ -192,6 +194,7 @@ enum JSONValue: Sendable, Equatable {
 }
 
 /// Writes JSON text; keys in the order given, so responses are stable (and ETags with them).
+/// Strings go through ReelCore's one escaper, `JSONText`.
 struct JSONWriter {
     private(set) var text = ""
     private var needsComma = [false]
@@ -203,12 +206,12 @@ struct JSONWriter {
 
     mutating func key(_ k: String) {
         separator()
-        Self.quote(k, into: &text)
+        JSONText.quote(k, into: &text)
         text += ":"
         needsComma[needsComma.count - 1] = false
     }
 
-    mutating func string(_ v: String) { separator(); Self.quote(v, into: &text) }
+    mutating func string(_ v: String) { separator(); JSONText.quote(v, into: &text) }
     mutating func int(_ v: some BinaryInteger) { separator(); text += String(v) }
     mutating func double(_ v: Double) { separator(); text += v.isFinite ? "\(v)" : "0" }
     mutating func bool(_ v: Bool) { separator(); text += v ? "true" : "false" }
@@ -222,25 +225,5 @@ struct JSONWriter {
     private mutating func separator() {
         if needsComma[needsComma.count - 1] { text += "," }
         needsComma[needsComma.count - 1] = true
-    }
-
-    static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            // `<` escaped so JSON embedded in a page can't close a <script>.
-            case "<": out += "\\u003c"
-            case _ where u.value < 0x20 || u.value == 0x2028 || u.value == 0x2029:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        out += "\""
     }
 }
