@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Reel: reeld (server), reelctl (CLI), reel-bench (load generator).
 #   docker build -t reel .
-#   docker run --rm -p 50051:50051 -p 9464:9464 reel \
+#   docker run --rm -p 50051:50051 -p 9464:9464 -p 8080:8080 reel \
 #     --database-url postgresql://USER@HOST:5432/reel   (or -e REEL_DATABASE_URL=...)
 
 # ---- build ----
@@ -33,6 +33,7 @@ COPY --from=build /out/ /usr/local/bin/
 USER reel
 ENV REEL_LISTEN=0.0.0.0:50051 \
     REEL_METRICS_LISTEN=0.0.0.0:9464 \
+    REEL_HTTP_LISTEN=0.0.0.0:8080 \
     REEL_PROVIDER=simulated
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8080
 ENTRYPOINT ["/usr/local/bin/reeld"]

@@ -79,16 +79,18 @@ def test_sigkill_of_one_of_three_instances_under_load_loses_and_duplicates_nothi
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60
-    while True:  # kill the victim while it holds running jobs
+    while True:  # kill the victim while it holds running jobs, once there is load to speak of
         held = int(ri.psql_value(first.db_url, f"SELECT count(*) FROM jobs WHERE worker_id LIKE 'reeld-%-{victim.proc.pid}-%' "
                                                "AND status NOT IN ('queued', 'final_ready', 'failed', 'cancelled')"))
-        if held > 0:
+        with lock:
+            n_acked = len(acked)
+        if held > 0 and n_acked >= 15:
             break
         assert time.monotonic() < deadline, "the victim never ran a job"
         time.sleep(0.05)
     victim.proc.kill()
     victim.proc.wait(10)
-    time.sleep(1.0)
+    time.sleep(1.5)  # creates go on at the two left
     stop.set()
     for t in threads:
         t.join(30)
