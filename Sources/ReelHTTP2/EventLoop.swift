@@ -15,6 +15,7 @@ final class EventLoop: Sendable {
     // Confined to the loop thread: written and read only inside `run` and `execute`d closures.
     nonisolated(unsafe) private var handlers: [Int32: any LoopHandler] = [:]
     nonisolated(unsafe) private var tickers: [any LoopTicker] = []
+    nonisolated(unsafe) private var dirty: [any LoopFlushable] = []
     nonisolated(unsafe) private(set) var threadID: pthread_t? = nil
     let index: Int
 
@@ -63,6 +64,18 @@ final class EventLoop: Sendable {
 
     func addTicker(_ t: any LoopTicker) { tickers.append(t) }
 
+    /// Loop thread only: `c.flushDeferred()` runs once at the end of this loop turn, after every
+    /// ready socket and posted closure, so that the responses of many calls leave in one write.
+    func flushAtEndOfTurn(_ c: any LoopFlushable) { dirty.append(c) }
+
+    private func flushDirty() {
+        while !dirty.isEmpty {
+            let d = dirty
+            dirty.removeAll(keepingCapacity: true)
+            for c in d { c.flushDeferred() }
+        }
+    }
+
     var handlerCount: Int { handlers.count }
 
     func stop() {
@@ -99,10 +112,12 @@ final class EventLoop: Sendable {
             }
             for f in work { f() }
             for t in tickers { t.tick() }
+            flushDirty()
         }
         // Final drain so that no posted closure (e.g. a continuation) is lost.
         let work = mailbox.withLock { box in let w = box; box.removeAll(); return w }
         for f in work { f() }
+        flushDirty()
     }
 }
 
@@ -112,6 +127,10 @@ protocol LoopHandler: AnyObject {
 
 protocol LoopTicker: AnyObject {
     func tick()
+}
+
+protocol LoopFlushable: AnyObject {
+    func flushDeferred()
 }
 
 /// A loop-confined object carried across threads: dereferenced only inside `loop.execute`.

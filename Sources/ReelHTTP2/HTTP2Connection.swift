@@ -8,7 +8,7 @@ import Glibc
 
 /// One h2c connection: bytes in from the socket through nghttp2, gRPC calls out to
 /// handlers, responses back. Confined to its event loop's thread.
-final class HTTP2Connection: LoopHandler {
+final class HTTP2Connection: LoopHandler, LoopFlushable {
     let fd: Int32
     let loop: EventLoop
     let server: GRPCServerCore
@@ -19,6 +19,7 @@ final class HTTP2Connection: LoopHandler {
     private var out: [UInt8] = []
     private var outOffset = 0
     private var writeBlocked = false
+    private var flushPending = false
     private var closed = false
     private var goingAway = false
     var lastActivity = ContinuousClock.now
@@ -132,6 +133,19 @@ final class HTTP2Connection: LoopHandler {
             wantsWritable = true
             loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLOUT | REEL_EPOLLRDHUP))
         }
+    }
+
+    /// Flushes at the end of this loop turn: a response's message and trailers, and other
+    /// calls' responses finished in the same turn, go out in one write.
+    private func flushSoon() {
+        guard !flushPending, !closed else { return }
+        flushPending = true
+        loop.flushAtEndOfTurn(self)
+    }
+
+    func flushDeferred() {
+        flushPending = false
+        flush()
     }
 
     /// Moves nghttp2's output to the socket, coalescing frames into ~64 KB writes.
@@ -413,7 +427,7 @@ final class HTTP2Connection: LoopHandler {
         } else {
             s.waiters.append(waiter)
         }
-        flush()
+        flushSoon()
     }
 
     func finish(streamID: Int32, status: GRPCStatus) {
@@ -429,7 +443,7 @@ final class HTTP2Connection: LoopHandler {
                 nghttp2_session_resume_data(session, s.id)
             }
         }
-        flush()
+        flushSoon()
     }
 
     /// Ends a call early (deadline, shutdown): cancels its handler and sends `status`.
