@@ -46,6 +46,14 @@ public actor Scheduler {
     public func start() {
         loops.append(Task { await self.dispatchLoop() })
         loops.append(Task { await self.reapLoop() })
+        // One timer for the periodic poll, rather than one armed and cancelled per wake-up
+        // (which the profile showed at ~15 % of reeld's CPU under CreateJob load).
+        loops.append(Task { [pollInterval = config.pollInterval] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: pollInterval)
+                self.notifyWork()
+            }
+        })
     }
 
     /// New work may be ready (a job was created or requeued here).
@@ -112,10 +120,8 @@ public actor Scheduler {
             if stopping { break }
             let externalClaimed = await assignToExternalWorkers()
             if (claimed > 0 && claimed == free) || externalClaimed { continue }
-            // Sleep until woken (new job, a worker freed) or the poll interval passes.
-            let waiter = Task { [pollInterval = config.pollInterval] in try? await Task.sleep(for: pollInterval); self.notifyWork() }
+            // Sleep until woken (new job, a worker freed) or the next periodic poll.
             _ = await wakeups.next()
-            waiter.cancel()
         }
     }
 
