@@ -4,8 +4,9 @@ import Foundation
 import Logging
 import Synchronization
 
-/// LISTENs for the job events every reeld writes (a trigger NOTIFYs each `job_events` row),
-/// so a watcher connected to one process sees a job run by another. A connection and a
+/// LISTENs for the job events every reeld writes (a trigger NOTIFYs each `job_events` row
+/// while more than one reeld is alive: `PostgresJobStore.touchInstance`), so a watcher
+/// connected to one process sees a job run by another. A connection and a
 /// thread of its own; reconnects by itself.
 public final class EventListener: Sendable {
     static let channel = "reel_job_events"

@@ -154,5 +154,25 @@ enum Migrations {
         DROP INDEX segments_scene_created;
         CREATE INDEX segments_scene_created ON segments (tenant_id, scene_id, created_at DESC);
         """),
+        (7, "NOTIFY only while another reeld listens", """
+        -- A transaction that NOTIFYs holds PostgreSQL's notify-queue lock from pre-commit until its
+        -- commit record is flushed, so notifying commits can't share a flush. The events only
+        -- matter to other reeld processes (each publishes its own directly), so the trigger
+        -- notifies only while more than one reeld is alive on this database.
+        CREATE TABLE reel_instances (
+            id          text PRIMARY KEY,
+            last_seen   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE OR REPLACE FUNCTION reel_notify_job_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF (SELECT count(*) FROM reel_instances WHERE last_seen > now() - interval '30 seconds') > 1 THEN
+                PERFORM pg_notify('reel_job_events', json_build_object(
+                    'job_id', NEW.job_id, 'seq', NEW.seq, 'status', NEW.status, 'stage', NEW.stage,
+                    'progress', NEW.progress, 'message', left(NEW.message, 1500), 'dead_lettered', NEW.dead_lettered,
+                    'at_unix_ms', (extract(epoch FROM NEW.at) * 1000)::int8)::text);
+            END IF;
+            RETURN NULL;
+        END $$;
+        """),
     ]
 }

@@ -233,6 +233,20 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    /// Says this reeld is alive (at start, then every few seconds); answers how many are.
+    /// While two or more are, job events are NOTIFYed for each other's watchers.
+    @discardableResult
+    public func touchInstance(id: String) async throws -> Int {
+        try await pool.withConnection { c in
+            _ = try c.query(SQL.touchInstance, [id])
+            return Int(try c.query(SQL.liveInstances, []).first?[0] ?? "") ?? 0
+        }
+    }
+
+    public func removeInstance(id: String) async {
+        _ = try? await pool.withConnection { c in _ = try c.query(SQL.removeInstance, [id]) }
+    }
+
     /// True when the database answers a trivial query.
     public func ping() async -> Bool {
         (try? await pool.withConnection { c in _ = try c.query(SQL.ping, []); return true }) ?? false

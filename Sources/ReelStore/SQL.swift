@@ -235,6 +235,14 @@ enum SQL {
     """
     static let ping = "SELECT 1"
 
+    /// reeld processes alive on this database (the event trigger NOTIFYs only while there are two or more).
+    static let touchInstance = """
+    WITH gone AS (DELETE FROM reel_instances WHERE last_seen < now() - interval '1 hour')
+    INSERT INTO reel_instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET last_seen = now()
+    """
+    static let liveInstances = "SELECT count(*) FROM reel_instances WHERE last_seen > now() - interval '30 seconds'"
+    static let removeInstance = "DELETE FROM reel_instances WHERE id = $1"
+
     static let createKey = """
     INSERT INTO api_keys (tenant_id, key_hash, prefix, admin, rate_limit_per_second) VALUES ($1, $2, $3, $4::bool, $5::int)
     ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL

@@ -189,14 +189,19 @@ struct Reeld: AsyncParsableCommand {
         } catch {
             fail("\(error)")
         }
-        server.start()
-        await scheduler.start()  // --workers 0: a pure coordinator for external workers
+        // Other reeld on this database NOTIFY job events once this one says it is alive, and this
+        // one LISTENs before it takes calls. A moment's wait lets the others' writes that began
+        // before they knew of us commit: a watcher of ours reads those from storage.
         let listener = EventListener(url: databaseURL, logger: logger) { event in
             hub.publish(event)
             // A job queued (created, retried, requeued) by another process may be ours to run.
             if event.status == .queued { scheduler.notifyWork() }
         }
         listener.start()
+        let alive = (try? await store.touchInstance(id: workerID)) ?? 1
+        if alive > 1 { try? await Task.sleep(for: .seconds(1)) }
+        server.start()
+        await scheduler.start()  // --workers 0: a pure coordinator for external workers
         health.set(HealthState.serving)
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"), \(config.tls == nil ? "h2c" : "TLS"))")
 
@@ -231,7 +236,10 @@ struct Reeld: AsyncParsableCommand {
         }
         // Health follows the database; gauges follow the queue and the open calls.
         let monitor = Task {
+            var tick = 0
             while !Task.isCancelled {
+                tick += 1
+                if tick % 5 == 0 { _ = try? await store.touchInstance(id: workerID) }
                 let up = await store.ping()
                 health.set(up ? HealthState.serving : HealthState.notServing)
                 if up, let stats = try? await store.queueStats() {
@@ -254,6 +262,7 @@ struct Reeld: AsyncParsableCommand {
         health.set(HealthState.notServing)
         await server.shutdown(grace: .seconds(10))
         await scheduler.shutdown()
+        await store.removeInstance(id: workerID)
         store.close()
         logger.info("stopped")
     }

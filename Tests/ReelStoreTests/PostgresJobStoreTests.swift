@@ -1,6 +1,7 @@
 import Testing
 import Foundation
 import Logging
+import Synchronization
 import ReelCore
 @testable import ReelStore
 import ReelTestSupport
@@ -274,6 +275,29 @@ struct PostgresJobStoreTests {
         #expect(try await store.scene(tenantID: "globex", id: "s1")?.segmentCount == 1)
         #expect(try await store.scene(tenantID: "acme", id: "s1")?.segmentCount == 0)
         #expect(try await store.scene(tenantID: "acme", id: "s1")?.bibleVersion == 1)
+    }
+
+    @Test func eventsAreNotifiedOnlyWhileAnotherReeldIsAlive() async throws {
+        let (store, url) = try await TestDatabase.freshStoreAndURL()
+        let heard = Mutex<[String]>([])
+        let listener = EventListener(url: url, logger: Logger(label: "test")) { e in heard.withLock { $0.append(e.jobID) } }
+        listener.start()
+        defer { listener.stop() }
+        #expect(try await store.touchInstance(id: "reeld-a") == 1)
+        try await Task.sleep(for: .milliseconds(500))  // LISTEN is in place
+        let alone = try await store.createJob(newJob(text: "alone")).job
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(heard.withLock { $0 }.isEmpty, "one reeld: nobody else needs the NOTIFY, so none is sent")
+        #expect(try await store.touchInstance(id: "reeld-b") == 2)
+        let shared = try await store.createJob(newJob(text: "shared")).job
+        let deadline = ContinuousClock.now + .seconds(5)
+        while heard.withLock({ !$0.contains(shared.id) }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(heard.withLock { $0 } == [shared.id], "two reeld: the event reaches the other's listener")
+        #expect(!heard.withLock { $0 }.contains(alone.id))
+        await store.removeInstance(id: "reeld-b")
+        #expect(try await store.touchInstance(id: "reeld-a") == 1)
     }
 
     @Test func finalizeIsIdempotent() async throws {

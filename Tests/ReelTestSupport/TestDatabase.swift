@@ -11,11 +11,15 @@ public enum TestDatabase {
     }
 
     public static func freshStore(poolSize: Int = 4) async throws -> PostgresJobStore {
+        try await freshStoreAndURL(poolSize: poolSize).store
+    }
+
+    public static func freshStoreAndURL(poolSize: Int = 4) async throws -> (store: PostgresJobStore, url: String) {
         guard let base = baseURL else { throw Missing() }
         let url = try await PostgresJobStore.createDatabase(
             adminURL: base, name: "reel_swift_\(UInt64.random(in: 0..<UInt64.max))")
         let store = try PostgresJobStore(url: url, poolSize: poolSize, logger: Logger(label: "test"))
         _ = try await store.migrate()
-        return store
+        return (store, url)
     }
 }
