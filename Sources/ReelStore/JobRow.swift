@@ -48,11 +48,8 @@ enum JobRow {
                  message: r[5] ?? "", atUnixMs: Int64(r[6] ?? "") ?? 0, deadLettered: r[7] == "t")
     }
 
-    /// A Postgres text[] literal of plain names (no quoting needed: lowercase enum names).
-    static func textArray(_ names: [String]) -> String { "{" + names.joined(separator: ",") + "}" }
-
-    /// Any strings as a text[] literal: each element quoted, `\\` and `"` escaped.
-    static func quotedArray(_ values: some Sequence<String>) -> String {
+    /// Strings as a PostgreSQL text[] literal: each element quoted, `\\` and `"` escaped.
+    static func textArray(_ values: some Sequence<String>) -> String {
         var out = "{"
         var first = true
         for v in values {

@@ -48,7 +48,7 @@ public final class PostgresJobStore: JobStore {
     /// used twice, in storage or within the batch, answers with the first job and `created == false`.
     static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, created: Bool)] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        func col(_ f: (NewJob) -> String) -> String? { JobRow.quotedArray(jobs.map(f)) }
+        func col(_ f: (NewJob) -> String) -> String? { JobRow.textArray(jobs.map(f)) }
         let params: [String?] = [
             col(\.userID), col(\.sceneID), col(\.type.name), col(\.inputText),
             col { String($0.config.targetDurationSeconds) }, col(\.config.quality.name), col(\.config.model),
