@@ -174,5 +174,19 @@ enum Migrations {
             RETURN NULL;
         END $$;
         """),
+        (8, "first job of the day decided by a unique row", """
+        -- Whose job is a user's first of the day was decided by looking for their earlier jobs,
+        -- which two concurrent create batches could both miss. One row per (tenant, user) holds
+        -- the last day they created a job; the create that moves it forward is the first today,
+        -- and a concurrent one waits on that row and sees it already moved.
+        CREATE TABLE user_days (
+            tenant_id   text NOT NULL,
+            user_id     text NOT NULL,
+            day         date NOT NULL,
+            PRIMARY KEY (tenant_id, user_id)
+        );
+        INSERT INTO user_days (tenant_id, user_id, day)
+        SELECT tenant_id, user_id, max(created_at)::date FROM jobs GROUP BY tenant_id, user_id;
+        """),
     ]
 }

@@ -27,8 +27,9 @@ enum SQL {
     /// `createJob`, for one call or a batch of concurrent ones (`GroupCommit`): one statement,
     /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
     /// position in the batch); insert-or-nothing on (tenant, user, idempotency key), event seq 1
-    /// in the same statement. A user's first job today is the first of theirs in the batch when
-    /// none is stored yet. Missing scenes are inserted without locking existing ones (a scene
+    /// in the same statement. A user's first job today is the first of theirs in the batch whose
+    /// `user_days` row this statement moves to today: the row lock makes that true for exactly
+    /// one create, however many batches run at once (rows locked in key order). Missing scenes are inserted without locking existing ones (a scene
     /// another transaction is creating this instant starts at version 1, as every scene does).
     static let createJobs = """
     WITH input AS (
@@ -40,6 +41,11 @@ enum SQL {
         INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input
         ON CONFLICT (tenant_id, id) DO NOTHING
         RETURNING tenant_id, id, bible_version
+    ), first_today AS (
+        INSERT INTO user_days AS d (tenant_id, user_id, day)
+        SELECT DISTINCT tenant_id, user_id, current_date FROM input ORDER BY 1, 2
+        ON CONFLICT (tenant_id, user_id) DO UPDATE SET day = EXCLUDED.day WHERE d.day < EXCLUDED.day
+        RETURNING d.tenant_id, d.user_id
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
@@ -48,8 +54,7 @@ enum SQL {
                COALESCE((SELECT n.bible_version FROM new_scenes n WHERE n.tenant_id = i.tenant_id AND n.id = i.scene_id),
                         (SELECT s.bible_version FROM scenes s WHERE s.tenant_id = i.tenant_id AND s.id = i.scene_id), 1),
                i.target_duration_seconds, i.quality, i.model, i.style_overrides::jsonb, i.idempotency_key, i.tier, i.max_retries,
-               CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = i.user_id AND j.tenant_id = i.tenant_id
-                                 AND j.created_at >= date_trunc('day', now()))
+               CASE WHEN NOT EXISTS (SELECT 1 FROM first_today f WHERE f.user_id = i.user_id AND f.tenant_id = i.tenant_id)
                       OR EXISTS (SELECT 1 FROM input e WHERE e.user_id = i.user_id AND e.tenant_id = i.tenant_id AND e.ord < i.ord)
                     THEN i.later_key ELSE i.first_key END,
                i.tenant_id
