@@ -24,11 +24,15 @@ final class PGConnection {
 
     deinit { PQfinish(conn) }
 
-    var isHealthy: Bool { PQstatus(conn) == CONNECTION_OK }
+    /// Set when a pipeline was left with answers unread: the connection is reset before reuse.
+    private var needsReset = false
+
+    var isHealthy: Bool { !needsReset && PQstatus(conn) == CONNECTION_OK }
 
     /// Re-establishes a broken connection; prepared statements are lost with it.
     func resetIfNeeded() -> Bool {
         if isHealthy { return true }
+        needsReset = false
         PQreset(conn)
         prepared.removeAll()
         return isHealthy
@@ -68,6 +72,94 @@ final class PGConnection {
         }
     }
 
+    /// Runs `statements` in libpq pipeline mode as one implicit transaction: every statement is
+    /// sent before any answer is read, so a batch costs one round trip instead of one per
+    /// statement, and the Sync at the end commits them all at once (an error in any of them
+    /// rolls them all back and is thrown). Answers come back in order.
+    func pipeline(_ statements: [(sql: String, params: [String?])]) throws(ReelError) -> [PGRows] {
+        // Prepare what this connection hasn't seen yet (once per statement per connection).
+        for st in statements where prepared[st.sql] == nil {
+            let name = "s\(prepared.count)"
+            _ = try consume(PQprepare(conn, name, st.sql, Int32(st.params.count), nil), sql: st.sql)
+            prepared[st.sql] = name
+        }
+        guard PQsetnonblocking(conn, 1) == 0, PQenterPipelineMode(conn) == 1 else {
+            throw ReelError(.unavailable, "database unavailable: \(String(cString: PQerrorMessage(conn)).trimmingTrailingNewlines())")
+        }
+        defer {
+            if PQexitPipelineMode(conn) != 1 { needsReset = true }
+            _ = PQsetnonblocking(conn, 0)
+        }
+        for st in statements {
+            let cstrs: [UnsafeMutablePointer<CChar>?] = st.params.map { $0.map { strdup($0) } ?? nil }
+            defer { for p in cstrs { free(p) } }
+            let name = prepared[st.sql]!
+            let sent = cstrs.withUnsafeBufferPointer { buf in
+                buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buf.count, 1)) { p in
+                    PQsendQueryPrepared(conn, name, Int32(st.params.count), st.params.isEmpty ? nil : p, nil, nil, 0)
+                }
+            }
+            guard sent == 1 else { throw lostDuringPipeline() }
+            // Keep the socket moving while sending, so a large batch never fills both directions.
+            try pump(wantRead: false)
+        }
+        guard PQpipelineSync(conn) == 1 else { throw lostDuringPipeline() }
+        var out: [PGRows] = []
+        out.reserveCapacity(statements.count)
+        var firstError: ReelError?
+        for st in statements {
+            // Each statement answers with one result, then NULL.
+            let res = try nextResult()
+            if PQresultStatus(res) == PGRES_PIPELINE_ABORTED {
+                PQclear(res)
+                out.append(PGRows(nil))
+            } else {
+                do { out.append(try consume(res, sql: st.sql)) } catch {
+                    if firstError == nil { firstError = error }
+                    out.append(PGRows(nil))
+                }
+            }
+            if let extra = try nextResultOrNil() { PQclear(extra) }
+        }
+        let sync = try nextResult()
+        let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+        PQclear(sync)
+        if let e = firstError { throw e }
+        guard synced else { throw lostDuringPipeline() }
+        return out
+    }
+
+    private func lostDuringPipeline() -> ReelError {
+        needsReset = true
+        return ReelError(.unavailable, "database unavailable: \(String(cString: PQerrorMessage(conn)).trimmingTrailingNewlines())")
+    }
+
+    /// Flushes what libpq has buffered and, when asked or when the server's answers are in the
+    /// way, waits for and reads input: never blocks on a write the server can't take.
+    private func pump(wantRead: Bool) throws(ReelError) {
+        while true {
+            let f = PQflush(conn)
+            if f < 0 { throw lostDuringPipeline() }
+            if f == 0 && !wantRead { return }
+            var pfd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN) | (f == 1 ? Int16(POLLOUT) : 0), revents: 0)
+            if poll(&pfd, 1, -1) < 0 && errno != EINTR { throw lostDuringPipeline() }
+            if pfd.revents & (Int16(POLLIN) | Int16(POLLERR) | Int16(POLLHUP)) != 0 {
+                guard PQconsumeInput(conn) == 1 else { throw lostDuringPipeline() }
+                if wantRead { return }
+            }
+        }
+    }
+
+    private func nextResultOrNil() throws(ReelError) -> OpaquePointer? {
+        while PQisBusy(conn) == 1 { try pump(wantRead: true) }
+        return PQgetResult(conn)
+    }
+
+    private func nextResult() throws(ReelError) -> OpaquePointer? {
+        guard let r = try nextResultOrNil() else { throw lostDuringPipeline() }
+        return r
+    }
+
     private func consume(_ res: OpaquePointer?, sql: String) throws(ReelError) -> PGRows {
         defer { PQclear(res) }
         let st = PQresultStatus(res)
@@ -91,6 +183,7 @@ struct PGRows {
     var rows: [[String?]] = []
 
     init(_ res: OpaquePointer?) {
+        guard let res else { return }
         let n = PQntuples(res), m = PQnfields(res)
         rows.reserveCapacity(Int(n))
         for i in 0..<n {

@@ -34,6 +34,8 @@ public struct PGConnectionHandle {
     init(_ conn: PGConnection) { self.conn = conn }
 
     func query(_ sql: String, _ params: [String?]) throws(ReelError) -> PGRows { try conn.query(sql, params) }
+    /// `statements` in one round trip and one implicit transaction (libpq pipeline mode).
+    func pipeline(_ statements: [(sql: String, params: [String?])]) throws(ReelError) -> [PGRows] { try conn.pipeline(statements) }
     @discardableResult func exec(_ sql: String) throws(ReelError) -> PGRows { try conn.exec(sql) }
 
     /// BEGIN … COMMIT around `body`; ROLLBACK on any error.

@@ -121,30 +121,44 @@ public final class PostgresJobStore: JobStore {
     }
 
     /// A batch of state changes in one transaction, rows locked in job-id order (so that two
-    /// batches never deadlock); a change the table or the lease refuses fails alone.
+    /// batches never deadlock; one job's changes keep their order); a change the table or the
+    /// lease refuses fails alone. The batch goes out in libpq pipeline mode: one round trip and
+    /// one commit for all of it.
     static func apply(_ batch: [(StateChange, String)], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent), any Error>] {
         try await pool.withConnection { c in
             if batch.count == 1 { return [Result { try Self.apply(batch[0].0, to: batch[0].1, on: c) }] }
-            return try c.transaction {
-                var out = [Result<(job: Job, event: JobEvent), any Error>?](repeating: nil, count: batch.count)
-                for i in batch.indices.sorted(by: { batch[$0].1 < batch[$1].1 }) {
-                    do {
-                        out[i] = .success(try Self.apply(batch[i].0, to: batch[i].1, on: c))
-                    } catch let e as ReelError where e.code == .failedPrecondition || e.code == .notFound || e.code == .invalidArgument {
-                        out[i] = .failure(e)
-                    }
-                }
-                return out.map { $0! }
+            var out = [Result<(job: Job, event: JobEvent), any Error>?](repeating: nil, count: batch.count)
+            var order: [Int] = []
+            for i in batch.indices {
+                do {
+                    if let p = batch[i].0.progress { try Validate.progress(p) }
+                    order.append(i)
+                } catch { out[i] = .failure(error) }
             }
+            order.sort { (batch[$0].1, $0) < (batch[$1].1, $1) }
+            let rows = try c.pipeline(order.map { (SQL.applyChange, changeParams(batch[$0].0, jobID: batch[$0].1)) })
+            for (i, r) in zip(order, rows) {
+                if let row = r.first {
+                    out[i] = .success(JobRow.decodeWithEvent(row))
+                } else {
+                    do { out[i] = .failure(try refusal(batch[i].0, jobID: batch[i].1, on: c)) } catch { out[i] = .failure(error) }
+                }
+            }
+            return out.map { $0! }
         }
     }
 
     static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {
         if let p = ch.progress { try Validate.progress(p) }
+        if let row = try c.query(SQL.applyChange, changeParams(ch, jobID: jobID)).first { return JobRow.decodeWithEvent(row) }
+        throw try refusal(ch, jobID: jobID, on: c)
+    }
+
+    private static func changeParams(_ ch: StateChange, jobID: String) -> [String?] {
         let sources = JobRow.textArray(JobStatus.sources(of: ch.status).map(\.name))
         let a = ch.artifacts
         let terminal = ch.status.isTerminal(deadLettered: ch.deadLettered ?? false)
-        let params: [String?] = [
+        return [
             jobID, ch.status.name, ch.stage?.name, ch.progress.map { String($0) }, ch.message, sources, ch.requireWorker,
             a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
             a?.hlsPlaylistURL, a?.providerJobID,
@@ -154,14 +168,17 @@ public final class PostgresJobStore: JobStore {
             ch.deadLettered.map { $0 ? "true" : "false" }, ch.retryCount.map(String.init), ch.runAfterMs.map(String.init),
             ch.status.isRunning ? "true" : "false", terminal ? "true" : "false",
         ]
-        if let row = try c.query(SQL.applyChange, params).first { return JobRow.decodeWithEvent(row) }
-        guard let cur = try c.query(SQL.statusByID, [jobID]).first else { throw ReelError.notFound(jobID: jobID) }
+    }
+
+    /// Why `ch` changed nothing, read from the job as it is now.
+    private static func refusal(_ ch: StateChange, jobID: String, on c: PGConnectionHandle) throws -> ReelError {
+        guard let cur = try c.query(SQL.statusByID, [jobID]).first else { return ReelError.notFound(jobID: jobID) }
         let status = JobStatus(name: cur[0] ?? "") ?? .unspecified
         if let w = ch.requireWorker, status.canTransition(to: ch.status) {
-            if cur[1] != w { throw ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID) }
-            if cur[2] != "true" { throw ReelError(.failedPrecondition, "job \(jobID): the lease of \(w) has expired", jobID: jobID) }
+            if cur[1] != w { return ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID) }
+            if cur[2] != "true" { return ReelError(.failedPrecondition, "job \(jobID): the lease of \(w) has expired", jobID: jobID) }
         }
-        throw ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
+        return ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
     }
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)] {
