@@ -362,6 +362,23 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             _ = fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
             return
         }
+        if let inline = route.inline, let answer = inline(s.messages[0], s.metadata) {
+            // Answered here, on the loop thread: no task, no hop to the pool and back.
+            s.messages = []
+            switch answer {
+            case .message(let m):
+                s.outbound = GRPCFraming.frame(m)
+                submitHeaders(s, extra: [], withBody: true)
+                s.finished = true
+                s.trailers = .ok
+                server.noteStatus(.ok, path: s.path, started: s.started)
+                flushSoon()
+            case .status(let status):
+                respondTrailersOnly(s, status)
+                flushSoon()
+            }
+            return
+        }
         let call = GRPCCall(path: s.path, request: s.messages[0], requests: nil, metadata: s.metadata, deadline: s.deadline,
                             sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id))
         s.messages = []

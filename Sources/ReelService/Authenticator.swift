@@ -20,17 +20,38 @@ public final class Authenticator: Sendable {
 
     public func caller(_ metadata: [String: String]) async throws -> Caller {
         guard let keys else { return .anonymousAdmin }
+        let secret = try Self.secret(metadata)
+        let hash = APIKey.hash(secret: secret)
+        let now = ContinuousClock.now
+        if let known = cached(hash, now: now) { return try admit(known, now: now) }
+        let key = try await keys.key(secret: secret)
+        if let k = key { cache.withLock { $0[hash] = (k, now + Self.cacheFor) } }
+        return try admit(key, now: now)
+    }
+
+    /// `caller` when it can answer without the database (auth off, or the key seen in the last
+    /// `cacheFor`); nil otherwise. Never waits, so the event loop may call it inline.
+    public func callerIfKnown(_ metadata: [String: String]) throws -> Caller? {
+        guard keys != nil else { return .anonymousAdmin }
+        let hash = APIKey.hash(secret: try Self.secret(metadata))
+        let now = ContinuousClock.now
+        guard let known = cached(hash, now: now) else { return nil }
+        return try admit(known, now: now)
+    }
+
+    private static func secret(_ metadata: [String: String]) throws -> String {
         guard let header = metadata["authorization"], header.lowercased().hasPrefix("bearer ") else {
             throw ReelError(.unauthenticated, "missing API key: send `authorization: Bearer <key>`")
         }
-        let secret = String(header.dropFirst("bearer ".count)).trimmed
-        let hash = APIKey.hash(secret: secret)
-        let now = ContinuousClock.now
-        var key = cache.withLock { c in c[hash].flatMap { $0.until > now ? $0.key : nil } }
-        if key == nil {
-            key = try await keys.key(secret: secret)
-            if let k = key { cache.withLock { $0[hash] = (k, now + Self.cacheFor) } }
-        }
+        return String(header.dropFirst("bearer ".count)).trimmed
+    }
+
+    private func cached(_ hash: String, now: ContinuousClock.Instant) -> APIKey? {
+        cache.withLock { c in c[hash].flatMap { $0.until > now ? $0.key : nil } }
+    }
+
+    /// A found key's caller, after revocation and the tenant's rate limit.
+    private func admit(_ key: APIKey?, now: ContinuousClock.Instant) throws -> Caller {
         guard let key, !key.revoked else { throw ReelError(.unauthenticated, "unknown or revoked API key") }
         let limit = key.rateLimitPerSecond > 0 ? key.rateLimitPerSecond : defaultRateLimit
         if limit > 0 {

@@ -62,6 +62,16 @@ public final class HotJobCache: Sendable {
         return (job, false)
     }
 
+    /// The cached job, if there is a fresh entry; never loads, never waits (the loop-thread path).
+    public func cachedJob(id: String) -> Job? {
+        let now = ContinuousClock.now
+        return state.withLock { s in
+            guard let e = s.entries[id], e.expires > now else { return nil }
+            s.hits += 1
+            return e.job
+        }
+    }
+
     /// (hits, misses, entries) for tests and metrics.
     public var stats: (hits: Int, misses: Int, entries: Int) { state.withLock { ($0.hits, $0.misses, $0.entries.count) } }
 

@@ -32,7 +32,8 @@ public struct JobService: Sendable {
         var r = GRPCRouter()
         let s = self
         r.add("/reel.v1.JobService/CreateJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.create($0, $1) } })
-        r.add("/reel.v1.JobService/GetJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.get($0, $1) } })
+        r.add("/reel.v1.JobService/GetJob", GRPCRoute(unary: { call in await s.authorized(call) { try await s.get($0, $1) } },
+                                                      inline: { req, metadata in s.getInline(req, metadata) }))
         r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.cancel($0, $1) } })
         r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.list($0, $1) } })
         r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.retry($0, $1) } })
@@ -117,6 +118,19 @@ public struct JobService: Sendable {
 
     func get(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         ProtoCodec.encode(try await operations.get(id: try ProtoCodec.decodeJobID(req), caller: caller))
+    }
+
+    /// GetJob on the event loop's thread when memory can answer it: a hot job, and a caller
+    /// known without the database (an unknown key's error is answered here too); anything
+    /// else — a cold job, a malformed request — goes to `get` (nil).
+    func getInline(_ req: [UInt8], _ metadata: [String: String]) -> GRPCInlineAnswer? {
+        guard let id = try? ProtoCodec.decodeJobID(req) else { return nil }
+        do {
+            guard let job = try operations.getIfCached(id: id, caller: { try auth.callerIfKnown(metadata) }) else { return nil }
+            return .message(ProtoCodec.encode(job))
+        } catch {
+            return .status(GRPCStatus.from(error))
+        }
     }
 
     func cancel(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {

@@ -68,6 +68,36 @@ def test_tenants_see_only_their_own_jobs(reeld_factory):
     assert {j.id for j in everything.jobs} == {job.id, other.id}
 
 
+def test_a_hot_job_answered_from_memory_keeps_every_rule(reeld_factory):
+    """GetJob of a hot job is answered on the event loop from memory: the tenant, key and rate
+    rules hold there exactly as on the database path."""
+    srv = reeld_factory("auth-hot", workers=0, extra_args=("--auth", "--admin-key", ADMIN))
+    a, b = new_key(srv, "acme"), new_key(srv, "globex")
+    slow = new_key(srv, "acme", "--rate", "3")
+    job = srv.stub.CreateJob(ri.create_request("u1", text="hot"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    for _ in range(3):  # the first read loads the job into memory; the others are served from it
+        got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+        assert got.id == job.id and got.status == pb.JOB_STATUS_QUEUED and got.input_text == "hot"
+    for md, code in ((bearer(b["secret"]), grpc.StatusCode.NOT_FOUND), ((), grpc.StatusCode.UNAUTHENTICATED),
+                     (bearer("reel_wrong"), grpc.StatusCode.UNAUTHENTICATED)):
+        err = ri.rpc_error(srv.stub.GetJob, pb.GetJobRequest(id=job.id), metadata=md, timeout=ri.DEFAULT_TIMEOUT)
+        ri.assert_code(err, code, what=f"GetJob of a hot job with {md}")
+    err = ri.rpc_error(srv.stub.GetJob, pb.GetJobRequest(id="not-a-uuid"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    ri.assert_code(err, grpc.StatusCode.INVALID_ARGUMENT, what="GetJob of a malformed id")
+    codes = {}
+    for _ in range(30):
+        try:
+            srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(slow["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+            codes["OK"] = codes.get("OK", 0) + 1
+        except grpc.RpcError as e:
+            codes[e.code().name] = codes.get(e.code().name, 0) + 1
+    assert codes.get("RESOURCE_EXHAUSTED", 0) >= 20 and 2 <= codes.get("OK", 0) <= 8, codes
+    # A change drops the memory copy: the next read sees it.
+    srv.stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
+    assert got.status == pb.JOB_STATUS_CANCELLED
+
+
 def test_scenes_belong_to_a_tenant(reeld_factory):
     """Two tenants' scene "pilot" are two scenes: bibles, versions and segment counts apart,
     and a job runs against its own tenant's bible."""
