@@ -13,6 +13,10 @@ public protocol JobStore: Sendable {
     /// the event in the same transaction. Throws `failedPrecondition` (invalid transition or
     /// lease lost) or `notFound`, and then changes nothing.
     func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent)
+    /// Applies `changes` to one job in order and in one commit, each as `apply` would: a change
+    /// refused is answered with its error and changes nothing, the others still apply. Throws
+    /// only when nothing was written.
+    func apply(_ changes: [StateChange], to jobID: String) async throws -> [Result<(job: Job, event: JobEvent), any Error>]
     /// Claims up to `limit` ready jobs in priority order for `workerID` under a lease.
     /// `types`: only jobs of these types (nil: any).
     func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)]
@@ -36,8 +40,6 @@ public protocol JobStore: Sendable {
     func sceneContext(tenantID: String, sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext
 }
 
-/// A running job's hold on a worker slot. A job waiting on an outside party (a provider
-/// rendering its video) parks the slot so that other jobs can run meanwhile.
 extension JobStore {
     public func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage {
         try await listJobs(filter, pageSize: pageSize, tenantID: nil)
@@ -55,6 +57,8 @@ extension JobStore {
     }
 }
 
+/// A running job's hold on a worker slot. A job waiting on an outside party (a provider
+/// rendering its video) parks the slot so that other jobs can run meanwhile.
 public protocol WorkerSlot: Sendable {
     func park() async
     func unpark() async

@@ -58,7 +58,7 @@ public struct Pipeline: Sendable {
         var jobLogger = logger
         jobLogger[metadataKey: "reel.job_id"] = "\(claimed.id)"
         let log = jobLogger
-        let run = RunState(job: claimed)
+        let run = RunState(writer: RunWriter(job: claimed, store: store, publish: publish))
         let watchdog = Watchdog(stage: claimed.stage, limit: config.stageTimeout)
         // The stages race a watchdog that cancels them when a stage overruns its timeout.
         await withTaskGroup(of: Void.self) { group in
@@ -79,29 +79,35 @@ public struct Pipeline: Sendable {
             await cancelAtProviderIfCancelled(run, log)
         } catch is CancellationError {
             if let stage = watchdog.timedOut {
-                await fail(run.job, StageFailure(code: "STAGE_TIMEOUT", message: "stage \(stage.name) ran past its timeout",
+                await fail(run, StageFailure(code: "STAGE_TIMEOUT", message: "stage \(stage.name) ran past its timeout",
                                                  retryable: true), log)
             } else {
                 log.info("job interrupted; lease handed back or left to expire")
                 await cancelAtProviderIfCancelled(run, log)
             }
         } catch let f as StageFailure {
-            await fail(run.job, f, log)
+            await fail(run, f, log)
         } catch {
             log.warning("job step failed", metadata: ["error": "\(error)"])
-            await fail(run.job, StageFailure(code: "INTERNAL", message: "\(error)", retryable: true), log)
+            await fail(run, StageFailure(code: "INTERNAL", message: "\(error)", retryable: true), log)
         }
         watchdog.finish()
     }
 
+    /// Writes one step of the run. A step that saves an artifact is a checkpoint: it is committed
+    /// before the run goes on, so a retried or restarted job resumes after it. A progress report
+    /// is handed to the run's writer without waiting: it commits with whatever step comes next
+    /// (one commit for both), and watchers see it once it is committed.
     private func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
                       artifacts: Artifacts? = nil) async throws {
         try Task.checkCancellation()
         let change = StateChange(status: status, stage: stage, progress: progress, message: message,
                                  artifacts: artifacts, requireWorker: workerID)
-        let (updated, event) = try await store.apply(change, to: run.job.id)
-        run.job = updated
-        publish(event)
+        if artifacts == nil {
+            try run.writer.post(change)
+        } else {
+            try await run.writer.commit(change)
+        }
     }
 
     private func pause() async throws {
@@ -109,8 +115,8 @@ public struct Pipeline: Sendable {
     }
 
     private func stages(_ run: RunState, _ watchdog: Watchdog, _ slot: (any WorkerSlot)?) async throws {
-        var a = run.job.artifacts
-        let job = run.job
+        var a = run.writer.job.artifacts
+        let job = run.writer.job
 
         // 1. Script expansion (→ 25 %): the input, the bible at the job's version, recent segments.
         watchdog.enter(.scriptExpansion, limit: config.stageTimeout)
@@ -118,7 +124,7 @@ public struct Pipeline: Sendable {
         if a.expandedScript.isEmpty {
             try await step(run, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
             try await pause()
-            a.expandedScript = ScriptWriter.expand(run.job, context: context)
+            a.expandedScript = ScriptWriter.expand(job, context: context)
             try await step(run, .scriptReady, .scriptExpansion, 25, "script expanded", artifacts: a)
         } else {
             try await step(run, .scriptReady, .scriptExpansion, 25, "script reused from an earlier attempt")
@@ -180,11 +186,11 @@ public struct Pipeline: Sendable {
         // 5. Finalization (95 → 100 %): one segment per job, in one transaction.
         watchdog.enter(.finalization, limit: config.stageTimeout)
         try await step(run, .previewReady, .finalization, 97, "finalizing")
+        try await run.writer.flush()
         try Task.checkCancellation()
         let result = JobResult(videoURL: a.finalVideoURL, thumbnailURL: a.thumbnailURL)
         if let (final, event) = try await store.finalize(jobID: job.id, workerID: workerID, result: result,
                                                         durationSeconds: duration) {
-            run.job = final
             publish(event)
             watchdog.finish()
             ReelMetrics.jobCompleted(type: final.type, status: .finalReady)
@@ -225,9 +231,9 @@ public struct Pipeline: Sendable {
     }
 
     private func cancelAtProviderIfCancelled(_ run: RunState, _ log: Logger) async {
-        guard let pid = run.providerJobID ?? (run.job.artifacts.providerJobID.isEmpty ? nil : run.job.artifacts.providerJobID)
-        else { return }
-        guard let current = try? await store.job(id: run.job.id), current.status == .cancelled else { return }
+        let known = run.writer.job.artifacts.providerJobID
+        guard let pid = run.providerJobID ?? (known.isEmpty ? nil : known) else { return }
+        guard let current = try? await store.job(id: run.writer.jobID), current.status == .cancelled else { return }
         // This task may itself be cancelled (that is how the cancel reached it): ask the
         // provider from a task of its own, so the request isn't aborted on the way out.
         let provider = self.provider
@@ -235,9 +241,12 @@ public struct Pipeline: Sendable {
         log.info("asked the provider to cancel its job", metadata: ["reel.provider_job_id": "\(pid)"])
     }
 
-    private func fail(_ job: Job, _ f: StageFailure, _ log: Logger) async {
+    private func fail(_ run: RunState, _ f: StageFailure, _ log: Logger) async {
         do {
-            _ = try await failures.record(job, code: f.code, message: f.message, retryable: f.retryable, workerID: workerID)
+            // The failure comes after every step already handed over (one that can't be written
+            // means the job moved on: then nothing is).
+            try await run.writer.flush()
+            _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable, workerID: workerID)
         } catch {
             log.warning("could not record failure; the lease will expire", metadata: ["error": "\(error)"])
         }
@@ -246,12 +255,12 @@ public struct Pipeline: Sendable {
     var failures: FailureRecorder { FailureRecorder(store: store, retry: config.retry, logger: logger, publish: publish) }
 }
 
-/// The job as the run has last written it. Touched only by the run's own task.
+/// One run's writer and what it learned. Touched only by the run's own task.
 final class RunState: @unchecked Sendable {
     // Safety: created per run and used by that run's stages task alone (the watchdog never reads it).
-    var job: Job
+    let writer: RunWriter
     var providerJobID: String?
-    init(job: Job) { self.job = job }
+    init(writer: RunWriter) { self.writer = writer }
 }
 
 /// Cancels a run whose current stage overruns its limit, and says which stage it was.

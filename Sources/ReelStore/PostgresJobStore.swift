@@ -8,7 +8,8 @@ public final class PostgresJobStore: JobStore {
     private let logger: Logger
 
     private let creates: GroupCommit<NewJob, (job: Job, created: Bool)>
-    private let changes: GroupCommit<(StateChange, String), (job: Job, event: JobEvent)>
+    typealias ChangeResult = Result<(job: Job, event: JobEvent), any Error>
+    private let changes: GroupCommit<([StateChange], String), [ChangeResult]>
 
     public init(url: String, poolSize: Int, logger: Logger) throws {
         let pool = try PGPool(url: url, size: poolSize)
@@ -117,34 +118,42 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent) {
-        try await changes.submit((change, jobID))
+        try await changes.submit(([change], jobID))[0].get()
+    }
+
+    public func apply(_ list: [StateChange], to jobID: String) async throws -> [Result<(job: Job, event: JobEvent), any Error>] {
+        list.isEmpty ? [] : try await changes.submit((list, jobID))
     }
 
     /// A batch of state changes in one transaction, rows locked in job-id order (so that two
     /// batches never deadlock; one job's changes keep their order); a change the table or the
     /// lease refuses fails alone. The batch goes out in libpq pipeline mode: one round trip and
-    /// one commit for all of it.
-    static func apply(_ batch: [(StateChange, String)], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent), any Error>] {
+    /// one commit for all of it. Each input is one job's list of changes, answered in order.
+    static func apply(_ batch: [([StateChange], String)], pool: PGPool) async throws -> [Result<[ChangeResult], any Error>] {
         try await pool.withConnection { c in
-            if batch.count == 1 { return [Result { try Self.apply(batch[0].0, to: batch[0].1, on: c) }] }
-            var out = [Result<(job: Job, event: JobEvent), any Error>?](repeating: nil, count: batch.count)
-            var order: [Int] = []
-            for i in batch.indices {
-                do {
-                    if let p = batch[i].0.progress { try Validate.progress(p) }
-                    order.append(i)
-                } catch { out[i] = .failure(error) }
+            if batch.count == 1 && batch[0].0.count == 1 {
+                return [.success([Result { try Self.apply(batch[0].0[0], to: batch[0].1, on: c) }])]
             }
-            order.sort { (batch[$0].1, $0) < (batch[$1].1, $1) }
-            let rows = try c.pipeline(order.map { (SQL.applyChange, changeParams(batch[$0].0, jobID: batch[$0].1)) })
-            for (i, r) in zip(order, rows) {
-                if let row = r.first {
-                    out[i] = .success(JobRow.decodeWithEvent(row))
-                } else {
-                    do { out[i] = .failure(try refusal(batch[i].0, jobID: batch[i].1, on: c)) } catch { out[i] = .failure(error) }
+            var out: [[ChangeResult?]] = batch.map { [ChangeResult?](repeating: nil, count: $0.0.count) }
+            var order: [(input: Int, index: Int)] = []
+            for (i, (list, _)) in batch.enumerated() {
+                for (k, ch) in list.enumerated() {
+                    do {
+                        if let p = ch.progress { try Validate.progress(p) }
+                        order.append((i, k))
+                    } catch { out[i][k] = .failure(error) }
                 }
             }
-            return out.map { $0! }
+            order.sort { (batch[$0.input].1, $0.input, $0.index) < (batch[$1.input].1, $1.input, $1.index) }
+            let rows = try c.pipeline(order.map { (SQL.applyChange, changeParams(batch[$0.input].0[$0.index], jobID: batch[$0.input].1)) })
+            for ((i, k), r) in zip(order, rows) {
+                if let row = r.first {
+                    out[i][k] = .success(JobRow.decodeWithEvent(row))
+                } else {
+                    do { out[i][k] = .failure(try refusal(batch[i].0[k], jobID: batch[i].1, on: c)) } catch { out[i][k] = .failure(error) }
+                }
+            }
+            return out.map { .success($0.map { $0! }) }
         }
     }
 

@@ -130,28 +130,29 @@ struct PostgresJobStoreTests {
         // Large artifacts: the batch must not stall on full socket buffers in either direction.
         var art = Artifacts()
         art.expandedScript = String(repeating: "scene text ", count: 40_000)
-        let batch: [(StateChange, String)] = [
-            (StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "a1", artifacts: art, requireWorker: "w"), a.id),
-            (StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "b1", requireWorker: "w"), b.id),
-            (StateChange(status: .processing, stage: .scriptExpansion, progress: 30, message: "back", requireWorker: "w"), a.id),
-            (StateChange(status: .continuityChecked, stage: .continuityValidation, progress: 35, message: "a2", artifacts: art, requireWorker: "w"), a.id),
-            (StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 26, message: "b2", requireWorker: "w"), b.id),
+        let batch: [([StateChange], String)] = [
+            ([StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "a1", artifacts: art, requireWorker: "w"),
+              StateChange(status: .processing, stage: .scriptExpansion, progress: 30, message: "back", requireWorker: "w"),
+              StateChange(status: .continuityChecked, stage: .continuityValidation, progress: 35, message: "a2", artifacts: art, requireWorker: "w")],
+             a.id),
+            ([StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "b1", requireWorker: "w"),
+              StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 26, message: "b2", requireWorker: "w")], b.id),
         ]
-        let results = try await PostgresJobStore.apply(batch, pool: store.pool)
-        #expect(try results[0].get().event.seq == 3)
-        #expect(try results[1].get().event.seq == 3)
-        #expect(throws: ReelError.self) { try results[2].get() }   // script_ready → processing is not in the table
-        #expect(try results[3].get().event.seq == 4 && results[3].get().job.artifacts.expandedScript == art.expandedScript)
-        #expect(try results[4].get().event.seq == 4)
+        let results = try await PostgresJobStore.apply(batch, pool: store.pool).map { try $0.get() }
+        #expect(try results[0][0].get().event.seq == 3)
+        #expect(throws: ReelError.self) { try results[0][1].get() }   // script_ready → processing is not in the table
+        #expect(try results[0][2].get().event.seq == 4 && results[0][2].get().job.artifacts.expandedScript == art.expandedScript)
+        #expect(try results[1][0].get().event.seq == 3)
+        #expect(try results[1][1].get().event.seq == 4)
         let events = try await store.events(jobID: a.id, afterSeq: 0).map(\.message)
         #expect(events == ["queued", events[1], "a1", "a2"])
-        // A statement the database rejects rolls the whole batch back and says so.
-        let broken: [(StateChange, String)] = [
-            (StateChange(status: .previewReady, stage: .videoGeneration, progress: 85, message: "ok", requireWorker: "w"), a.id),
-            (StateChange(status: .queued, stage: .pending, progress: 0, message: "run after the end of time",
-                         runAfterMs: .max, requireWorker: "w"), b.id),
+        // A statement the database rejects rolls the whole list back and says so.
+        let broken = [
+            StateChange(status: .previewReady, stage: .videoGeneration, progress: 85, message: "ok", requireWorker: "w"),
+            StateChange(status: .queued, stage: .pending, progress: 0, message: "run after the end of time",
+                        runAfterMs: .max, requireWorker: "w"),
         ]
-        await #expect(throws: ReelError.self) { _ = try await PostgresJobStore.apply(broken, pool: store.pool) }
+        await #expect(throws: ReelError.self) { _ = try await store.apply(broken, to: a.id) }
         #expect(try await store.job(id: a.id)?.status == .continuityChecked)
         // The connections are still usable afterwards.
         #expect(try await store.apply(StateChange(status: .previewReady, stage: .videoGeneration, progress: 85, message: "ok",
