@@ -1,4 +1,5 @@
 import ReelCore
+import ReelWire
 import ReelScheduler
 import Synchronization
 
@@ -13,6 +14,8 @@ public final class HotJobCache: Sendable {
         var token: UInt64
         var expires: ContinuousClock.Instant
         var watcher: Task<Void, Never>?
+        /// The job's protobuf encoding, made at the first read that needs it.
+        var encoded: [UInt8]? = nil
     }
     private struct State {
         var entries: [String: Entry] = [:]
@@ -62,14 +65,22 @@ public final class HotJobCache: Sendable {
         return (job, false)
     }
 
-    /// The cached job, if there is a fresh entry; never loads, never waits (the loop-thread path).
-    public func cachedJob(id: String) -> Job? {
+    /// The cached job and its protobuf encoding (made once per cached version), if there is a
+    /// fresh entry; never loads, never waits (the event loop's path).
+    public func cachedEncoded(id: String) -> (job: Job, encoded: [UInt8])? {
         let now = ContinuousClock.now
-        return state.withLock { s in
+        let found: (Job, [UInt8]?, UInt64)? = state.withLock { s in
             guard let e = s.entries[id], e.expires > now else { return nil }
             s.hits += 1
-            return e.job
+            return (e.job, e.encoded, e.token)
         }
+        guard let (job, encoded, token) = found else { return nil }
+        if let encoded { return (job, encoded) }
+        let bytes = ProtoCodec.encode(job)
+        state.withLock { s in
+            if s.entries[id]?.token == token { s.entries[id]?.encoded = bytes }
+        }
+        return (job, bytes)
     }
 
     /// (hits, misses, entries) for tests and metrics.

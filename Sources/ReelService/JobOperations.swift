@@ -34,13 +34,13 @@ public struct JobOperations: Sendable {
         try await getTellingSource(id: rawID, caller: caller).job
     }
 
-    /// `get` when memory alone can answer: the job is hot and `caller` (asked only then) knows
-    /// who calls without the database. nil leaves the call to `get`, which also gives an invalid
-    /// id its error. Never waits, so the event loop may call it inline.
-    public func getIfCached(id rawID: String, caller: () throws -> Caller?) throws -> Job? {
-        guard let id = try? Validate.jobID(rawID), let job = cache.cachedJob(id: id), let who = try caller() else { return nil }
-        guard who.owns(job) else { throw ReelError.notFound(jobID: id) }
-        return job
+    /// `get` when memory alone can answer, as the protobuf bytes of the job: the job is hot and
+    /// `caller` (asked only then) knows who calls without the database. nil leaves the call to
+    /// `get`, which also gives an invalid id its error. Never waits, so the event loop may call it.
+    public func getIfCached(id rawID: String, caller: () throws -> Caller?) throws -> [UInt8]? {
+        guard let id = try? Validate.jobID(rawID), let hot = cache.cachedEncoded(id: id), let who = try caller() else { return nil }
+        guard who.owns(hot.job) else { throw ReelError.notFound(jobID: id) }
+        return hot.encoded
     }
 
     /// `get`, and whether the answer came from memory.

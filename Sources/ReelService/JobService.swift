@@ -126,8 +126,8 @@ public struct JobService: Sendable {
     func getInline(_ req: [UInt8], _ metadata: [String: String]) -> GRPCInlineAnswer? {
         guard let id = try? ProtoCodec.decodeJobID(req) else { return nil }
         do {
-            guard let job = try operations.getIfCached(id: id, caller: { try auth.callerIfKnown(metadata) }) else { return nil }
-            return .message(ProtoCodec.encode(job))
+            guard let encoded = try operations.getIfCached(id: id, caller: { try auth.callerIfKnown(metadata) }) else { return nil }
+            return .message(encoded)
         } catch {
             return .status(GRPCStatus.from(error))
         }
