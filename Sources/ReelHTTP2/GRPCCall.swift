@@ -17,6 +17,11 @@ public struct GRPCCall: Sendable {
     public func send(_ message: [UInt8]) async throws {
         try await sink.send(GRPCFraming.frame(message))
     }
+
+    /// `send` of a message already framed (`GRPCFraming.frame`), e.g. one shared by many calls.
+    public func send(framed: [UInt8]) async throws {
+        try await sink.send(framed)
+    }
 }
 
 public enum GRPCMethodKind: Sendable {

@@ -203,6 +203,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
     }
 
     private func abandon(_ s: ServerStream) {
+        s.credit.gone.store(true, ordering: .releasing)
         s.task?.cancel()
         s.inbound?.finish()
         s.finished = true
@@ -292,7 +293,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             let (requests, inbound) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingOldest(64))
             s.inbound = inbound
             start(s, route, GRPCCall(path: s.path, request: [], requests: requests, metadata: s.metadata, deadline: s.deadline,
-                                     sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id)))
+                                     sink: sink(for: s)))
         }
     }
 
@@ -380,7 +381,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             return
         }
         let call = GRPCCall(path: s.path, request: s.messages[0], requests: nil, metadata: s.metadata, deadline: s.deadline,
-                            sink: StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id))
+                            sink: sink(for: s))
         s.messages = []
         start(s, route, call)
     }
@@ -427,9 +428,16 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
         server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
     }
 
-    func enqueue(streamID: Int32, _ framed: [UInt8], waiter: CheckedContinuation<Void, any Error>) {
+    private func sink(for s: ServerStream) -> StreamSink {
+        StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id, credit: s.credit,
+                   highWater: server.config.streamHighWater)
+    }
+
+    /// A handler's message for `streamID`. `waiter` (if any) resumes once the stream's unsent
+    /// bytes are under the high-water mark again.
+    func enqueue(streamID: Int32, _ framed: [UInt8], waiter: CheckedContinuation<Void, any Error>?) {
         guard let s = streams[streamID], !s.finished, !closed else {
-            waiter.resume(throwing: StreamGoneError())
+            waiter?.resume(throwing: StreamGoneError())
             return
         }
         s.outbound.append(contentsOf: framed)
@@ -439,10 +447,12 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             s.deferred = false
             nghttp2_session_resume_data(session, s.id)
         }
-        if s.queuedBytes <= server.config.streamHighWater {
-            waiter.resume()
-        } else {
-            s.waiters.append(waiter)
+        if let waiter {
+            if s.queuedBytes <= server.config.streamHighWater {
+                waiter.resume()
+            } else {
+                s.waiters.append(waiter)
+            }
         }
         flushSoon()
     }
@@ -468,6 +478,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
         guard let s = streams[streamID], !s.finished else { return }
         s.task?.cancel()
         s.inbound?.finish()
+        s.credit.gone.store(true, ordering: .releasing)
         let waiters = s.waiters
         s.waiters = []
         for w in waiters { w.resume(throwing: StreamGoneError()) }
@@ -485,6 +496,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
                 buf.update(from: p.baseAddress!.assumingMemoryBound(to: UInt8.self) + s.outboundOffset, count: n)
             }
             s.outboundOffset += n
+            s.credit.pending.subtract(n, ordering: .relaxed)
             if s.outboundOffset == s.outbound.count {
                 s.outbound.removeAll(keepingCapacity: true)
                 s.outboundOffset = 0

@@ -1,4 +1,5 @@
 import ReelWire
+import Synchronization
 
 /// Per-stream state of one gRPC call on the server. Loop-confined.
 final class ServerStream {
@@ -31,6 +32,8 @@ final class ServerStream {
     var finished = false
     var deferred = false
     var waiters: [CheckedContinuation<Void, any Error>] = []
+    /// What the handler's thread may read without a hop to the loop.
+    let credit = StreamCredit()
 
     init(id: Int32, maxMessageSize: Int) {
         self.id = id
@@ -40,12 +43,30 @@ final class ServerStream {
     var queuedBytes: Int { outbound.count - outboundOffset }
 }
 
+/// A stream's state as its handler's thread sees it: bytes handed to the loop and not yet
+/// taken by HTTP/2, and whether the stream is gone. Written by both sides, atomically.
+final class StreamCredit: Sendable {
+    let pending = Atomic<Int>(0)
+    let gone = Atomic<Bool>(false)
+}
+
 /// How a handler's messages reach its stream: hops onto the connection's loop.
 struct StreamSink: Sendable {
     let connection: LoopBound<HTTP2Connection>
     let streamID: Int32
+    let credit: StreamCredit
+    let highWater: Int
 
+    /// Hands `framed` to the loop. While the stream's unsent bytes stay under the high-water
+    /// mark this returns at once (no wait for the loop); past it, it waits until the reader
+    /// has taken enough (HTTP/2 flow control), so output is never buffered without bound.
     func send(_ framed: [UInt8]) async throws {
+        if credit.gone.load(ordering: .acquiring) { throw StreamGoneError() }
+        let queued = credit.pending.add(framed.count, ordering: .relaxed).newValue
+        if queued <= highWater {
+            connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: nil) }
+            return
+        }
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
             let c = UncheckedBox(cont)
             connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: c.value) }

@@ -18,6 +18,8 @@ public struct JobService: Sendable {
     /// The one implementation of the job operations, for gRPC and HTTP alike.
     public let operations: JobOperations
     let logger: Logger
+    /// Each event encoded once for all its watchers.
+    let framedEvents = FramedEventMemo()
 
     /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
     /// with a key store turns API keys on (and `reel.v1.KeyService`).
@@ -170,7 +172,7 @@ public struct JobService: Sendable {
             try Validate.afterSeq(afterSeq)
             let caller = try await auth.caller(call.metadata)
             let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
-                try await call.send(ProtoCodec.encode(event))
+                try await call.send(framed: framedEvents.framed(event))
             }
             switch end {
             case .finished: return .ok
