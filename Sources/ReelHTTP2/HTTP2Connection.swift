@@ -231,16 +231,26 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             }
             return 0
         }
-        let n = String(decoding: UnsafeBufferPointer(start: name, count: nlen), as: UTF8.self)
+        let nameBytes = UnsafeBufferPointer(start: name, count: nlen)
+        // Transport headers no handler reads (`te: trailers`, the client's name, pseudo-headers
+        // other than the two below) are not turned into strings at all.
+        if nlen > 0 && name[0] == UInt8(ascii: ":") {
+            if nameBytes.elementsEqual(":path".utf8) {
+                s.path = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
+            } else if nameBytes.elementsEqual(":method".utf8) {
+                s.method = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
+            }
+            return 0
+        }
+        if nameBytes.elementsEqual("te".utf8) || nameBytes.elementsEqual("user-agent".utf8) { return 0 }
+        let n = String(decoding: nameBytes, as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
         switch n {
-        case ":path": s.path = v
-        case ":method": s.method = v
         case "content-type": s.contentType = v
         case "grpc-encoding": s.encoding = v
         case "grpc-timeout": s.timeout = v
         default:
-            if !n.hasPrefix(":") && s.metadata.count < 64 { s.metadata[n] = v }
+            if s.metadata.count < 64 { s.metadata[n] = v }
         }
         return 0
     }
@@ -396,10 +406,19 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
     // MARK: responses
 
     private func submitHeaders(_ s: ServerStream, extra: [(String, String)], withBody: Bool) {
+        s.headersSent = true
+        if s.httpStatus == 200 && extra.isEmpty && withBody {
+            // Every successful call's response headers: made once (nghttp2 copies them).
+            var provider = nghttp2_data_provider()
+            provider.read_callback = { _, streamID, buf, length, flags, _, ud in
+                HTTP2Connection.from(ud).readData(streamID, buf!, length, flags!)
+            }
+            _ = nghttp2_submit_response(session, s.id, StaticHeaders.ok.nv, StaticHeaders.ok.count, &provider)
+            return
+        }
         var headers: [(String, String)] = [(":status", String(s.httpStatus)), ("content-type", "application/grpc"),
                                            ("grpc-accept-encoding", "identity")]
         headers.append(contentsOf: extra)
-        s.headersSent = true
         withNV(headers) { nv in
             if withBody {
                 var provider = nghttp2_data_provider()
@@ -513,8 +532,12 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
         if s.queuedBytes == 0 {
             if let status = s.trailers {
                 flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-                withNV(statusHeaders(status)) { nv in
-                    _ = nghttp2_submit_trailer(session, s.id, nv.baseAddress, nv.count)
+                if status.code == .ok && status.message.isEmpty {
+                    _ = nghttp2_submit_trailer(session, s.id, StaticHeaders.okTrailers.nv, StaticHeaders.okTrailers.count)
+                } else {
+                    withNV(statusHeaders(status)) { nv in
+                        _ = nghttp2_submit_trailer(session, s.id, nv.baseAddress, nv.count)
+                    }
                 }
                 s.trailers = nil
                 return n
@@ -570,6 +593,30 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
 }
 
 /// Builds an nghttp2_nv array for the duration of `body` (nghttp2 copies names and values).
+/// Header blocks every call sends, built once for the life of the process (never freed).
+private struct StaticHeaders: @unchecked Sendable {
+    // Safety: written once at initialization, only read afterwards (nghttp2 copies them).
+    let nv: UnsafeMutablePointer<nghttp2_nv>
+    let count: Int
+
+    init(_ headers: [(String, String)]) {
+        nv = .allocate(capacity: headers.count)
+        count = headers.count
+        for (i, (n, v)) in headers.enumerated() {
+            let nb = Array(n.utf8), vb = Array(v.utf8)
+            let np = UnsafeMutablePointer<UInt8>.allocate(capacity: nb.count)
+            let vp = UnsafeMutablePointer<UInt8>.allocate(capacity: vb.count)
+            np.initialize(from: nb, count: nb.count)
+            vp.initialize(from: vb, count: vb.count)
+            (nv + i).initialize(to: nghttp2_nv(name: np, value: vp, namelen: nb.count, valuelen: vb.count,
+                                               flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+        }
+    }
+
+    static let ok = StaticHeaders([(":status", "200"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity")])
+    static let okTrailers = StaticHeaders([("grpc-status", "0")])
+}
+
 private func withNV(_ headers: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> Void) {
     var storage: [UnsafeMutablePointer<UInt8>] = []
     var nv = [nghttp2_nv]()

@@ -1,5 +1,6 @@
 import CoreMetrics
 import ReelCore
+import Synchronization
 
 /// Every metric Reel emits, with its labels (seed 002 §9.1, prefixed `reel_`), in one place.
 /// Backend-agnostic (swift-metrics); reeld bootstraps Prometheus.
@@ -54,11 +55,27 @@ public enum ReelMetrics {
 
     /// `reel_grpc_server_handled_total{grpc_method,grpc_code}` and
     /// `reel_grpc_server_handling_seconds{grpc_method}`.
+    /// Every call reports here, so the metric handles are made once per (method, code) and kept:
+    /// making them per call (a registry lookup and name checks in the backend) cost more than
+    /// serving a GetJob from memory.
     public static func rpcHandled(method: String, code: String, duration: Duration) {
-        Counter(label: "reel_grpc_server_handled_total", dimensions: [("grpc_method", method), ("grpc_code", code)]).increment()
-        Timer(label: "reel_grpc_server_handling_seconds", dimensions: [("grpc_method", method)], preferredDisplayUnit: .seconds)
-            .recordNanoseconds(duration.nanoseconds)
+        let key = RPCKey(method: method, code: code)
+        let handles = rpcHandles.withLock { $0[key] } ?? {
+            let made = (Counter(label: "reel_grpc_server_handled_total", dimensions: [("grpc_method", method), ("grpc_code", code)]),
+                        Timer(label: "reel_grpc_server_handling_seconds", dimensions: [("grpc_method", method)],
+                              preferredDisplayUnit: .seconds))
+            rpcHandles.withLock { $0[key] = made }
+            return made
+        }()
+        handles.0.increment()
+        handles.1.recordNanoseconds(duration.nanoseconds)
     }
+
+    private struct RPCKey: Hashable {
+        let method: String
+        let code: String
+    }
+    private static let rpcHandles = Mutex<[RPCKey: (Counter, Timer)]>([:])
 
     /// Histogram buckets per metric, for the backend to use.
     public static let durationBuckets: [String: [Duration]] = [
