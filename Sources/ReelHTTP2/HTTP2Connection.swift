@@ -231,19 +231,21 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
             }
             return 0
         }
-        let nameBytes = UnsafeBufferPointer(start: name, count: nlen)
+        func named(_ h: StaticString) -> Bool {
+            nlen == h.utf8CodeUnitCount && memcmp(name, h.utf8Start, nlen) == 0
+        }
         // Transport headers no handler reads (`te: trailers`, the client's name, pseudo-headers
         // other than the two below) are not turned into strings at all.
         if nlen > 0 && name[0] == UInt8(ascii: ":") {
-            if nameBytes.elementsEqual(":path".utf8) {
+            if named(":path") {
                 s.path = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
-            } else if nameBytes.elementsEqual(":method".utf8) {
+            } else if named(":method") {
                 s.method = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
             }
             return 0
         }
-        if nameBytes.elementsEqual("te".utf8) || nameBytes.elementsEqual("user-agent".utf8) { return 0 }
-        let n = String(decoding: nameBytes, as: UTF8.self)
+        if named("te") || named("user-agent") { return 0 }
+        let n = String(decoding: UnsafeBufferPointer(start: name, count: nlen), as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: vlen), as: UTF8.self)
         switch n {
         case "content-type": s.contentType = v
