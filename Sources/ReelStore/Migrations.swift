@@ -176,17 +176,18 @@ enum Migrations {
         """),
         (8, "first job of the day decided by a unique row", """
         -- Whose job is a user's first of the day was decided by looking for their earlier jobs,
-        -- which two concurrent create batches could both miss. One row per (tenant, user) holds
-        -- the last day they created a job; the create that moves it forward is the first today,
-        -- and a concurrent one waits on that row and sees it already moved.
+        -- which two concurrent create batches could both miss. A row per (tenant, user, day)
+        -- now decides it: the create whose insert makes the row is the first that day (a
+        -- concurrent insert of the same key waits for it and then does nothing). Rows of past
+        -- days are pruned by reeld's housekeeping.
         CREATE TABLE user_days (
             tenant_id   text NOT NULL,
             user_id     text NOT NULL,
             day         date NOT NULL,
-            PRIMARY KEY (tenant_id, user_id)
+            PRIMARY KEY (tenant_id, user_id, day)
         );
         INSERT INTO user_days (tenant_id, user_id, day)
-        SELECT tenant_id, user_id, max(created_at)::date FROM jobs GROUP BY tenant_id, user_id;
+        SELECT DISTINCT tenant_id, user_id, created_at::date FROM jobs WHERE created_at >= current_date;
         """),
         (9, "room on each jobs page for updates in place", """
         -- A running job's row is rewritten at every progress report. With room left on its page,

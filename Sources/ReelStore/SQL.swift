@@ -28,8 +28,9 @@ enum SQL {
     /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
     /// position in the batch); insert-or-nothing on (tenant, user, idempotency key), event seq 1
     /// in the same statement. A user's first job today is the first of theirs in the batch whose
-    /// `user_days` row this statement moves to today: the row lock makes that true for exactly
-    /// one create, however many batches run at once (rows locked in key order). Missing scenes are inserted without locking existing ones (a scene
+    /// statement inserts the user's `user_days` row for today: the unique key makes that true
+    /// for exactly one create however many batches run at once, and later creates that day
+    /// conflict with a committed row, which takes no lock. Missing scenes are inserted without locking existing ones (a scene
     /// another transaction is creating this instant starts at version 1, as every scene does).
     static let createJobs = """
     WITH input AS (
@@ -42,10 +43,10 @@ enum SQL {
         ON CONFLICT (tenant_id, id) DO NOTHING
         RETURNING tenant_id, id, bible_version
     ), first_today AS (
-        INSERT INTO user_days AS d (tenant_id, user_id, day)
+        INSERT INTO user_days (tenant_id, user_id, day)
         SELECT DISTINCT tenant_id, user_id, current_date FROM input ORDER BY 1, 2
-        ON CONFLICT (tenant_id, user_id) DO UPDATE SET day = EXCLUDED.day WHERE d.day < EXCLUDED.day
-        RETURNING d.tenant_id, d.user_id
+        ON CONFLICT DO NOTHING
+        RETURNING tenant_id, user_id
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
@@ -241,8 +242,11 @@ enum SQL {
     static let ping = "SELECT 1"
 
     /// reeld processes alive on this database (the event trigger NOTIFYs only while there are two or more).
+    /// Every few seconds, so it also does the housekeeping: instances long gone, and the
+    /// first-job-of-the-day rows of days past.
     static let touchInstance = """
-    WITH gone AS (DELETE FROM reel_instances WHERE last_seen < now() - interval '1 hour')
+    WITH gone AS (DELETE FROM reel_instances WHERE last_seen < now() - interval '1 hour'),
+         past_days AS (DELETE FROM user_days WHERE day < current_date - 1)
     INSERT INTO reel_instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET last_seen = now()
     """
     static let liveInstances = "SELECT count(*) FROM reel_instances WHERE last_seen > now() - interval '30 seconds'"
