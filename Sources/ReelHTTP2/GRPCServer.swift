@@ -32,7 +32,10 @@ final class LoopContext: LoopHandler, LoopTicker {
     let core: GRPCServerCore
     var listenFD: Int32
     var connections: [Int32: HTTP2Connection] = [:]
-    private var deadlines: [(at: ContinuousClock.Instant, conn: HTTP2Connection, stream: Int32)] = []
+    /// Calls' deadlines, soonest first. A call that ends before its deadline leaves its entry
+    /// behind (removing it would cost a search per call); `armDeadline` sweeps such entries out
+    /// once they outnumber the live ones.
+    private var deadlines = DeadlineHeap()
     private var lastIdleCheck = ContinuousClock.now
 
     init(loop: EventLoop, core: GRPCServerCore, listenFD: Int32) {
@@ -58,22 +61,22 @@ final class LoopContext: LoopHandler, LoopTicker {
 
     func connectionClosed(_ c: HTTP2Connection) {
         connections[c.fd] = nil
-        deadlines.removeAll { $0.conn === c }
     }
 
     func armDeadline(_ at: ContinuousClock.Instant, conn: HTTP2Connection, stream: Int32) {
-        deadlines.append((at, conn, stream))
+        if deadlines.count >= sweepAt {
+            deadlines.removeAll { d in d.conn.map { !$0.isLive(streamID: d.stream) } ?? true }
+            sweepAt = max(1024, deadlines.count * 2)
+        }
+        deadlines.push(Deadline(at: at, conn: conn, stream: stream))
     }
+    private var sweepAt = 1024
 
     func tick() {
         let now = ContinuousClock.now
-        if !deadlines.isEmpty {
-            var due: [(HTTP2Connection, Int32)] = []
-            deadlines.removeAll { d in
-                if d.at <= now { due.append((d.conn, d.stream)); return true }
-                return false
-            }
-            for (c, s) in due { c.deadlinePassed(streamID: s) }
+        while let d = deadlines.first, d.at <= now {
+            deadlines.popFirst()
+            d.conn?.deadlinePassed(streamID: d.stream)
         }
         if now - lastIdleCheck > .seconds(1) {
             lastIdleCheck = now
@@ -161,4 +164,55 @@ public final class GRPCServer: Sendable {
 public struct GRPCServerError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public var description: String { message }
+}
+
+struct Deadline {
+    let at: ContinuousClock.Instant
+    weak var conn: HTTP2Connection?
+    let stream: Int32
+}
+
+/// A binary min-heap of deadlines by time.
+struct DeadlineHeap {
+    private var items: [Deadline] = []
+
+    var count: Int { items.count }
+    var first: Deadline? { items.first }
+
+    mutating func push(_ d: Deadline) {
+        items.append(d)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].at < items[parent].at else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func popFirst() {
+        guard !items.isEmpty else { return }
+        items.swapAt(0, items.count - 1)
+        items.removeLast()
+        siftDown(0)
+    }
+
+    /// Drops every entry `shouldRemove` says, then restores the heap order.
+    mutating func removeAll(where shouldRemove: (Deadline) -> Bool) {
+        items.removeAll(where: shouldRemove)
+        for i in stride(from: items.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l].at < items[m].at { m = l }
+            if r < items.count && items[r].at < items[m].at { m = r }
+            if m == i { return }
+            items.swapAt(i, m)
+            i = m
+        }
+    }
 }

@@ -585,6 +585,12 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
         }
     }
 
+    /// Whether the call on `streamID` is still running (its deadline still matters).
+    func isLive(streamID: Int32) -> Bool {
+        guard let s = streams[streamID] else { return false }
+        return !s.finished
+    }
+
     func deadlinePassed(streamID: Int32) {
         guard let s = streams[streamID], !s.finished else { return }
         terminate(streamID: streamID, status: GRPCStatus(.deadlineExceeded, "deadline exceeded"))
@@ -594,7 +600,6 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
     func start() { flush() }
 }
 
-/// Builds an nghttp2_nv array for the duration of `body` (nghttp2 copies names and values).
 /// Header blocks every call sends, built once for the life of the process (never freed).
 private struct StaticHeaders: @unchecked Sendable {
     // Safety: written once at initialization, only read afterwards (nghttp2 copies them).
@@ -619,6 +624,7 @@ private struct StaticHeaders: @unchecked Sendable {
     static let okTrailers = StaticHeaders([("grpc-status", "0")])
 }
 
+/// Builds an nghttp2_nv array for the duration of `body` (nghttp2 copies names and values).
 private func withNV(_ headers: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> Void) {
     var storage: [UnsafeMutablePointer<UInt8>] = []
     var nv = [nghttp2_nv]()

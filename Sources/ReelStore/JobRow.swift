@@ -50,27 +50,39 @@ enum JobRow {
 
     /// Strings as a PostgreSQL text[] literal: each element quoted, `\\` and `"` escaped.
     static func textArray(_ values: some Sequence<String>) -> String {
-        var out = "{"
+        var out: [UInt8] = [UInt8(ascii: "{")]
         var first = true
-        for v in values {
-            if !first { out += "," }
+        for var v in values {
+            if !first { out.append(UInt8(ascii: ",")) }
             first = false
-            out += "\""
-            for ch in v.unicodeScalars {
-                if ch == "\\" || ch == "\"" { out += "\\" }
-                out.unicodeScalars.append(ch)
+            out.append(UInt8(ascii: "\""))
+            v.withUTF8 { bytes in
+                out.reserveCapacity(out.count + bytes.count + 2)
+                for b in bytes {
+                    if b == UInt8(ascii: "\\") || b == UInt8(ascii: "\"") { out.append(UInt8(ascii: "\\")) }
+                    out.append(b)
+                }
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
         }
-        return out + "}"
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The statuses in which a worker holds a job, as a text[] literal.
     static let runningStatuses = textArray(JobStatus.allCases.filter(\.isRunning).map(\.name))
 
+    /// A JSON object of strings, keys sorted (through the one JSON escaper).
     static func encodeStringMap(_ m: [String: String]) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: m, options: [.sortedKeys]) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
+        if m.isEmpty { return "{}" }
+        var out = "{"
+        for (i, k) in m.keys.sorted().enumerated() {
+            if i > 0 { out += "," }
+            JSONText.quote(k, into: &out)
+            out += ":"
+            JSONText.quote(m[k]!, into: &out)
+        }
+        return out + "}"
     }
 
     static func decodeStringMap(_ s: String) -> [String: String] {

@@ -131,6 +131,24 @@ def test_server_honours_grpc_timeout_header(slow_reeld, tmp_path):
         ri.cancel_quietly(stub, [job.id])
 
 
+def test_grpc_timeout_is_enforced_among_many_finished_calls_with_long_deadlines(slow_reeld, tmp_path):
+    """Calls that finish before their deadline leave entries the server sweeps out later; a
+    short deadline armed after thousands of long ones still fires on time."""
+    stub = slow_reeld.stub
+    job = stub.CreateJob(ri.create_request(ri.unique("deadline-heap")), timeout=ri.DEFAULT_TIMEOUT)
+    try:
+        for _ in range(2500):  # each call carries grpc-timeout ~120 s and finishes at once
+            stub.GetJob(pb.GetJobRequest(id=job.id), timeout=120)
+        body = _frame(pb.WatchJobRequest(id=job.id).SerializeToString())
+        status, out, secs = _nghttp(slow_reeld.target, "/reel.v1.JobService/WatchJob", body,
+                                    tmp_path, headers=["grpc-timeout: 400m"], timeout=15)
+        assert status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], f"got {status} after {secs:.1f}s:\n{out}"
+        assert secs < 5, f"DEADLINE_EXCEEDED came {secs:.1f}s after a 400 ms deadline"
+        assert stub.GetJob(pb.GetJobRequest(id=job.id), timeout=5).id == job.id
+    finally:
+        ri.cancel_quietly(stub, [job.id])
+
+
 def test_content_type_grpc_proto_is_accepted(reeld, tmp_path):
     body = _frame(health_pb2.HealthCheckRequest().SerializeToString())
     status, out, _ = _nghttp(reeld.target, "/grpc.health.v1.Health/Check", body, tmp_path,
