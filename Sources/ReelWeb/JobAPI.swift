@@ -21,6 +21,11 @@ public struct JobAPI: Sendable {
     public var socketWriteTimeout: Duration = .seconds(10)
     /// Where `file://` artifacts live (`--artifacts-dir`), served by `/v1/media`.
     public var artifactsDir: String?
+    /// An SSE stream with nothing to say sends a comment this often, so proxies keep it open
+    /// and a client that vanished is noticed.
+    public var sseKeepAlive: Duration = .seconds(15)
+    /// Event lines an SSE client may be behind before its stream ends (it resumes with Last-Event-ID).
+    public var sseBuffer = 256
 
     public init(operations: JobOperations, auth: Authenticator, logger: Logger) {
         self.operations = operations; self.auth = auth; self.logger = logger
@@ -166,18 +171,42 @@ public struct JobAPI: Sendable {
         headers[.contentType] = "text/event-stream"
         let operations = self.operations
         let logger = self.logger
+        let keepAlive = sseKeepAlive
+        // The watch and a keep-alive ticker feed one stream of SSE text; the response writes it.
+        // A client too slow to take `sseBuffer` lines ends its stream (it resumes with
+        // Last-Event-ID and misses nothing).
+        let (lines, out) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingOldest(sseBuffer))
+        struct TooSlow: Error {}
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            let watch = Task {
+                do {
+                    let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
+                        if case .dropped = out.yield("id: \(event.seq)\ndata: \(JobJSON.encode(event))\n\n") { throw TooSlow() }
+                    }
+                    if case .fellBehind(let last) = end {
+                        logger.debug("SSE watcher fell behind", metadata: ["reel.job_id": "\(id)", "reel.seq": "\(last)"])
+                    }
+                } catch let error as ReelError {
+                    out.yield("event: error\ndata: \(ErrorJSON.body(for: error).text)\n\n")
+                } catch {
+                    logger.debug("SSE watcher ended", metadata: ["reel.job_id": "\(id)", "error": "\(error)"])
+                }
+                out.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: keepAlive)
+                    if Task.isCancelled { break }
+                    out.yield(": keep-alive\n\n")
+                }
+            }
+            defer {
+                watch.cancel()
+                ticker.cancel()
+            }
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-            do {
-                let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
-                    try await writer.write(ByteBuffer(string: "id: \(event.seq)\ndata: \(JobJSON.encode(event))\n\n"))
-                }
-                if case .fellBehind(let last) = end {
-                    // The client reconnects with Last-Event-ID and misses nothing.
-                    logger.debug("SSE watcher fell behind", metadata: ["reel.job_id": "\(id)", "reel.seq": "\(last)"])
-                }
-            } catch let error as ReelError {
-                try await writer.write(ByteBuffer(string: "event: error\ndata: \(ErrorJSON.body(for: error).text)\n\n"))
+            for await line in lines {
+                try await writer.write(ByteBuffer(string: line))
             }
             try await writer.finish(nil)
         })

@@ -72,6 +72,9 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Close connections idle (no open stream) this many seconds. Env: REEL_IDLE_TIMEOUT.")
     var idleTimeout: Int = Int(env("REEL_IDLE_TIMEOUT") ?? "") ?? 300
 
+    @Option(help: "Seconds between keep-alive comments on an otherwise quiet SSE stream. Env: REEL_SSE_KEEPALIVE_SECONDS.")
+    var sseKeepaliveSeconds: Double = Double(env("REEL_SSE_KEEPALIVE_SECONDS") ?? "") ?? 15
+
     @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
     var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
 
@@ -210,6 +213,7 @@ struct Reeld: AsyncParsableCommand {
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
             api.artifactsDir = artifactsDir
+            api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
             let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
                                        healthy: { health.status == HealthState.serving })
             let logger = logger

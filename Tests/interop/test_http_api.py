@@ -328,6 +328,36 @@ def test_sse_resume_while_running_misses_nothing(slow):
     assert rest[-1]["data"]["status"] == "JOB_STATUS_FINAL_READY"
 
 
+def test_sse_keeps_a_quiet_stream_alive_and_still_delivers(reeld_factory):
+    """A queued job says nothing for a while: comments keep the stream open, and the next
+    event (a cancel) still arrives and ends it."""
+    import http.client
+    import urllib.parse
+    s = reeld_factory("sse-keepalive", http=True, workers=0, extra_args=("--sse-keepalive-seconds", "0.3"))
+    job = web.create_job(s.http_url, ri.unique("web-sse-quiet"))
+    u = urllib.parse.urlsplit(s.http_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("GET", f"/v1/jobs/{job['id']}/events", headers={"Accept": "text/event-stream"})
+        r = conn.getresponse()
+        assert r.status == 200
+        lines, started = [], time.monotonic()
+        canceller = threading.Timer(2.0, lambda: web.call(s.http_url, "POST", f"/v1/jobs/{job['id']}:cancel", body={}))
+        canceller.start()
+        while True:
+            line = r.readline()
+            if not line:
+                break
+            lines.append((time.monotonic() - started, line.decode().rstrip("\r\n")))
+        canceller.join()
+    finally:
+        conn.close()
+    quiet = [t for t, l in lines if l == ": keep-alive" and t < 2.0]
+    assert len(quiet) >= 4, lines
+    data = [l for _, l in lines if l.startswith("data:")]
+    assert "JOB_STATUS_QUEUED" in data[0] and "JOB_STATUS_CANCELLED" in data[-1], data
+
+
 def test_sse_errors_are_http_statuses(srv):
     assert web.sse_events(srv.http_url, "/v1/jobs/nope/events")[0] == 400
     assert web.sse_events(srv.http_url, "/v1/jobs/00000000-0000-4000-8000-000000000000/events")[0] == 404
