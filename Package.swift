@@ -84,6 +84,7 @@ let package = Package(
         .testTarget(name: "ReelPipelineTests", dependencies: [
             "ReelPipeline", "ReelCore", .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "ReelServiceTests", dependencies: ["ReelService", "ReelScheduler", "ReelCore"]),
         .testTarget(name: "ReelSchedulerTests", dependencies: [
             "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",
             .product(name: "Logging", package: "swift-log"),

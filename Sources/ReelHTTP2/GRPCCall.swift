@@ -22,6 +22,15 @@ public struct GRPCCall: Sendable {
     public func send(framed: [UInt8]) async throws {
         try await sink.send(framed)
     }
+
+    /// Hands a framed message over without waiting, from any thread: false when the stream is
+    /// over its high-water mark (nothing is sent; `send` waits instead) or gone (`isGone`).
+    public func trySend(framed: [UInt8]) -> Bool {
+        sink.trySend(framed)
+    }
+
+    /// The stream has ended (the client went away, a deadline passed).
+    public var isGone: Bool { sink.isGone }
 }
 
 public enum GRPCMethodKind: Sendable {

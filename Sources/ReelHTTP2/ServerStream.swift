@@ -73,6 +73,20 @@ struct StreamSink: Sendable {
         }
     }
 
+    /// `send` if it needn't wait; false (nothing sent) when it would, or the stream is gone.
+    func trySend(_ framed: [UInt8]) -> Bool {
+        if credit.gone.load(ordering: .acquiring) { return false }
+        let queued = credit.pending.add(framed.count, ordering: .relaxed).newValue
+        guard queued <= highWater else {
+            credit.pending.subtract(framed.count, ordering: .relaxed)
+            return false
+        }
+        connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: nil) }
+        return true
+    }
+
+    var isGone: Bool { credit.gone.load(ordering: .acquiring) }
+
     func finish(_ status: GRPCStatus) {
         connection.withValue { conn in conn.finish(streamID: streamID, status: status) }
     }

@@ -7,6 +7,7 @@ public final class JobEventHub: Sendable {
     private struct State {
         var nextID = 0
         var watchers: [String: [Int: AsyncStream<JobEvent>.Continuation]] = [:]
+        var direct: [String: [Int: any JobEventReceiver]] = [:]
     }
     private let state = Mutex(State())
     /// Events a watcher may have pending before it counts as fallen behind.
@@ -35,14 +36,42 @@ public final class JobEventHub: Sendable {
         }
     }
 
+    /// Hands `jobID`'s events to `receiver` on the publisher's thread, as they are published,
+    /// until `unsubscribe` with the returned token. The receiver must not block.
+    public func subscribe(jobID: String, receiver: any JobEventReceiver) -> Int {
+        state.withLock { s in
+            let id = s.nextID
+            s.nextID += 1
+            s.direct[jobID, default: [:]][id] = receiver
+            return id
+        }
+    }
+
+    public func unsubscribe(jobID: String, token: Int) {
+        state.withLock { s in
+            s.direct[jobID]?[token] = nil
+            if s.direct[jobID]?.isEmpty == true { s.direct[jobID] = nil }
+        }
+    }
+
     public func publish(_ event: JobEvent) {
-        let conts = state.withLock { s in s.watchers[event.jobID].map { Array($0.values) } ?? [] }
+        let (conts, receivers) = state.withLock { s in
+            (s.watchers[event.jobID].map { Array($0.values) } ?? [], s.direct[event.jobID].map { Array($0.values) } ?? [])
+        }
         for c in conts {
             // A full buffer means the watcher fell behind: end its stream rather than hold
             // events without bound; it resumes from storage with `after_seq`.
             if case .dropped = c.yield(event) { c.finish() }
         }
+        for r in receivers { r.receive(event) }
     }
 
-    public var watcherCount: Int { state.withLock { s in s.watchers.values.reduce(0) { $0 + $1.count } } }
+    public var watcherCount: Int {
+        state.withLock { s in s.watchers.values.reduce(0) { $0 + $1.count } + s.direct.values.reduce(0) { $0 + $1.count } }
+    }
+}
+
+/// Takes a job's events synchronously as they are published (see `JobEventHub.subscribe(jobID:receiver:)`).
+public protocol JobEventReceiver: AnyObject, Sendable {
+    func receive(_ event: JobEvent)
 }

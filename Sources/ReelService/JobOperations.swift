@@ -110,26 +110,36 @@ public struct JobOperations: Sendable {
     /// Snapshot (or stored events after `afterSeq`), then live events in `seq` order, until the
     /// terminal event. Subscribing before reading storage means no event falls in between.
     /// Errors before the first `send` (bad id, not found) are thrown; so are `send`'s own.
+    /// With `direct` (a transport that can take a message without waiting), live events are
+    /// handed over on the publisher's thread (`LiveForwarder`), `send` serving only to catch up.
     public func watch(id rawID: String, afterSeq: Int64, caller: Caller,
+                      direct: (@Sendable (JobEvent) -> DirectSend)? = nil,
                       send: (JobEvent) async throws -> Void) async throws -> WatchEnd {
         let id = try Validate.jobID(rawID)
         try Validate.afterSeq(afterSeq)
-        let live = hub.subscribe(jobID: id)
-        let job = try await ownedJob(id, caller)
-        var last: Int64
-        if afterSeq == 0 {
-            try await send(JobEvent.snapshot(of: job))
-            last = job.lastEventSeq
-            if job.isFinished { return .finished }
-        } else {
-            last = afterSeq
-            for e in try await store.events(jobID: id, afterSeq: afterSeq) {
-                try await send(e)
-                last = e.seq
-                if e.endsWatch { return .finished }
+        if let direct {
+            let forwarder = LiveForwarder(limit: hub.bufferLimit, send: direct)
+            let token = hub.subscribe(jobID: id, receiver: forwarder)
+            defer { hub.unsubscribe(jobID: id, token: token) }
+            guard var last = try await replay(id, afterSeq: afterSeq, caller: caller, send: send) else { return .finished }
+            while true {
+                switch await forwarder.goLive(after: last) {
+                case .finished: return .finished
+                case .cancelled, .gone: return .cancelled
+                case .fellBehind(let seq): return .fellBehind(lastSeq: seq)
+                case .stalled(let seq):
+                    // A gap, or a slow reader: catch up from storage, waiting on the reader.
+                    last = max(last, seq)
+                    for e in try await store.events(jobID: id, afterSeq: last) {
+                        try await send(e)
+                        last = e.seq
+                        if e.endsWatch { return .finished }
+                    }
+                }
             }
-            if job.isFinished && last >= job.lastEventSeq { return .finished }
         }
+        let live = hub.subscribe(jobID: id)
+        guard var last = try await replay(id, afterSeq: afterSeq, caller: caller, send: send) else { return .finished }
         for await event in live {
             if event.seq <= last { continue }
             // A gap (events published out of order, or by another writer): fill it from storage.
@@ -142,6 +152,25 @@ public struct JobOperations: Sendable {
         }
         if Task.isCancelled { return .cancelled }
         return .fellBehind(lastSeq: last)
+    }
+
+    /// A watch's opening: the snapshot (`afterSeq` 0) or the stored events after `afterSeq`.
+    /// Returns the last seq sent, or nil when that already ended the watch.
+    private func replay(_ id: String, afterSeq: Int64, caller: Caller,
+                        send: (JobEvent) async throws -> Void) async throws -> Int64? {
+        let job = try await ownedJob(id, caller)
+        if afterSeq == 0 {
+            try await send(JobEvent.snapshot(of: job))
+            return job.isFinished ? nil : job.lastEventSeq
+        }
+        var last = afterSeq
+        for e in try await store.events(jobID: id, afterSeq: afterSeq) {
+            try await send(e)
+            last = e.seq
+            if e.endsWatch { return nil }
+        }
+        if job.isFinished && last >= job.lastEventSeq { return nil }
+        return last
     }
 
     /// The job if the caller may see it; another tenant's job does not exist for them.

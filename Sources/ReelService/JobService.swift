@@ -171,7 +171,11 @@ public struct JobService: Sendable {
             let id = try Validate.jobID(rawID)
             try Validate.afterSeq(afterSeq)
             let caller = try await auth.caller(call.metadata)
-            let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
+            let framedEvents = self.framedEvents
+            let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller, direct: { event in
+                if call.trySend(framed: framedEvents.framed(event)) { return .sent }
+                return call.isGone ? .gone : .full
+            }) { event in
                 try await call.send(framed: framedEvents.framed(event))
             }
             switch end {
