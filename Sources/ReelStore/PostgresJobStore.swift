@@ -128,15 +128,22 @@ public final class PostgresJobStore: JobStore {
     /// A batch of state changes in one transaction, rows locked in job-id order (so that two
     /// batches never deadlock; one job's changes keep their order); a change the table or the
     /// lease refuses fails alone. The batch goes out in libpq pipeline mode: one round trip and
-    /// one commit for all of it. Each input is one job's list of changes, answered in order.
+    /// one commit for all of it. Each input is one job's list of changes, answered in order; a
+    /// list that is a plain run of steps (`isChain`) is one statement: one row update with the
+    /// last state and one event row per step.
     static func apply(_ batch: [([StateChange], String)], pool: PGPool) async throws -> [Result<[ChangeResult], any Error>] {
         try await pool.withConnection { c in
             if batch.count == 1 && batch[0].0.count == 1 {
                 return [.success([Result { try Self.apply(batch[0].0[0], to: batch[0].1, on: c) }])]
             }
             var out: [[ChangeResult?]] = batch.map { [ChangeResult?](repeating: nil, count: $0.0.count) }
+            // One statement per change, or per chain (index -1).
             var order: [(input: Int, index: Int)] = []
             for (i, (list, _)) in batch.enumerated() {
+                if isChain(list) {
+                    order.append((i, -1))
+                    continue
+                }
                 for (k, ch) in list.enumerated() {
                     do {
                         if let p = ch.progress { try Validate.progress(p) }
@@ -145,16 +152,62 @@ public final class PostgresJobStore: JobStore {
                 }
             }
             order.sort { (batch[$0.input].1, $0.input, $0.index) < (batch[$1.input].1, $1.input, $1.index) }
-            let rows = try c.pipeline(order.map { (SQL.applyChange, changeParams(batch[$0.input].0[$0.index], jobID: batch[$0.input].1)) })
+            let rows = try c.pipeline(order.map { o in
+                let (list, jobID) = batch[o.input]
+                return o.index < 0 ? (SQL.applyChain, chainParams(list, jobID: jobID))
+                                   : (SQL.applyChange, changeParams(list[o.index], jobID: jobID))
+            })
             for ((i, k), r) in zip(order, rows) {
-                if let row = r.first {
+                let (list, jobID) = batch[i]
+                if k < 0 {
+                    if r.rows.count == list.count {
+                        let job = JobRow.decode(r.rows[0])
+                        for (n, row) in r.rows.enumerated() {
+                            out[i][n] = .success((job, JobRow.decodeEvent(Array(row[JobRow.columnCount...]))))
+                        }
+                    } else {
+                        // The first step was refused (cancelled, lease lost): so is every step after it.
+                        let why: any Error
+                        do { why = try refusal(list[0], jobID: jobID, on: c) } catch { why = error }
+                        for n in list.indices { out[i][n] = .failure(why) }
+                    }
+                } else if let row = r.first {
                     out[i][k] = .success(JobRow.decodeWithEvent(row))
                 } else {
-                    do { out[i][k] = .failure(try refusal(batch[i].0[k], jobID: batch[i].1, on: c)) } catch { out[i][k] = .failure(error) }
+                    do { out[i][k] = .failure(try refusal(list[k], jobID: jobID, on: c)) } catch { out[i][k] = .failure(error) }
                 }
             }
             return out.map { .success($0.map { $0! }) }
         }
+    }
+
+    /// A list of two or more plain steps of a running job by one worker: each with a stage and
+    /// a valid progress, no error, result, retry or dead-letter, no terminal or queued status,
+    /// and each step a transition the table allows from the one before. Applied as one
+    /// statement, it changes exactly what the steps one by one would.
+    static func isChain(_ list: [StateChange]) -> Bool {
+        guard list.count >= 2, let worker = list[0].requireWorker else { return false }
+        for (k, ch) in list.enumerated() {
+            guard ch.requireWorker == worker, ch.stage != nil, let p = ch.progress, (try? Validate.progress(p)) != nil,
+                  ch.error == nil, ch.result == nil, ch.deadLettered == nil, ch.retryCount == nil, ch.runAfterMs == nil,
+                  ch.status.isRunning else { return false }
+            if k > 0 && !list[k - 1].status.canTransition(to: ch.status) { return false }
+        }
+        return true
+    }
+
+    private static func chainParams(_ list: [StateChange], jobID: String) -> [String?] {
+        let last = list[list.count - 1]
+        // A step with artifacts writes all of them, so the last such step decides every column.
+        let a = list.last(where: { $0.artifacts != nil })?.artifacts
+        return [
+            jobID, JobRow.textArray(JobStatus.sources(of: list[0].status).map(\.name)), last.requireWorker,
+            last.status.name, last.stage?.name, last.progress.map { String($0) }, last.message,
+            a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
+            a?.hlsPlaylistURL, a?.providerJobID,
+            String(list.count), JobRow.textArray(list.map(\.status.name)), JobRow.textArray(list.map { $0.stage?.name ?? "" }),
+            "{" + list.map { String($0.progress ?? 0) }.joined(separator: ",") + "}", JobRow.textArray(list.map(\.message)),
+        ]
     }
 
     static func apply(_ ch: StateChange, to jobID: String, on c: PGConnectionHandle) throws -> (job: Job, event: JobEvent) {

@@ -122,6 +122,36 @@ enum SQL {
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
 
+    /// A run of steps of one running job (`PostgresJobStore.isChain`) in one statement: the row
+    /// takes the last step's state (`$4`–`$14`, artifacts of the last step that had them) once,
+    /// and each step ($16–$19, in order) gets its event row with the next seq. The first step
+    /// must be allowed from the stored status ($2) under the worker's unexpired lease ($3), as
+    /// in `applyChange`; the steps after it were checked against the transition table by the
+    /// caller. Answers one row per event: the job as it ends up, then the event's columns.
+    static let applyChain = """
+    WITH u AS (
+        UPDATE jobs SET
+            status = $4, stage = COALESCE($5, stage), progress = COALESCE($6::int, progress), message = $7,
+            expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
+            preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
+            thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
+            provider_job_id = COALESCE($14, provider_job_id),
+            completed_at = NULL,
+            last_event_seq = last_event_seq + $15::int,
+            updated_at = now()
+        WHERE id = $1::uuid AND status = ANY($2::text[]) AND worker_id = $3 AND lease_expires_at > now()
+        RETURNING *
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT u.id, u.last_event_seq - $15::int + e.ord, e.status, e.stage, e.progress, e.message, u.dead_lettered, u.updated_at
+        FROM u, unnest($16::text[], $17::text[], $18::int[], $19::text[]) WITH ORDINALITY AS e(status, stage, progress, message, ord)
+        RETURNING job_id, seq, status, stage, progress, message, at, dead_lettered
+    )
+    SELECT j.*, ev.job_id::text, ev.seq, ev.status, ev.stage, ev.progress, ev.message,
+           (extract(epoch FROM ev.at) * 1000)::int8, ev.dead_lettered
+    FROM (SELECT \(jobColumns) FROM u) j, ev ORDER BY ev.seq
+    """
+
     /// Claims ready jobs for `$1`, `$2` at most, under a lease of `$3` ms. Fair first: every
     /// user's best ready job (a loose index scan over `jobs_ready_user`) goes ahead of any
     /// user's second, so one user's flood can't starve another's single job; the rest follow

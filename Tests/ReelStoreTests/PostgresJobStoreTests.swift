@@ -159,6 +159,43 @@ struct PostgresJobStoreTests {
                                                   requireWorker: "w"), to: a.id).event.seq == 5)
     }
 
+    @Test func aRunOfStepsAsOneStatementWritesWhatTheStepsOneByOneWould() async throws {
+        let store = try await freshStore()
+        let (x, _) = try await store.createJob(newJob(text: "one by one"))
+        let (y, _) = try await store.createJob(newJob(text: "as a chain"))
+        let (z, _) = try await store.createJob(newJob(text: "cancelled"))
+        _ = try await store.claim(workerID: "w", limit: 3, leaseMs: 60_000)
+        var art = Artifacts()
+        art.expandedScript = "SCENE s1 — \"quoted\", {braced}, back\\slash"
+        art.providerJobID = "task-1"
+        let steps = [
+            StateChange(status: .processing, stage: .scriptExpansion, progress: 5, message: "expanding, {x}", requireWorker: "w"),
+            StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "expanded", artifacts: art, requireWorker: "w"),
+            StateChange(status: .scriptReady, stage: .continuityValidation, progress: 30, message: "validating \"now\"", requireWorker: "w"),
+            StateChange(status: .continuityChecked, stage: .continuityValidation, progress: 35, message: "checked", requireWorker: "w"),
+        ]
+        #expect(PostgresJobStore.isChain(steps))
+        #expect(!PostgresJobStore.isChain([steps[1], steps[0]]), "script_ready → processing is not in the table")
+        for st in steps { _ = try await store.apply(st, to: x.id) }
+        let chained = try await store.apply(steps, to: y.id).map { try $0.get() }
+        #expect(chained.map(\.event.seq) == [3, 4, 5, 6])
+        #expect(chained.map(\.event.message) == steps.map(\.message))
+        #expect(chained.map(\.event.progress) == [5, 25, 30, 35])
+        let one = try #require(try await store.job(id: x.id)), all = try #require(try await store.job(id: y.id))
+        #expect(all.status == one.status && all.stage == one.stage && all.progress == one.progress && all.message == one.message)
+        #expect(all.artifacts == one.artifacts && all.artifacts.expandedScript == art.expandedScript)
+        #expect(all.lastEventSeq == one.lastEventSeq && chained[3].job.lastEventSeq == 6)
+        let ex = try await store.events(jobID: x.id, afterSeq: 2), ey = try await store.events(jobID: y.id, afterSeq: 2)
+        #expect(ex.map { [$0.seq, Int64($0.progress)] } == ey.map { [$0.seq, Int64($0.progress)] })
+        #expect(ex.map(\.message) == ey.map(\.message) && ex.map(\.status) == ey.map(\.status) && ex.map(\.stage) == ey.map(\.stage))
+        // A chain whose first step is refused (the job was cancelled) writes nothing at all.
+        _ = try await store.apply(StateChange(status: .cancelled, stage: nil, progress: nil, message: "cancelled"), to: z.id)
+        let refused = try await store.apply(steps, to: z.id)
+        #expect(refused.count == 4)
+        for r in refused { #expect(throws: ReelError.self) { try r.get() } }
+        #expect(try await store.events(jobID: z.id, afterSeq: 0).count == 3)
+    }
+
     @Test func invalidTransitionChangesNothing() async throws {
         let store = try await freshStore()
         let (job, _) = try await store.createJob(newJob())
