@@ -3,6 +3,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import Prometheus
+import ServiceLifecycle
+import Synchronization
 
 /// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`, and
 /// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and the dashboard.
@@ -13,11 +15,13 @@ public struct WebServer: Sendable {
     let healthy: @Sendable () -> Bool
     let api: JobAPI?
     let logger: Logger
+    let stopper: WebServerStopper?
 
+    /// `stopper` lets the owner stop the server gracefully instead of cancelling it.
     public init(host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-                api: JobAPI? = nil, healthy: @escaping @Sendable () -> Bool) {
+                api: JobAPI? = nil, stopper: WebServerStopper? = nil, healthy: @escaping @Sendable () -> Bool) {
         self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.api = api
-        self.healthy = healthy
+        self.stopper = stopper; self.healthy = healthy
     }
 
     /// Serves until the task is cancelled. `onRunning` gets the bound port.
@@ -54,12 +58,49 @@ public struct WebServer: Sendable {
             }
             let ws = WebSocketServerConfiguration(maxFrameSize: JobUpdatesSocket.maxMessageBytes,
                                                   autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(5))
-            try await Application(
+            try await serve(Application(
                 router: router, server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: ws)),
                 configuration: configuration, onServerRunning: running, logger: webLogger
-            ).run()
+            ), logger: webLogger)
         } else {
-            try await Application(router: router, configuration: configuration, onServerRunning: running, logger: webLogger).run()
+            try await serve(Application(router: router, configuration: configuration, onServerRunning: running, logger: webLogger),
+                            logger: webLogger)
+        }
+    }
+
+    /// Runs `app` in a service group that stops gracefully when `stopper` says so (reeld handles
+    /// the signals itself), or at once when the task is cancelled.
+    private func serve(_ app: some Service, logger: Logger) async throws {
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [app], logger: logger))
+        if let stopper, !stopper.attach(group) { return }
+        try await group.run()
+    }
+}
+
+/// Asks running `WebServer`s to stop gracefully: no new connections, requests in flight finish.
+public final class WebServerStopper: Sendable {
+    private struct State {
+        var groups: [ServiceGroup] = []
+        var stopped = false
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func stop() async {
+        let groups = state.withLock { s -> [ServiceGroup] in
+            s.stopped = true
+            return s.groups
+        }
+        for g in groups { await g.triggerGracefulShutdown() }
+    }
+
+    /// False when `stop` came first (then the server doesn't start).
+    func attach(_ group: ServiceGroup) -> Bool {
+        state.withLock { s in
+            if s.stopped { return false }
+            s.groups.append(group)
+            return true
         }
     }
 }

@@ -210,12 +210,13 @@ struct Reeld: AsyncParsableCommand {
 
         var web: Task<Void, Never>? = nil
         var http: Task<Void, Never>? = nil
+        let webStopper = WebServerStopper()
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
             api.artifactsDir = artifactsDir
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
             let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
-                                       healthy: { health.status == HealthState.serving })
+                                       stopper: webStopper, healthy: { health.status == HealthState.serving })
             let logger = logger
             http = Task {
                 do {
@@ -228,7 +229,7 @@ struct Reeld: AsyncParsableCommand {
         // The HTTP listener serves /metrics too; a second server on the same address would not bind.
         if let (mhost, mport) = metricsAddress, !(httpAddress.map { $0 == (mhost, mport) } ?? false) {
             let webServer = WebServer(host: mhost, port: mport, registry: registry, logger: logger,
-                                      healthy: { health.status == HealthState.serving })
+                                      stopper: webStopper, healthy: { health.status == HealthState.serving })
             let logger = logger
             web = Task {
                 do {
@@ -259,8 +260,10 @@ struct Reeld: AsyncParsableCommand {
 
         await waitForTerminationSignal()
         monitor.cancel()
-        web?.cancel()
-        http?.cancel()
+        // The HTTP listeners close gracefully; an SSE or WebSocket client could hold them open,
+        // so what is left after a moment is cut.
+        await webStopper.stop()
+        await finish([web, http].compactMap { $0 }, within: .seconds(2))
         listener.stop()
         logger.info("shutting down: GOAWAY, handing back in-flight work")
         health.set(HealthState.notServing)
@@ -269,6 +272,22 @@ struct Reeld: AsyncParsableCommand {
         await store.removeInstance(id: workerID)
         store.close()
         logger.info("stopped")
+    }
+}
+
+/// Waits for `tasks` to end by themselves for at most `limit`, then cancels those still running.
+private func finish(_ tasks: [Task<Void, Never>], within limit: Duration) async {
+    let deadline = ContinuousClock.now + limit
+    for t in tasks {
+        let done = Task {
+            await t.value
+        }
+        let timer = Task {
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            t.cancel()
+        }
+        await done.value
+        timer.cancel()
     }
 }
 
