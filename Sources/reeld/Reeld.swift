@@ -21,11 +21,15 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for gRPC (h2c). Env: REEL_LISTEN.")
     var listen: String = env("REEL_LISTEN") ?? "127.0.0.1:50051"
 
-    @Option(help: "PostgreSQL URL. Env: REEL_DATABASE_URL.")
-    var databaseURL: String? = env("REEL_DATABASE_URL")
+    @Option(name: .customLong("database-url"), help: "PostgreSQL URL. Env: REEL_DATABASE_URL.")
+    var databaseURLFlag: String?
+    /// `--database-url`, else the environment.
+    var databaseURL: String? { databaseURLFlag ?? env("REEL_DATABASE_URL") }
 
-    @Option(help: "Address for Prometheus /metrics over HTTP/1.1. Env: REEL_METRICS_LISTEN.")
-    var metricsListen: String? = env("REEL_METRICS_LISTEN")
+    @Option(name: .customLong("metrics-listen"), help: "Address for Prometheus /metrics over HTTP/1.1. Env: REEL_METRICS_LISTEN.")
+    var metricsListenFlag: String?
+    /// `--metrics-listen`, else the environment.
+    var metricsListen: String? { metricsListenFlag ?? env("REEL_METRICS_LISTEN") }
 
     @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
     var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
@@ -33,8 +37,10 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Video provider: simulated | http. Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(help: "Provider base URL for --provider http. Env: REEL_PROVIDER_URL.")
-    var providerURL: String? = env("REEL_PROVIDER_URL")
+    @Option(name: .customLong("provider-url"), help: "Provider base URL for --provider http. Env: REEL_PROVIDER_URL.")
+    var providerURLFlag: String?
+    /// `--provider-url`, else the environment.
+    var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
 
     @Option(help: "Milliseconds between polls of the http provider. Env: REEL_PROVIDER_POLL_MS.")
     var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 2000
@@ -42,8 +48,10 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Where post-processed videos, thumbnails and HLS renditions go (http provider). Env: REEL_ARTIFACTS_DIR.")
     var artifactsDir: String = env("REEL_ARTIFACTS_DIR") ?? ".data/artifacts"
 
-    @Option(help: "URL prefix under which --artifacts-dir is served (default: file:// URLs). Env: REEL_ARTIFACTS_BASE_URL.")
-    var artifactsBaseURL: String? = env("REEL_ARTIFACTS_BASE_URL")
+    @Option(name: .customLong("artifacts-base-url"), help: "URL prefix under which --artifacts-dir is served (default: file:// URLs). Env: REEL_ARTIFACTS_BASE_URL.")
+    var artifactsBaseURLFlag: String?
+    /// `--artifacts-base-url`, else the environment.
+    var artifactsBaseURL: String? { artifactsBaseURLFlag ?? env("REEL_ARTIFACTS_BASE_URL") }
 
     @Option(help: "Seconds any stage but video generation may take before STAGE_TIMEOUT. Env: REEL_STAGE_TIMEOUT_SECONDS.")
     var stageTimeoutSeconds: Double = Double(env("REEL_STAGE_TIMEOUT_SECONDS") ?? "") ?? 120
@@ -54,8 +62,10 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "In-process worker slots. Env: REEL_WORKERS.")
     var workers: Int = Int(env("REEL_WORKERS") ?? "") ?? 8
 
-    @Option(help: "Milliseconds each pipeline step waits (0: no-op jobs). Default 500 with the simulated provider, 0 with http (where a value slows steps down for tests). Env: REEL_SIM_STAGE_MS.")
-    var simStageMs: Int? = Int(env("REEL_SIM_STAGE_MS") ?? "")
+    @Option(name: .customLong("sim-stage-ms"), help: "Milliseconds each pipeline step waits (0: no-op jobs). Default 500 with the simulated provider, 0 with http (where a value slows steps down for tests). Env: REEL_SIM_STAGE_MS.")
+    var simStageMsFlag: Int?
+    /// `--sim-stage-ms`, else the environment.
+    var simStageMs: Int? { simStageMsFlag ?? Int(env("REEL_SIM_STAGE_MS") ?? "") }
 
     @Option(help: "Lease length in seconds; a job whose worker stops renewing is requeued after it. Env: REEL_LEASE_SECONDS.")
     var leaseSeconds: Double = Double(env("REEL_LEASE_SECONDS") ?? "") ?? 30
@@ -78,17 +88,23 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Log level: trace|debug|info|notice|warning|error. Env: REEL_LOG_LEVEL.")
     var logLevel: String = env("REEL_LOG_LEVEL") ?? "info"
 
-    @Option(help: "PEM certificate (chain) to serve gRPC over TLS with ALPN h2 instead of h2c. Env: REEL_TLS_CERT.")
-    var tlsCert: String? = env("REEL_TLS_CERT")
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate (chain) to serve gRPC over TLS with ALPN h2 instead of h2c. Env: REEL_TLS_CERT.")
+    var tlsCertFlag: String?
+    /// `--tls-cert`, else the environment.
+    var tlsCert: String? { tlsCertFlag ?? env("REEL_TLS_CERT") }
 
-    @Option(help: "PEM private key for --tls-cert. Env: REEL_TLS_KEY.")
-    var tlsKey: String? = env("REEL_TLS_KEY")
+    @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert. Env: REEL_TLS_KEY.")
+    var tlsKeyFlag: String?
+    /// `--tls-key`, else the environment.
+    var tlsKey: String? { tlsKeyFlag ?? env("REEL_TLS_KEY") }
 
     @Flag(help: "Require API keys (`authorization: Bearer …`) and scope every call to the key's tenant. Env: REEL_AUTH=1.")
     var auth: Bool = ["1", "true", "yes"].contains(env("REEL_AUTH") ?? "")
 
-    @Option(help: "An admin API key to install at start (tenant \"admin\"), to create the others with `reelctl keys`. Env: REEL_ADMIN_KEY.")
-    var adminKey: String? = env("REEL_ADMIN_KEY")
+    @Option(name: .customLong("admin-key"), help: "An admin API key to install at start (tenant \"admin\"), to create the others with `reelctl keys`. Env: REEL_ADMIN_KEY.")
+    var adminKeyFlag: String?
+    /// `--admin-key`, else the environment.
+    var adminKey: String? { adminKeyFlag ?? env("REEL_ADMIN_KEY") }
 
     @Option(help: "Requests per second per tenant when its key sets none (0: unlimited). Env: REEL_RATE_LIMIT.")
     var rateLimit: Int32 = Int32(env("REEL_RATE_LIMIT") ?? "") ?? 0
