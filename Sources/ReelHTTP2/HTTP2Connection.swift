@@ -8,7 +8,7 @@ import Glibc
 
 /// One h2c connection: bytes in from the socket through nghttp2, gRPC calls out to
 /// handlers, responses back. Confined to its event loop's thread.
-final class HTTP2Connection: LoopHandler, LoopFlushable {
+final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     let fd: Int32
     let loop: EventLoop
     let server: GRPCServerCore
@@ -452,6 +452,11 @@ final class HTTP2Connection: LoopHandler, LoopFlushable {
     private func sink(for s: ServerStream) -> StreamSink {
         StreamSink(connection: LoopBound(self, loop: loop), streamID: s.id, credit: s.credit,
                    highWater: server.config.streamHighWater)
+    }
+
+    /// `LoopSendTarget`: a handler's message that needs no waiter.
+    func enqueue(streamID: Int32, _ bytes: [UInt8]) {
+        enqueue(streamID: streamID, bytes, waiter: nil)
     }
 
     /// A handler's message for `streamID`. `waiter` (if any) resumes once the stream's unsent

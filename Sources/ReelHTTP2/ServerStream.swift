@@ -64,7 +64,7 @@ struct StreamSink: Sendable {
         if credit.gone.load(ordering: .acquiring) { throw StreamGoneError() }
         let queued = credit.pending.add(framed.count, ordering: .relaxed).newValue
         if queued <= highWater {
-            connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: nil) }
+            connection.send(streamID: streamID, framed)
             return
         }
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
@@ -81,7 +81,7 @@ struct StreamSink: Sendable {
             credit.pending.subtract(framed.count, ordering: .relaxed)
             return false
         }
-        connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: nil) }
+        connection.send(streamID: streamID, framed)
         return true
     }
 
