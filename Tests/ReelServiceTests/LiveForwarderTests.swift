@@ -27,6 +27,12 @@ struct LiveForwarderTests {
         LiveForwarder(limit: limit) { t.send($0) }
     }
 
+    /// Waits (up to 5 s) until the transport has taken exactly `seqs`: the forwarder is live.
+    func taken(_ t: Transport, _ seqs: [Int64]) async {
+        let until = ContinuousClock.now + .seconds(5)
+        while t.seqs != seqs && ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
     @Test func buffersUntilLiveThenForwardsInOrderSkippingWhatTheTaskSent() async {
         let t = Transport(), f = forwarder(t)
         for s: Int64 in 2...5 { f.receive(event(s)) }   // published while the task replayed up to 3
@@ -62,6 +68,7 @@ struct LiveForwarderTests {
         let first = Task { await f.goLive(after: 0) }
         try? await Task.sleep(for: .milliseconds(20))
         f.receive(event(1))
+        await taken(t, [1])
         t.answer.withLock { $0 = .full }
         f.receive(event(2))                          // refused: the reader is over its high-water mark
         #expect(await first.value == .stalled(lastSeq: 1))
@@ -93,6 +100,7 @@ struct LiveForwarderTests {
         let live = Task { await f.goLive(after: 0) }
         try? await Task.sleep(for: .milliseconds(20))
         hub.publish(event(1))
+        await taken(t, [1])
         hub.publish(JobEvent(jobID: "other", seq: 1, status: .processing, stage: .scriptExpansion, progress: 1, message: "x", atUnixMs: 0))
         hub.unsubscribe(jobID: "j", token: token)
         #expect(hub.watcherCount == 0)

@@ -85,13 +85,13 @@ def test_a_hot_job_answered_from_memory_keeps_every_rule(reeld_factory):
     err = ri.rpc_error(srv.stub.GetJob, pb.GetJobRequest(id="not-a-uuid"), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
     ri.assert_code(err, grpc.StatusCode.INVALID_ARGUMENT, what="GetJob of a malformed id")
     codes = {}
-    for _ in range(30):
+    for _ in range(40):
         try:
             srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(slow["secret"]), timeout=ri.DEFAULT_TIMEOUT)
             codes["OK"] = codes.get("OK", 0) + 1
         except grpc.RpcError as e:
             codes[e.code().name] = codes.get(e.code().name, 0) + 1
-    assert codes.get("RESOURCE_EXHAUSTED", 0) >= 20 and 2 <= codes.get("OK", 0) <= 8, codes
+    assert codes.get("RESOURCE_EXHAUSTED", 0) > 20 and 2 <= codes.get("OK", 0) <= 15, codes
     # A change drops the memory copy: the next read sees it.
     srv.stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)
     got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), metadata=bearer(a["secret"]), timeout=ri.DEFAULT_TIMEOUT)

@@ -353,7 +353,7 @@ def test_sse_keeps_a_quiet_stream_alive_and_still_delivers(reeld_factory):
     finally:
         conn.close()
     quiet = [t for t, l in lines if l == ": keep-alive" and t < 2.0]
-    assert len(quiet) >= 4, lines
+    assert len(quiet) >= 3, lines  # every 0.3 s: about 6 in 2 s, fewer on a busy machine
     data = [l for _, l in lines if l.startswith("data:")]
     assert "JOB_STATUS_QUEUED" in data[0] and "JOB_STATUS_CANCELLED" in data[-1], data
 
