@@ -87,6 +87,7 @@ let package = Package(
             "ReelPipeline", "ReelCore", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "ReelServiceTests", dependencies: ["ReelService", "ReelScheduler", "ReelCore"]),
+        .testTarget(name: "ReelWebTests", dependencies: ["ReelWeb", "ReelCore"]),
         .testTarget(name: "ReelSchedulerTests", dependencies: [
             "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",
             .product(name: "Logging", package: "swift-log"),

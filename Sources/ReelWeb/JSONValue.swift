@@ -113,7 +113,11 @@ enum JSONValue: Sendable, Equatable {
                 return p.i - s
             }
             if bytes[i] == UInt8(ascii: "-") { i += 1 }
-            guard digits(&self) > 0 else { throw error("malformed number") }
+            let intStart = i
+            let intDigits = digits(&self)
+            guard intDigits > 0 else { throw error("malformed number") }
+            // RFC 8259: no leading zeros ("0" itself, "0.5" are fine; "01" is not).
+            if intDigits > 1 && bytes[intStart] == UInt8(ascii: "0") { throw error("number with a leading zero") }
             if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
                 i += 1
                 guard digits(&self) > 0 else { throw error("malformed number") }
