@@ -48,6 +48,12 @@ enum JobRow {
                  message: r[5] ?? "", atUnixMs: Int64(r[6] ?? "") ?? 0, deadLettered: r[7] == "t")
     }
 
+    /// A change's artifacts as the seven parameters `SQL.setArtifacts` reads (all nil: keep).
+    static func artifactParams(_ a: Artifacts?) -> [String?] {
+        [a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
+         a?.hlsPlaylistURL, a?.providerJobID]
+    }
+
     /// Strings as a PostgreSQL text[] literal: each element quoted, `\\` and `"` escaped.
     static func textArray(_ values: some Sequence<String>) -> String {
         var out: [UInt8] = [UInt8(ascii: "{")]

@@ -203,8 +203,7 @@ public final class PostgresJobStore: JobStore {
         return [
             jobID, JobRow.textArray(JobStatus.sources(of: list[0].status).map(\.name)), last.requireWorker,
             last.status.name, last.stage?.name, last.progress.map { String($0) }, last.message,
-            a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
-            a?.hlsPlaylistURL, a?.providerJobID,
+        ] + JobRow.artifactParams(a) + [
             String(list.count), JobRow.textArray(list.map(\.status.name)), JobRow.textArray(list.map { $0.stage?.name ?? "" }),
             "{" + list.map { String($0.progress ?? 0) }.joined(separator: ",") + "}", JobRow.textArray(list.map(\.message)),
         ]
@@ -222,8 +221,7 @@ public final class PostgresJobStore: JobStore {
         let terminal = ch.status.isTerminal(deadLettered: ch.deadLettered ?? false)
         return [
             jobID, ch.status.name, ch.stage?.name, ch.progress.map { String($0) }, ch.message, sources, ch.requireWorker,
-            a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
-            a?.hlsPlaylistURL, a?.providerJobID,
+        ] + JobRow.artifactParams(a) + [
             ch.result?.segmentID, ch.result?.videoURL, ch.result?.thumbnailURL,
             ch.result.map { String($0.durationSeconds) }, ch.result.map { String($0.updatedBibleVersion) },
             ch.error?.code, ch.error?.message, ch.error?.details, ch.error.map { $0.stage.name },

@@ -86,6 +86,15 @@ enum SQL {
 
     static let eventsAfter = "SELECT \(eventColumns) FROM job_events WHERE job_id = $1::uuid AND seq > $2::int8 ORDER BY seq"
 
+    /// The artifact columns a change writes, from parameters $8–$14 in `JobRow.artifactParams`
+    /// order (nil keeps the stored value); `applyChange` and `applyChain` both take them there.
+    static let setArtifacts = """
+    expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
+                preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
+                thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
+                provider_job_id = COALESCE($14, provider_job_id)
+    """
+
     /// A state change and its event in one statement. Conditions: the current status is one
     /// the transition table allows ($6), and the caller still holds an unexpired lease when it
     /// says so ($7): a worker whose lease ran out writes nothing, even before the reaper requeues.
@@ -93,10 +102,7 @@ enum SQL {
     WITH u AS (
         UPDATE jobs SET
             status = $2, stage = COALESCE($3, stage), progress = COALESCE($4::int, progress), message = $5,
-            expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
-            preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
-            thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
-            provider_job_id = COALESCE($14, provider_job_id),
+            \(setArtifacts),
             result_segment_id = COALESCE($15, result_segment_id), result_video_url = COALESCE($16, result_video_url),
             result_thumbnail_url = COALESCE($17, result_thumbnail_url),
             result_duration_seconds = COALESCE($18::float8, result_duration_seconds),
@@ -132,10 +138,7 @@ enum SQL {
     WITH u AS (
         UPDATE jobs SET
             status = $4, stage = COALESCE($5, stage), progress = COALESCE($6::int, progress), message = $7,
-            expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
-            preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
-            thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
-            provider_job_id = COALESCE($14, provider_job_id),
+            \(setArtifacts),
             completed_at = NULL,
             last_event_seq = last_event_seq + $15::int,
             updated_at = now()
