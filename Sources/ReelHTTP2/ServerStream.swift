@@ -61,12 +61,10 @@ struct StreamSink: Sendable {
     /// mark this returns at once (no wait for the loop); past it, it waits until the reader
     /// has taken enough (HTTP/2 flow control), so output is never buffered without bound.
     func send(_ framed: [UInt8]) async throws {
-        if credit.gone.load(ordering: .acquiring) { throw StreamGoneError() }
-        let queued = credit.pending.add(framed.count, ordering: .relaxed).newValue
-        if queued <= highWater {
-            connection.send(streamID: streamID, framed)
-            return
-        }
+        if trySend(framed) { return }
+        if isGone { throw StreamGoneError() }
+        // Over the mark: hand it over anyway, counted, and wait for the reader to catch up.
+        credit.pending.add(framed.count, ordering: .relaxed)
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
             let c = UncheckedBox(cont)
             connection.withValue { conn in conn.enqueue(streamID: streamID, framed, waiter: c.value) }
@@ -75,7 +73,7 @@ struct StreamSink: Sendable {
 
     /// `send` if it needn't wait; false (nothing sent) when it would, or the stream is gone.
     func trySend(_ framed: [UInt8]) -> Bool {
-        if credit.gone.load(ordering: .acquiring) { return false }
+        if isGone { return false }
         let queued = credit.pending.add(framed.count, ordering: .relaxed).newValue
         guard queued <= highWater else {
             credit.pending.subtract(framed.count, ordering: .relaxed)
