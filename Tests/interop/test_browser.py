@@ -70,6 +70,18 @@ def row(driver, job_id):
     return driver.find_element(By.CSS_SELECTOR, f'tr.job[data-job-id="{job_id}"]')
 
 
+def click_row(driver, job_id, css=None, what="a click on the row"):
+    """Clicks a job's row (or an element in it), looking it up again if the list re-rendered
+    between the lookup and the click."""
+    from selenium.webdriver.common.by import By
+
+    def attempt():
+        el = row(driver, job_id)
+        (el.find_element(By.CSS_SELECTOR, css) if css else el).click()
+        return True
+    wait_for(attempt, what=what)
+
+
 def bar_progress(driver, job_id) -> int:
     return int(driver.execute_script(
         "const r = document.querySelector(`tr.job[data-job-id=\"${arguments[0]}\"] .bar`);"
@@ -136,7 +148,7 @@ def test_dashboard_creates_watches_cancels_and_shows_a_job(browser, srv):
     other = create("A second scene, to cancel")
 
     # Cancel the second one from its row.
-    row(driver, other).find_element(By.CSS_SELECTOR, "button.cancel").click()
+    click_row(driver, other, "button.cancel", what="a click on the cancel button")
     wait_for(lambda: row_status(driver, other) == "cancelled", what="cancelled badge")
     assert web.call(srv.http_url, "GET", f"/v1/jobs/{other}").json["status"] == "JOB_STATUS_CANCELLED"
 
@@ -149,7 +161,7 @@ def test_dashboard_creates_watches_cancels_and_shows_a_job(browser, srv):
     assert "100%" in label and "completed" in label, label
 
     # The job view: timeline, media, no error.
-    row(driver, job_id).click()
+    click_row(driver, job_id)
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#timeline li")) >= 5, what="timeline")
     items = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#timeline li")]
     assert items[0].startswith("#1") and "final ready" in items[-1], items
@@ -166,7 +178,7 @@ def test_dashboard_creates_watches_cancels_and_shows_a_job(browser, srv):
         "return s.length > 0 && s.every(x => x === 'cancelled');"), what="cancelled-only list")
     driver.find_element(By.CSS_SELECTOR, '#filters .chip[data-status="all"]').click()
     wait_for(lambda: row(driver, job_id), what="all jobs again")
-    row(driver, job_id).click()
+    click_row(driver, job_id)
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#timeline li"), what="timeline again")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
