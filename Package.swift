@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // C libraries at the edge: a modulemap and a shim header each.
@@ -57,6 +58,7 @@ let package = Package(
         ]),
         .target(name: "ReelPipeline", dependencies: [
             "ReelCore", "ReelBlocking", "ReelObservability", "CCurl", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ReelService", dependencies: [
             "ReelCore", "ReelWire", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelObservability",
@@ -85,6 +87,7 @@ let package = Package(
         .testTarget(name: "ReelStoreTests", dependencies: ["ReelStore", "ReelCore", "ReelTestSupport"]),
         .testTarget(name: "ReelPipelineTests", dependencies: [
             "ReelPipeline", "ReelCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReelServiceTests", dependencies: ["ReelService", "ReelScheduler", "ReelCore"]),
         .testTarget(name: "ReelWebTests", dependencies: ["ReelWeb", "ReelCore"]),

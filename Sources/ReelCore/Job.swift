@@ -71,6 +71,8 @@ public struct Artifacts: Sendable, Equatable {
     public var thumbnailURL = ""
     public var hlsPlaylistURL = ""
     public var providerJobID = ""
+    /// The provider's request id of the answer that created `providerJobID` (support tickets name it).
+    public var providerRequestID = ""
     public init() {}
 }
 

@@ -72,6 +72,8 @@ public struct Scene: Sendable, Equatable {
 public struct SceneContext: Sendable, Equatable {
     public var bible: SceneBible
     public var recentScripts: [String]
+    /// The job that made the scene's latest segment (a continuation starts from its last frame).
+    public var latestSegmentJobID: String?
     public init(bible: SceneBible, recentScripts: [String]) { self.bible = bible; self.recentScripts = recentScripts }
 }
 

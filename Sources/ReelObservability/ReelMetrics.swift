@@ -46,6 +46,32 @@ public enum ReelMetrics {
         Gauge(label: "reel_queue_oldest_job_age_seconds", dimensions: [("queue", name)]).record(oldestAgeSeconds)
     }
 
+    // MARK: providers
+
+    /// `reel_provider_calls_total{provider,call,outcome}`: calls to a video provider by what
+    /// came back (the provider's own code, `transport`, `unparseable`).
+    public static func providerCall(provider: String, call: String, outcome: String) {
+        Counter(label: "reel_provider_calls_total", dimensions: [("provider", provider), ("call", call), ("outcome", outcome)])
+            .increment()
+    }
+
+    /// `reel_provider_live_tasks{provider}` (all instances, from the database) and
+    /// `reel_provider_task_cap{provider}` (`--provider-concurrency`).
+    public static func providerTasks(provider: String, live: Int, cap: Int) {
+        Gauge(label: "reel_provider_live_tasks", dimensions: [("provider", provider)]).record(live)
+        Gauge(label: "reel_provider_task_cap", dimensions: [("provider", provider)]).record(cap)
+    }
+
+    /// `reel_provider_parked{provider}`: 1 while the account is parked (out of credit, arrears…).
+    public static func providerParked(provider: String, _ parked: Bool) {
+        Gauge(label: "reel_provider_parked", dimensions: [("provider", provider)]).record(parked ? 1 : 0)
+    }
+
+    /// `reel_provider_healthy{provider}`: 0 after the provider refused Reel's credentials.
+    public static func providerHealthy(provider: String, _ healthy: Bool) {
+        Gauge(label: "reel_provider_healthy", dimensions: [("provider", provider)]).record(healthy ? 1 : 0)
+    }
+
     // MARK: RPC
 
     /// `reel_grpc_server_in_flight`.

@@ -18,14 +18,24 @@ public struct FailureRecorder: Sendable {
     /// Returns the job as it ends up (QUEUED for a retry, FAILED when dead-lettered). Throws
     /// `failedPrecondition` when `workerID` no longer holds the job (nothing is written then).
     @discardableResult
-    public func record(_ job: Job, code: String, message: String, retryable: Bool, workerID: String) async throws -> Job {
+    /// `newTaskOnRetry`: the provider's task is of no more use (it failed, or its result is
+    /// gone), so its id is cleared and a retry submits a new one.
+    public func record(_ job: Job, code: String, message: String, retryable: Bool, workerID: String,
+                       newTaskOnRetry: Bool = false) async throws -> Job {
         let attempts = job.retryCount + 1
         let dead = !retryable || attempts > job.maxRetries
         let err = JobError(code: code, message: message, stage: job.stage)
+        var cleared: Artifacts? = nil
+        if newTaskOnRetry {
+            var a = job.artifacts
+            a.providerJobID = ""
+            a.providerRequestID = ""
+            cleared = a
+        }
         let (failed, e1) = try await store.apply(
             StateChange(status: .failed, stage: .error, progress: job.progress,
                         message: dead ? "failed: \(message); dead-lettered" : "failed: \(message); will retry",
-                        error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
+                        artifacts: cleared, error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
         publish(e1)
         logger.warning("job failed", metadata: ["reel.job_id": "\(job.id)", "error.code": "\(code)", "dead_lettered": "\(dead)"])
         if dead {

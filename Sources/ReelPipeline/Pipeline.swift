@@ -31,15 +31,19 @@ public struct Pipeline: Sendable {
 
     let store: any JobStore
     let provider: any VideoProvider
+    /// Set for a real provider: account slots, parking, callbacks (DESIGN §5).
+    let remote: ProviderRuntime?
     let postProcessor: PostProcessing?
     let config: Config
     let workerID: String
     let logger: Logger
     let publish: @Sendable (JobEvent) -> Void
 
-    public init(store: any JobStore, provider: any VideoProvider, postProcessor: PostProcessing? = nil, config: Config,
+    public init(store: any JobStore, provider: any VideoProvider, remote: ProviderRuntime? = nil,
+                postProcessor: PostProcessing? = nil, config: Config,
                 workerID: String, logger: Logger, publish: @escaping @Sendable (JobEvent) -> Void) {
-        self.store = store; self.provider = provider; self.postProcessor = postProcessor; self.config = config
+        self.store = store; self.provider = remote?.provider ?? provider; self.remote = remote
+        self.postProcessor = postProcessor; self.config = config
         self.workerID = workerID; self.logger = logger; self.publish = publish
     }
 
@@ -48,8 +52,11 @@ public struct Pipeline: Sendable {
         public var code: String
         public var message: String
         public var retryable: Bool
-        public init(code: String, message: String, retryable: Bool) {
-            self.code = code; self.message = message; self.retryable = retryable
+        /// The provider's task is of no more use (it failed, or its result is gone): a retry
+        /// submits a new task instead of following this one again.
+        public var newTaskOnRetry: Bool
+        public init(code: String, message: String, retryable: Bool, newTaskOnRetry: Bool = false) {
+            self.code = code; self.message = message; self.retryable = retryable; self.newTaskOnRetry = newTaskOnRetry
         }
         public var description: String { "\(code): \(message)" }
     }
@@ -98,7 +105,7 @@ public struct Pipeline: Sendable {
     /// before the run goes on, so a retried or restarted job resumes after it. A progress report
     /// is handed to the run's writer without waiting: it commits with whatever step comes next
     /// (one commit for both), and watchers see it once it is committed.
-    private func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
+    func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
                       artifacts: Artifacts? = nil) async throws {
         try Task.checkCancellation()
         let change = StateChange(status: status, stage: stage, progress: progress, message: message,
@@ -147,22 +154,21 @@ public struct Pipeline: Sendable {
             try await step(run, .continuityChecked, .continuityValidation, 35, "continuity result reused")
         }
 
-        // 3. Video generation (35 → 85 %): the provider id is saved before polling starts.
+        // 3. Video generation (35 → 85 %): the provider's task id is saved before it is followed.
         watchdog.enter(.videoGeneration, limit: config.videoTimeout)
-        if a.providerJobID.isEmpty {
-            try await step(run, .continuityChecked, .videoGeneration, 36, "submitting to \(provider.name)")
-            let pid = try await provider.submit(prompt: a.expandedScript, config: job.config, jobID: job.id)
-            run.providerJobID = pid
-            a.providerJobID = pid
-            try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
+        let done: ProviderTask
+        if let remote {
+            done = try await generateRemotely(run, remote, &a, context: context, slot: slot)
         } else {
-            // Never submit twice: a retried or restarted job polls the generation it already paid for.
-            run.providerJobID = a.providerJobID
-            try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) job \(a.providerJobID)")
+            done = try await generateInProcess(run, &a, slot: slot)
         }
-        let done = try await awaitVideo(run, providerJobID: a.providerJobID, slot: slot)
-        a.previewVideoURL = done.videoURL
-        try await step(run, .previewReady, .videoGeneration, 85, "preview ready", artifacts: a)
+        if postProcessor == nil {
+            a.previewVideoURL = done.videoURL
+            try await step(run, .previewReady, .videoGeneration, 85, "preview ready", artifacts: a)
+        } else {
+            // The provider's URL is temporary and never stored: the copy is, in the next stage.
+            try await step(run, .previewReady, .videoGeneration, 85, "video ready at \(provider.name)")
+        }
 
         // 4. Upload / post-processing (85 → 95 %): store the video, a thumbnail, HLS renditions.
         watchdog.enter(.upload, limit: config.stageTimeout)
@@ -198,35 +204,60 @@ public struct Pipeline: Sendable {
         }
     }
 
-    /// Polls the provider until the video is ready, parking the worker slot meanwhile when
-    /// configured so that waiting on a provider doesn't stop other jobs from running.
-    private func awaitVideo(_ run: RunState, providerJobID: String, slot: (any WorkerSlot)?) async throws -> ProviderStatus {
+    /// The in-process (simulated) provider: submit, save its id, poll until the video is ready,
+    /// parking the worker slot meanwhile when configured.
+    private func generateInProcess(_ run: RunState, _ a: inout Artifacts, slot: (any WorkerSlot)?) async throws -> ProviderTask {
+        let job = run.writer.job
+        if a.providerJobID.isEmpty {
+            try await step(run, .continuityChecked, .videoGeneration, 36, "submitting to \(provider.name)")
+            let external = ProviderTaskRecord.externalID(jobID: job.id, attempt: job.retryCount + 1)
+            let task = try await submitInProcess(GenerationRequest(prompt: a.expandedScript, config: job.config,
+                                                                   externalTaskID: external))
+            run.providerJobID = task.taskID
+            a.providerJobID = task.taskID
+            try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
+        } else {
+            // Never submit twice: a retried or restarted job polls the generation it already paid for.
+            run.providerJobID = a.providerJobID
+            try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) job \(a.providerJobID)")
+        }
         let park = config.parkWhileGenerating ? slot : nil
         await park?.park()
-        var pid = providerJobID
         var lastProgress: Int32 = -1
         do {
             while true {
                 if config.pollInterval > .zero { try await Task.sleep(for: config.pollInterval) }
-                let status = try await provider.poll(providerJobID: pid)
+                let status = try await queryInProcess(a.providerJobID)
                 switch status.state {
                 case .succeeded:
                     await park?.unpark()
                     return status
                 case .failed(let why):
-                    throw StageFailure(code: "PROVIDER_FAILED", message: why, retryable: true)
-                case .pending, .running:
-                    if status.progress != lastProgress {
-                        lastProgress = status.progress
-                        let p = min(max(40 + status.progress * 45 / 100, 40), 84)
-                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(status.progress)%)")
+                    throw StageFailure(code: "PROVIDER_FAILED", message: why, retryable: true, newTaskOnRetry: true)
+                case .submitted, .processing:
+                    let reported = status.progress ?? 0
+                    if reported != lastProgress {
+                        lastProgress = reported
+                        let p = min(max(40 + reported * 45 / 100, 40), 84)
+                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(reported)%)")
                     }
                 }
-                if provider is SimulatedProvider { pid = SimulatedProvider.advance(pid) }
             }
         } catch {
             await park?.unpark()
             throw error
+        }
+    }
+
+    private func submitInProcess(_ request: GenerationRequest) async throws -> ProviderTask {
+        do { return try await provider.submit(request) } catch let e as ProviderError {
+            throw StageFailure(code: "PROVIDER_UNAVAILABLE", message: e.description, retryable: true)
+        }
+    }
+
+    private func queryInProcess(_ taskID: String) async throws -> ProviderTask {
+        do { return try await provider.query(taskID: taskID, kind: "") } catch let e as ProviderError {
+            throw StageFailure(code: "PROVIDER_UNAVAILABLE", message: e.description, retryable: true)
         }
     }
 
@@ -237,7 +268,8 @@ public struct Pipeline: Sendable {
         // This task may itself be cancelled (that is how the cancel reached it): ask the
         // provider from a task of its own, so the request isn't aborted on the way out.
         let provider = self.provider
-        await Task { await provider.cancel(providerJobID: pid) }.value
+        let kind = run.attempt?.kind ?? ""
+        await Task { await provider.cancel(taskID: pid, kind: kind) }.value
         log.info("asked the provider to cancel its job", metadata: ["reel.provider_job_id": "\(pid)"])
     }
 
@@ -246,7 +278,8 @@ public struct Pipeline: Sendable {
             // The failure comes after every step already handed over (one that can't be written
             // means the job moved on: then nothing is).
             try await run.writer.flush()
-            _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable, workerID: workerID)
+            _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable,
+                                          workerID: workerID, newTaskOnRetry: f.newTaskOnRetry)
         } catch {
             log.warning("could not record failure; the lease will expire", metadata: ["error": "\(error)"])
         }
@@ -260,6 +293,8 @@ final class RunState: @unchecked Sendable {
     // Safety: created per run and used by that run's stages task alone (the watchdog never reads it).
     let writer: RunWriter
     var providerJobID: String?
+    /// The provider attempt this run follows (real providers).
+    var attempt: ProviderTaskRecord?
     init(writer: RunWriter) { self.writer = writer }
 }
 
@@ -318,6 +353,8 @@ final class Watchdog: Sendable {
 /// Upload / post-processing of a finished video: store it, a thumbnail, HLS renditions.
 public protocol PostProcessing: Sendable {
     func process(jobID: String, videoURL: String, providerDurationSeconds: Double) async throws -> PostProcessed
+    /// The last frame of a job's segment, for a continuation to start from.
+    func lastFrame(ofJob jobID: String) async -> SourceImage?
 }
 
 extension PostProcessor: PostProcessing {}

@@ -101,6 +101,13 @@ public struct PostProcessor: Sendable {
                  "-hls_segment_filename", tmp + "/seg_%03d.ts", tmp + "/index.m3u8"]
             }
         }
+        // The last frame: a continuation of this segment starts from it (image-to-video).
+        let lastFrame = dir + "/" + Self.lastFrameFile
+        if Self.fileSize(lastFrame) <= 0 {
+            try await produce(lastFrame, dir: dir, step: "last frame", log: log) { tmp in
+                ["-sseof", "-1", "-i", final, "-update", "1", "-vf", "scale='max(300,iw)':-2", tmp]
+            }
+        }
         let preview = dir + "/preview.mp4"
         if Self.fileSize(preview) <= 0 {
             try await produce(preview, dir: dir, step: "preview", log: log) { tmp in
@@ -113,6 +120,23 @@ public struct PostProcessor: Sendable {
         return PostProcessed(finalVideoURL: url(jobID, "final.mp4"), thumbnailURL: url(jobID, "thumb.jpg"),
                              hlsPlaylistURL: url(jobID, "hls/index.m3u8"), previewVideoURL: url(jobID, "preview.mp4"),
                              durationSeconds: duration)
+    }
+
+    static let lastFrameFile = "last_frame.png"
+    /// Kling's limit for an image sent as base64 (DESIGN §5).
+    static let maxImageBytes = 10 << 20
+
+    /// The last frame of `jobID`'s segment, as a provider should be given it: a URL when the
+    /// artifacts are served at a public base URL, else the PNG as plain base64 (no `data:`
+    /// prefix). Nil when there is none (made before last frames were kept, or removed).
+    public func lastFrame(ofJob jobID: String) async -> SourceImage? {
+        guard !jobID.contains("/"), !jobID.hasPrefix(".") else { return nil }
+        let path = artifactsDir + "/" + jobID + "/" + Self.lastFrameFile
+        let size = Self.fileSize(path)
+        guard size > 0, size <= Self.maxImageBytes else { return nil }
+        if let publicBaseURL, publicBaseURL.hasPrefix("http") { return .url(url(jobID, Self.lastFrameFile)) }
+        guard let data = try? await onOwnThread({ try Data(contentsOf: URL(fileURLWithPath: path)) }) else { return nil }
+        return .base64(data.base64EncodedString())
     }
 
     func url(_ jobID: String, _ file: String) -> String {
@@ -142,6 +166,11 @@ public struct PostProcessor: Sendable {
                                             retryable: true)
             }
             try Self.rename(tmp, to: final)
+        } catch let e as HTTPClientError where e.code == .badStatus && (e.message.hasSuffix(" 404") || e.message.hasSuffix(" 410")) {
+            // The provider deleted the result (Kling: after 30 days): a retry needs a new task.
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw Pipeline.StageFailure(code: "PROVIDER_RESULT_GONE", message: "the provider's video is gone: \(e)",
+                                        retryable: true, newTaskOnRetry: true)
         } catch let e as HTTPClientError {
             try? FileManager.default.removeItem(atPath: tmp)
             throw Pipeline.StageFailure(code: "VIDEO_DOWNLOAD_FAILED", message: "download of the provider's video failed: \(e)",

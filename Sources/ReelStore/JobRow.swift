@@ -3,7 +3,7 @@ import Foundation
 
 /// Decodes rows selected with `SQL.jobColumns` / `SQL.eventColumns`.
 enum JobRow {
-    static let columnCount = 41
+    static let columnCount = 42
 
     static func decode(_ r: [String?]) -> Job {
         precondition(r.count >= columnCount, "a job row has \(columnCount) columns (SQL.jobColumns), got \(r.count)")
@@ -14,7 +14,7 @@ enum JobRow {
         config.styleOverrides = decodeStringMap(s(13))
         var a = Artifacts()
         a.expandedScript = s(14); a.validationResult = s(15); a.previewVideoURL = s(16); a.finalVideoURL = s(17)
-        a.thumbnailURL = s(18); a.hlsPlaylistURL = s(19); a.providerJobID = s(20)
+        a.thumbnailURL = s(18); a.hlsPlaylistURL = s(19); a.providerJobID = s(20); a.providerRequestID = s(41)
         let result = r[21].map { seg in
             JobResult(segmentID: seg, videoURL: s(22), thumbnailURL: s(23), durationSeconds: Double(s(24)) ?? 0,
                       updatedBibleVersion: i32(25))
@@ -50,6 +50,7 @@ enum JobRow {
 
     /// A change's artifacts as the seven parameters `SQL.setArtifacts` reads (all nil: keep).
     static func artifactParams(_ a: Artifacts?) -> [String?] {
+        // The request id is the last parameter of each statement (`SQL.setArtifacts`).
         [a?.expandedScript, a?.validationResult, a?.previewVideoURL, a?.finalVideoURL, a?.thumbnailURL,
          a?.hlsPlaylistURL, a?.providerJobID]
     }

@@ -195,5 +195,55 @@ enum Migrations {
         -- less WAL), as long as no indexed column changes, which a progress report never does.
         ALTER TABLE jobs SET (fillfactor = 70);
         """),
+        (10, "provider tasks: attempts, account slots, callback tokens", """
+        -- One row per attempt of a job at a real provider (DESIGN §5). A live row holds one of
+        -- the provider account's task slots, for every reeld on this database; the cap is decided
+        -- by reel_acquire_provider_slot under an advisory lock, never by a read-then-write.
+        CREATE TABLE provider_tasks (
+            job_id           uuid NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            attempt          integer NOT NULL,
+            provider         text NOT NULL,
+            external_task_id text NOT NULL UNIQUE,
+            task_id          text NOT NULL DEFAULT '',
+            kind             text NOT NULL,
+            callback_token   text NOT NULL UNIQUE,
+            live             boolean NOT NULL,
+            status           text NOT NULL,
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            updated_at       timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job_id, attempt)
+        );
+        CREATE INDEX provider_tasks_live ON provider_tasks (provider) WHERE live;
+        -- A lower cap for a while, after the provider refused a task for the account's
+        -- concurrency (another client of the same account holds slots).
+        CREATE TABLE provider_limits (
+            provider text PRIMARY KEY,
+            cap      integer NOT NULL,
+            until    timestamptz NOT NULL
+        );
+        CREATE FUNCTION reel_acquire_provider_slot(p_provider text, p_job uuid, p_attempt int, p_ext text,
+                                                   p_kind text, p_token text, p_cap int) RETURNS boolean
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            effective int;
+            n int;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext('reel.provider_slots'), hashtext(p_provider));
+            IF EXISTS (SELECT 1 FROM provider_tasks WHERE job_id = p_job AND attempt = p_attempt AND live) THEN
+                RETURN true;
+            END IF;
+            SELECT LEAST(p_cap, l.cap) INTO effective FROM provider_limits l
+            WHERE l.provider = p_provider AND l.until > now();
+            IF effective IS NULL THEN effective := p_cap; END IF;
+            SELECT count(*) INTO n FROM provider_tasks WHERE provider = p_provider AND live;
+            IF n >= effective THEN RETURN false; END IF;
+            INSERT INTO provider_tasks (job_id, attempt, provider, external_task_id, kind, callback_token, live, status)
+            VALUES (p_job, p_attempt, p_provider, p_ext, p_kind, p_token, true, 'pending')
+            ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now();
+            RETURN true;
+        END $$;
+        -- The provider's request id of the submit that made the job's task (support tickets name it).
+        ALTER TABLE jobs ADD COLUMN provider_request_id text NOT NULL DEFAULT '';
+        """),
     ]
 }

@@ -206,6 +206,7 @@ public final class PostgresJobStore: JobStore {
         ] + JobRow.artifactParams(a) + [
             String(list.count), JobRow.textArray(list.map(\.status.name)), JobRow.textArray(list.map { $0.stage?.name ?? "" }),
             "{" + list.map { String($0.progress ?? 0) }.joined(separator: ",") + "}", JobRow.textArray(list.map(\.message)),
+            a?.providerRequestID,
         ]
     }
 
@@ -226,7 +227,7 @@ public final class PostgresJobStore: JobStore {
             ch.result.map { String($0.durationSeconds) }, ch.result.map { String($0.updatedBibleVersion) },
             ch.error?.code, ch.error?.message, ch.error?.details, ch.error.map { $0.stage.name },
             ch.deadLettered.map { $0 ? "true" : "false" }, ch.retryCount.map(String.init), ch.runAfterMs.map(String.init),
-            ch.status.isRunning ? "true" : "false", terminal ? "true" : "false",
+            ch.status.isRunning ? "true" : "false", terminal ? "true" : "false", a?.providerRequestID,
         ]
     }
 
@@ -347,8 +348,10 @@ public final class PostgresJobStore: JobStore {
         try await pool.withConnection { c in
             let bible = try c.query(SQL.bibleAtVersion, [sceneID, String(bibleVersion), tenantID]).first?[0]
                 .flatMap { JobRow.decodeBible($0) } ?? .empty
-            let scripts = try c.query(SQL.recentScripts, [sceneID, String(recent), tenantID]).rows.compactMap { $0[0] }
-            return SceneContext(bible: bible, recentScripts: scripts.reversed())
+            let recent = try c.query(SQL.recentScripts, [sceneID, String(recent), tenantID]).rows
+            var context = SceneContext(bible: bible, recentScripts: recent.compactMap { $0[0] }.reversed())
+            context.latestSegmentJobID = recent.first?[1]
+            return context
         }
     }
 }

@@ -13,7 +13,7 @@ enum SQL {
     (extract(epoch FROM created_at) * 1000)::int8,
     COALESCE((extract(epoch FROM started_at) * 1000)::int8, 0),
     COALESCE((extract(epoch FROM completed_at) * 1000)::int8, 0),
-    last_event_seq, tenant_id
+    last_event_seq, tenant_id, provider_request_id
     """
 
     /// The event columns in the order `JobRow.decodeEvent` reads them.
@@ -87,13 +87,16 @@ enum SQL {
     static let eventsAfter = "SELECT \(eventColumns) FROM job_events WHERE job_id = $1::uuid AND seq > $2::int8 ORDER BY seq"
 
     /// The artifact columns a change writes, from parameters $8–$14 in `JobRow.artifactParams`
-    /// order (nil keeps the stored value); `applyChange` and `applyChain` both take them there.
-    static let setArtifacts = """
-    expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
+    /// order (nil keeps the stored value) and the request id from `$n` (`JobRow.requestIDParam`,
+    /// the last parameter of `applyChange` and `applyChain`).
+    static func setArtifacts(requestIDParam n: Int) -> String {
+        """
+        expanded_script = COALESCE($8, expanded_script), validation_result = COALESCE($9, validation_result),
                 preview_video_url = COALESCE($10, preview_video_url), final_video_url = COALESCE($11, final_video_url),
                 thumbnail_url = COALESCE($12, thumbnail_url), hls_playlist_url = COALESCE($13, hls_playlist_url),
-                provider_job_id = COALESCE($14, provider_job_id)
-    """
+                provider_job_id = COALESCE($14, provider_job_id), provider_request_id = COALESCE($\(n), provider_request_id)
+        """
+    }
 
     /// A state change and its event in one statement. Conditions: the current status is one
     /// the transition table allows ($6), and the caller still holds an unexpired lease when it
@@ -102,7 +105,7 @@ enum SQL {
     WITH u AS (
         UPDATE jobs SET
             status = $2, stage = COALESCE($3, stage), progress = COALESCE($4::int, progress), message = $5,
-            \(setArtifacts),
+            \(setArtifacts(requestIDParam: 29)),
             result_segment_id = COALESCE($15, result_segment_id), result_video_url = COALESCE($16, result_video_url),
             result_thumbnail_url = COALESCE($17, result_thumbnail_url),
             result_duration_seconds = COALESCE($18::float8, result_duration_seconds),
@@ -138,7 +141,7 @@ enum SQL {
     WITH u AS (
         UPDATE jobs SET
             status = $4, stage = COALESCE($5, stage), progress = COALESCE($6::int, progress), message = $7,
-            \(setArtifacts),
+            \(setArtifacts(requestIDParam: 20)),
             completed_at = NULL,
             last_event_seq = last_event_seq + $15::int,
             updated_at = now()
@@ -265,7 +268,7 @@ enum SQL {
     static let bibleAtVersion = """
     SELECT bible::text FROM scene_bibles WHERE tenant_id = $3 AND scene_id = $1 AND version <= $2::int ORDER BY version DESC LIMIT 1
     """
-    static let recentScripts = "SELECT script FROM segments WHERE tenant_id = $3 AND scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
+    static let recentScripts = "SELECT script, job_id::text FROM segments WHERE tenant_id = $3 AND scene_id = $1 ORDER BY created_at DESC LIMIT $2::int"
 
     /// Ready-queue depth and the longest wait (since the job became runnable) per tier.
     static let queueStats = """
@@ -305,5 +308,40 @@ enum SQL {
 
     static let heldBy = """
     SELECT id::text FROM jobs WHERE worker_id = $1 AND status = ANY($2::text[]) AND lease_expires_at > now()
+    """
+
+    // MARK: provider tasks (DESIGN §5): attempts, account slots, callback tokens
+
+    static let providerTaskColumns = "provider, job_id::text, attempt, external_task_id, task_id, kind, callback_token, live, status"
+    static let latestProviderTask = """
+    SELECT \(providerTaskColumns) FROM provider_tasks WHERE job_id = $1::uuid ORDER BY attempt DESC LIMIT 1
+    """
+    /// $1 provider, $2 job, $3 attempt, $4 external id, $5 kind, $6 token, $7 cap.
+    static let acquireProviderSlot = "SELECT reel_acquire_provider_slot($1, $2::uuid, $3::int, $4, $5, $6, $7::int)"
+    static let releaseProviderSlot = """
+    UPDATE provider_tasks SET live = false, updated_at = now() WHERE job_id = $1::uuid AND attempt = $2::int
+    """
+    static let recordProviderTaskID = """
+    UPDATE provider_tasks SET task_id = $3, kind = $4, status = 'submitted', updated_at = now()
+    WHERE job_id = $1::uuid AND attempt = $2::int
+    """
+    static let endProviderTask = """
+    UPDATE provider_tasks SET live = false, status = $3, updated_at = now() WHERE job_id = $1::uuid AND attempt = $2::int
+    """
+    static let providerTaskByToken = "SELECT \(providerTaskColumns) FROM provider_tasks WHERE callback_token = $1"
+    static let liveProviderTasks = "SELECT count(*) FROM provider_tasks WHERE provider = $1 AND live"
+    static let limitProviderCap = """
+    INSERT INTO provider_limits (provider, cap, until) VALUES ($1, $2::int, now() + make_interval(secs => $3::int8 / 1000.0))
+    ON CONFLICT (provider) DO UPDATE SET cap = EXCLUDED.cap, until = EXCLUDED.until
+    """
+    /// Live tasks whose job no longer follows them: the job ended or was cancelled, or a newer
+    /// attempt exists.
+    static let unfollowedProviderTasks = """
+    SELECT \(providerTaskColumns.split(separator: ",").map { "t." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+    FROM provider_tasks t JOIN jobs j ON j.id = t.job_id
+    WHERE t.provider = $1 AND t.live
+      AND (j.status IN ('cancelled', 'final_ready') OR (j.status = 'failed' AND j.dead_lettered)
+           OR EXISTS (SELECT 1 FROM provider_tasks n WHERE n.job_id = t.job_id AND n.attempt > t.attempt))
+    ORDER BY t.updated_at LIMIT $2::int
     """
 }

@@ -26,6 +26,9 @@ public struct JobAPI: Sendable {
     public var sseKeepAlive: Duration = .seconds(15)
     /// Event lines an SSE client may be behind before its stream ends (it resumes with Last-Event-ID).
     public var sseBuffer = 256
+    /// A provider's callback POST (`/v1/providers/{provider}/callback/{token}`, DESIGN §5):
+    /// provider name, token and body in, HTTP status and a short message out. Nil: 404.
+    public var providerCallback: (@Sendable (_ provider: String, _ token: String, _ body: [UInt8]) async -> (Int, String))?
 
     public init(operations: JobOperations, auth: Authenticator, logger: Logger) {
         self.operations = operations; self.auth = auth; self.logger = logger
@@ -41,6 +44,32 @@ public struct JobAPI: Sendable {
         router.get("/v1/jobs/{id}/events") { req, ctx in try await api.events(req, ctx) }
         // `POST /v1/jobs/{id}:cancel`, `…:retry`: the verb rides in the last path segment.
         router.post("/v1/jobs/{id}") { req, ctx in try await api.action(req, ctx) }
+        // Providers call back with the attempt's unguessable token in the path, not an API key.
+        let callback = providerCallback
+        router.post("/v1/providers/{provider}/callback/{token}") { req, ctx -> Response in
+            let provider = ctx.parameters.get("provider") ?? ""
+            let token = ctx.parameters.get("token") ?? ""
+            guard let callback else {
+                return ErrorJSON.response(status: .notFound, code: "NOT_FOUND", message: "no provider takes callbacks here")
+            }
+            let body: ByteBuffer
+            var req = req
+            do { body = try await req.collectBody(upTo: 1 << 20) } catch {
+                return ErrorJSON.response(status: .contentTooLarge, code: "PAYLOAD_TOO_LARGE", message: "callback body over 1 MiB")
+            }
+            let (status, message) = await callback(provider, token, Array(buffer: body))
+            if status == 200 {
+                return Response(status: .ok, headers: [.contentType: "application/json"],
+                                body: .init(byteBuffer: ByteBuffer(string: "{\"ok\":true}")))
+            }
+            let code = switch status {
+            case 404: "NOT_FOUND"
+            case 409: "FAILED_PRECONDITION"
+            case 400: "INVALID_ARGUMENT"
+            default: "UNAVAILABLE"
+            }
+            return ErrorJSON.response(status: HTTPResponse.Status(code: status), code: code, message: message)
+        }
         let media = MediaRoute(api: self, artifactsDir: artifactsDir)
         router.get("/v1/media") { req, ctx in try await media.handle(req, ctx) }
     }

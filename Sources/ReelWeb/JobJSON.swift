@@ -69,6 +69,7 @@ enum JobJSON {
         w.field("thumbnailUrl", a.thumbnailURL)
         w.field("hlsPlaylistUrl", a.hlsPlaylistURL)
         w.field("providerJobId", a.providerJobID)
+        w.field("providerRequestId", a.providerRequestID)
         w.endObject()
         if let r = job.result {
             w.key("result")

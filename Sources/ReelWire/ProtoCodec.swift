@@ -271,7 +271,7 @@ public enum ProtoCodec {
         a.expandedScript = str(p.expanded_script); a.validationResult = str(p.validation_result)
         a.previewVideoURL = str(p.preview_video_url); a.finalVideoURL = str(p.final_video_url)
         a.thumbnailURL = str(p.thumbnail_url); a.hlsPlaylistURL = str(p.hls_playlist_url)
-        a.providerJobID = str(p.provider_job_id)
+        a.providerJobID = str(p.provider_job_id); a.providerRequestID = str(p.provider_request_id)
         return a
     }
 
@@ -344,6 +344,7 @@ public enum ProtoCodec {
         a.pointee.thumbnail_url = arena.str(j.artifacts.thumbnailURL)
         a.pointee.hls_playlist_url = arena.str(j.artifacts.hlsPlaylistURL)
         a.pointee.provider_job_id = arena.str(j.artifacts.providerJobID)
+        a.pointee.provider_request_id = arena.str(j.artifacts.providerRequestID)
         m.artifacts = a
         if let r = j.result {
             let p = arena.alloc(Reel__V1__JobResult.self)

@@ -34,6 +34,7 @@ enum JobFormatting {
                 ("thumbnail_url", .string(a.thumbnailURL)),
                 ("hls_playlist_url", .string(a.hlsPlaylistURL)),
                 ("provider_job_id", .string(a.providerJobID)),
+                ("provider_request_id", .string(a.providerRequestID)),
             ])),
             ("result", job.result.map { r in .object([
                 ("segment_id", .string(r.segmentID)),
@@ -109,6 +110,8 @@ enum JobFormatting {
             if !job.config.model.isEmpty { parts.append("model \(job.config.model)") }
             rows.append(("config", parts.joined(separator: ", ")))
         }
+        if !job.artifacts.providerJobID.isEmpty { rows.append(("provider task", job.artifacts.providerJobID)) }
+        if !job.artifacts.providerRequestID.isEmpty { rows.append(("provider request", job.artifacts.providerRequestID)) }
         if let r = job.result {
             rows.append(("result url", r.videoURL))
             if !r.thumbnailURL.isEmpty { rows.append(("thumbnail", r.thumbnailURL)) }

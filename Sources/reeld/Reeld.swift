@@ -34,16 +34,27 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
     var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
 
-    @Option(help: "Video provider: simulated | http. Env: REEL_PROVIDER.")
+    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY). Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(name: .customLong("provider-url"), help: "Provider base URL for --provider http. Env: REEL_PROVIDER_URL.")
+    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL)). Env: REEL_PROVIDER_URL.")
     var providerURLFlag: String?
     /// `--provider-url`, else the environment.
     var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
 
-    @Option(help: "Milliseconds between polls of the http provider. Env: REEL_PROVIDER_POLL_MS.")
-    var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 2000
+    @Option(help: "Milliseconds between polls of a provider task (the fallback for callbacks). Env: REEL_PROVIDER_POLL_MS.")
+    var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 5000
+
+    @Option(help: "Live provider tasks at most, for the account, across every reeld on the database. Env: REEL_PROVIDER_CONCURRENCY.")
+    var providerConcurrency: Int = Int(env("REEL_PROVIDER_CONCURRENCY") ?? "") ?? 4
+
+    @Option(help: "While a provider is parked (out of credit…), milliseconds between probe submissions. Env: REEL_PROVIDER_PROBE_MS.")
+    var providerProbeMs: Int = Int(env("REEL_PROVIDER_PROBE_MS") ?? "") ?? 30_000
+
+    @Option(name: .customLong("public-url"), help: "Base URL at which --http-listen is reachable from outside; providers get callback URLs under it. Env: REEL_PUBLIC_URL.")
+    var publicURLFlag: String?
+    /// `--public-url`, else the environment.
+    var publicURL: String? { publicURLFlag ?? env("REEL_PUBLIC_URL") }
 
     @Option(help: "Where post-processed videos, thumbnails and HLS renditions go (http provider). Env: REEL_ARTIFACTS_DIR.")
     var artifactsDir: String = env("REEL_ARTIFACTS_DIR") ?? ".data/artifacts"
@@ -134,24 +145,32 @@ struct Reeld: AsyncParsableCommand {
         guard let databaseURL, !databaseURL.isEmpty else {
             fail("no database: pass --database-url or set REEL_DATABASE_URL")
         }
-        let videoProvider: any VideoProvider
+        var videoProvider: any VideoProvider = SimulatedProvider()
         var postProcessor: PostProcessor? = nil
         var pipelineConfig = Pipeline.Config(
-            stageDelay: .milliseconds(simStageMs ?? (provider == "http" ? 0 : 500)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
+            stageDelay: .milliseconds(simStageMs ?? (provider == "simulated" ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
         switch provider {
         case "simulated":
-            videoProvider = SimulatedProvider()
-        case "http":
-            guard let providerURL, !providerURL.isEmpty else { fail("--provider http needs --provider-url (or REEL_PROVIDER_URL)") }
+            break
+        case "kling":
+            guard let access = env("KLING_ACCESS_KEY"), let secret = env("KLING_SECRET_KEY") else {
+                fail("--provider kling needs KLING_ACCESS_KEY and KLING_SECRET_KEY in the environment")
+            }
+            guard providerConcurrency >= 1 else { fail("--provider-concurrency must be at least 1") }
+            guard providerPollMs >= 1 else { fail("--provider-poll-ms must be at least 1") }
+            if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
+                fail("--public-url must be an http(s) URL")
+            }
             let client = CurlHTTPClient()
-            videoProvider = HTTPProvider(baseURL: providerURL, apiKey: env("REEL_PROVIDER_KEY"), client: client, logger: logger)
+            videoProvider = KlingProvider(baseURL: providerURL ?? KlingProvider.defaultURL, accessKey: access,
+                                          secretKey: secret, client: client, logger: logger)
             postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, client: client, logger: logger)
             pipelineConfig.pollInterval = .milliseconds(providerPollMs)
             pipelineConfig.parkWhileGenerating = true
         default:
-            fail("unknown provider '\(provider)': use simulated or http")
+            fail("unknown provider '\(provider)': use simulated or kling")
         }
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
@@ -171,8 +190,17 @@ struct Reeld: AsyncParsableCommand {
         // duplicates of the ones published here directly are skipped by seq.
         let health = HealthState()
         let workerID = "reeld-\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
+        let remote: ProviderRuntime? = videoProvider.isRemote ? ProviderRuntime(
+            provider: videoProvider, tasks: store,
+            settings: .init(concurrency: providerConcurrency, pollInterval: .milliseconds(providerPollMs), publicURL: publicURL,
+                            probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))),
+                            backoffBase: .milliseconds(Int64(max(retryBaseMs, 1)))),
+            logger: logger) : nil
+        if remote != nil && publicURL != nil && httpAddress == nil {
+            fail("--public-url needs --http-listen: callbacks arrive there")
+        }
         let pipeline = Pipeline(
-            store: store, provider: videoProvider, postProcessor: postProcessor, config: pipelineConfig,
+            store: store, provider: videoProvider, remote: remote, postProcessor: postProcessor, config: pipelineConfig,
             workerID: workerID, logger: logger, publish: { hub.publish($0) })
         let scheduler = Scheduler(
             store: store, hub: hub,
@@ -231,6 +259,13 @@ struct Reeld: AsyncParsableCommand {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
             api.artifactsDir = artifactsDir
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
+            if let remote {
+                api.providerCallback = { name, token, body in
+                    guard name == remote.provider.name else { return (404, "unknown provider \(name)") }
+                    let answer = await remote.receiveCallback(token: token, body: body)
+                    return (answer.status, answer.message)
+                }
+            }
             let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
                                        stopper: webStopper, healthy: { health.status == HealthState.serving })
             let logger = logger
@@ -274,7 +309,12 @@ struct Reeld: AsyncParsableCommand {
             }
         }
 
+        // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
+        // until the provider ends them; this notices when it does.
+        let sweeper = remote.map { remote in Task { await remote.runSweeper() } }
+
         await waitForTerminationSignal()
+        sweeper?.cancel()
         monitor.cancel()
         // The HTTP listeners close gracefully; an SSE or WebSocket client could hold them open,
         // so what is left after a moment is cut.

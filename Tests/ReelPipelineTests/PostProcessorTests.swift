@@ -43,11 +43,10 @@ func makeTestVideo(_ path: String, size: String, seconds: Int) async throws {
 
 @Suite struct PostProcessorTests {
     /// A finished generation at the fake: its video URL.
-    func generatedVideo(_ fake: FakeProviderProcess) async throws -> String {
-        try await fake.control(["processing_polls": 1])
-        let p = HTTPProvider(baseURL: fake.url, apiKey: nil, client: CurlHTTPClient(threads: 1), logger: testLogger)
-        let id = try await p.submit(prompt: "a lighthouse in fog", config: JobConfig(), jobID: UUID().uuidString)
-        let status = try await p.poll(providerJobID: id)
+    func generatedVideo(_ fake: FakeKlingProcess) async throws -> String {
+        try await fake.control(["queued_ms": 10, "processing_ms": 10])
+        let p = fake.provider()
+        let status = try await finished(p, try await p.submit(request()))
         try #require(status.state == .succeeded)
         return status.videoURL
     }
@@ -59,7 +58,7 @@ func makeTestVideo(_ path: String, size: String, seconds: Int) async throws {
     }
 
     @Test func makesFinalVideoThumbnailHLSAndPreviewFromTheProvidersMP4() async throws {
-        let fake = try await FakeProviderProcess.start()
+        let fake = try await FakeKlingProcess.start()
         defer { fake.stop() }
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -100,13 +99,26 @@ func makeTestVideo(_ path: String, size: String, seconds: Int) async throws {
         #expect(PostProcessor.fileSize(preview) > 0)
         #expect(try await videoWidth(preview) == 160)
 
+        // The last frame, for a continuation to start from: a URL under the public base, or
+        // plain base64 of a PNG of at least 300 px a side when there is none.
+        #expect(PostProcessor.fileSize(jobDir + "/last_frame.png") > 0)
+        #expect(await processor(dir).lastFrame(ofJob: job) == .url(base + "/last_frame.png"))
+        guard case .base64(let b64)? = await processor(dir, base: nil).lastFrame(ofJob: job),
+              let png = Data(base64Encoded: b64) else {
+            Issue.record("no base64 last frame without a public base URL")
+            return
+        }
+        #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        #expect(try await videoWidth(jobDir + "/last_frame.png") ?? 0 >= 300)
+        #expect(await processor(dir).lastFrame(ofJob: "no-such-job") == nil)
+
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: jobDir).filter { $0.hasPrefix(".") }
         #expect(leftovers.isEmpty)
-        #expect(try await fake.stats().downloads == 1)
+        #expect(try await fake.stats()["result_downloads"] as? Int == 1)
     }
 
     @Test func aSecondRunReusesTheStoredVideo() async throws {
-        let fake = try await FakeProviderProcess.start()
+        let fake = try await FakeKlingProcess.start()
         defer { fake.stop() }
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -123,7 +135,7 @@ func makeTestVideo(_ path: String, size: String, seconds: Int) async throws {
         #expect(second == first)
         #expect(try FileManager.default.attributesOfItem(atPath: final)[.systemFileNumber] as? Int == inode)
         #expect(PostProcessor.fileSize(dir.path + "/" + job + "/preview.mp4") > 0)
-        #expect(try await fake.stats().downloads == 1)
+        #expect(try await fake.stats()["result_downloads"] as? Int == 1)
     }
 
     @Test func fileURLsWithoutAPublicBase() async throws {
@@ -190,15 +202,16 @@ func makeTestVideo(_ path: String, size: String, seconds: Int) async throws {
     }
 
     @Test func aVideoURLThatFailsToDownloadLeavesNothingBehind() async throws {
-        let fake = try await FakeProviderProcess.start()
+        let fake = try await FakeKlingProcess.start()
         defer { fake.stop() }
         let dir = try TempDir()
         defer { dir.cleanup() }
         let f = await stageFailure {
-            _ = try await processor(dir).process(jobID: "job-404", videoURL: fake.url + "/files/task-unknown.mp4")
+            _ = try await processor(dir).process(jobID: "job-404", videoURL: fake.url + "/results/task-unknown.mp4")
         }
-        #expect(f?.code == "VIDEO_DOWNLOAD_FAILED")
-        #expect(f?.retryable == true)
+        // A result the provider no longer has (Kling deletes them after 30 days): a retry needs a new task.
+        #expect(f?.code == "PROVIDER_RESULT_GONE")
+        #expect(f?.retryable == true && f?.newTaskOnRetry == true)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/job-404").isEmpty)
         let s = await stageFailure { _ = try await processor(dir).process(jobID: "job-sim", videoURL: "sim://videos/x.mp4") }
         #expect(s?.code == "VIDEO_DOWNLOAD_FAILED")

@@ -11,24 +11,29 @@ import ReelTestSupport
 /// A provider that records what it was asked and answers as told.
 final class ScriptedProvider: VideoProvider {
     let name = "scripted"
-    /// Polls a generation answers `.running` before it succeeds (Int.max: never).
+    let isRemote = false
+    /// Polls a generation answers `.processing` before it succeeds (Int.max: never).
     let pollsBeforeDone: Int
     private let state = Mutex<(submits: [String], polls: [String: Int], cancels: [String])>(([], [:], []))
 
     init(pollsBeforeDone: Int) { self.pollsBeforeDone = pollsBeforeDone }
 
-    func submit(prompt: String, config: JobConfig, jobID: String) async throws -> String {
+    /// Records the job id (from the attempt's external id `reel-<job id>-<attempt>`).
+    func submit(_ request: GenerationRequest) async throws -> ProviderTask {
+        let jobID = String(request.externalTaskID.dropFirst("reel-".count).dropLast(2))
         state.withLock { $0.submits.append(jobID) }
-        return "task-\(jobID)"
+        return ProviderTask(taskID: "task-\(jobID)", externalTaskID: request.externalTaskID, state: .submitted)
     }
 
-    func poll(providerJobID: String) async throws -> ProviderStatus {
-        let n = state.withLock { s -> Int in s.polls[providerJobID, default: 0] += 1; return s.polls[providerJobID]! }
-        if n > pollsBeforeDone { return ProviderStatus(state: .succeeded, progress: 100, videoURL: "http://x/\(providerJobID).mp4", durationSeconds: 2) }
-        return ProviderStatus(state: .running, progress: Int32(min(n * 10, 99)))
+    func query(taskID: String, kind: String) async throws -> ProviderTask {
+        let n = state.withLock { s -> Int in s.polls[taskID, default: 0] += 1; return s.polls[taskID]! }
+        if n > pollsBeforeDone {
+            return ProviderTask(taskID: taskID, state: .succeeded, progress: 100, videoURL: "http://x/\(taskID).mp4", durationSeconds: 2)
+        }
+        return ProviderTask(taskID: taskID, state: .processing, progress: Int32(min(n * 10, 99)))
     }
 
-    func cancel(providerJobID: String) async { state.withLock { $0.cancels.append(providerJobID) } }
+    func cancel(taskID: String, kind: String) async { state.withLock { $0.cancels.append(taskID) } }
 
     var submits: [String] { state.withLock { $0.submits } }
     var cancels: [String] { state.withLock { $0.cancels } }

@@ -125,9 +125,11 @@ struct SchedulerTests {
     @Test func failingProviderRetriesThenDeadLetters() async throws {
         struct Broken: VideoProvider {
             let name = "broken"
-            func submit(prompt: String, config: JobConfig, jobID: String) async throws -> String { "b-1" }
-            func poll(providerJobID: String) async throws -> ProviderStatus { ProviderStatus(state: .failed("provider exploded"), progress: 0) }
-            func cancel(providerJobID: String) async {}
+            let isRemote = false
+            func submit(_ request: GenerationRequest) async throws -> ProviderTask { ProviderTask(taskID: "b-1", state: .submitted) }
+            func query(taskID: String, kind: String) async throws -> ProviderTask {
+                ProviderTask(taskID: taskID, state: .failed("provider exploded"))
+            }
         }
         let store = try await TestDatabase.freshStore()
         let hub = JobEventHub()

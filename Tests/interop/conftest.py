@@ -182,22 +182,22 @@ def pytest_runtest_makereport(item, call):
                                  s.log_tail(150, since)))
 
 
-# --------------------------------------------------------------------------- fake provider
+# --------------------------------------------------------------------------- fake Kling
 
 
 @pytest.fixture(scope="session")
-def _fake_provider_server():
-    fp = ri.fake_provider_class()(port=0).start()
-    yield fp
-    fp.stop()
+def _fake_kling_server():
+    fk = ri.fake_kling_class()(port=0, access_key=ri.KLING_ACCESS_KEY, secret_key=ri.KLING_SECRET_KEY).start()
+    yield fk
+    fk.stop()
 
 
 @pytest.fixture
-def fake_provider(_fake_provider_server):
-    """The fake video provider (Tests/fake_provider), shared by the session, with knobs,
-    tasks and stats reset for this test. Use with ri.http_reeld."""
-    _fake_provider_server.reset()
-    yield _fake_provider_server
+def fake_kling(_fake_kling_server):
+    """The strict fake of Kling's API (Tests/fake_kling), shared by the session, with knobs,
+    tasks and stats reset for this test. Use with ri.kling_reeld."""
+    _fake_kling_server.reset()
+    yield _fake_kling_server
 
 
 def pytest_terminal_summary(terminalreporter):

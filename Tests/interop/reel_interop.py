@@ -421,43 +421,56 @@ def kill_all_servers():
 atexit.register(kill_all_servers)
 
 
-# --------------------------------------------------------------------------- http provider
-# Helpers for the fault and crash tests (test_provider_faults.py, test_crash_recovery.py):
-# reeld with `--provider http` against the fake provider in Tests/fake_provider.
+# --------------------------------------------------------------------------- Kling provider
+# reeld with `--provider kling` against the strict fake of Kling's published API in
+# Tests/fake_kling (JWT checked on every call, string durations, account concurrency, callbacks).
 
-FAKE_PROVIDER_DIR = REPO_ROOT / "Tests" / "fake_provider"
-
-
-def fake_provider_class():
-    """fake_provider.FakeProvider (Tests/fake_provider is put on sys.path)."""
-    if str(FAKE_PROVIDER_DIR) not in sys.path:
-        sys.path.insert(0, str(FAKE_PROVIDER_DIR))
-    from fake_provider import FakeProvider
-    return FakeProvider
+FAKE_KLING_DIR = REPO_ROOT / "Tests" / "fake_kling"
+KLING_ACCESS_KEY = "test-access-key"
+KLING_SECRET_KEY = "test-secret-key"
 
 
-def http_reeld(factory, name: str, provider_url: str, artifacts_dir, *, workers: int = 2,
-               sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
-               retry_base_ms: int = 50, extra_args=(), env: dict | None = None,
-               start: bool = True) -> ReelServer:
-    """A private reeld (from `reeld_factory`) with `--provider http --provider-url URL`.
-    Later flags win, so these replace ReelServer's `--provider simulated`. `env` adds
-    variables to reeld's environment (ReelServer.start() drops inherited REEL_* ones), e.g.
-    {"REEL_PROVIDER_KEY": "..."}: the command is run through env(1), which execs reeld, so
-    srv.proc is still reeld itself (SIGKILL hits it)."""
+def fake_kling_class():
+    """fake_kling.FakeKling (Tests/fake_kling is put on sys.path)."""
+    if str(FAKE_KLING_DIR) not in sys.path:
+        sys.path.insert(0, str(FAKE_KLING_DIR))
+    from fake_kling import FakeKling
+    return FakeKling
+
+
+def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, workers: int = 2,
+                sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
+                retry_base_ms: int = 50, concurrency: int = 2, callbacks: bool = True,
+                probe_ms: int | None = None, extra_args=(), env: dict | None = None,
+                start: bool = True) -> ReelServer:
+    """A private reeld (from `reeld_factory`) with `--provider kling --provider-url URL`, the
+    fake's keys in its environment, an HTTP listener and, with `callbacks`, `--public-url`
+    pointing at it (so the fake POSTs status changes there). Later flags win, so these replace
+    ReelServer's `--provider simulated`. `env` adds or replaces variables (a key of None
+    removes it); the command runs through env(1), which execs reeld (SIGKILL still hits it)."""
+    http_port = free_port()
+    args = ["--provider", "kling", "--provider-url", kling_url,
+            "--provider-concurrency", str(concurrency), "--provider-poll-ms", str(poll_ms),
+            "--http-listen", f"127.0.0.1:{http_port}", "--artifacts-dir", str(artifacts_dir),
+            "--retry-base-ms", str(retry_base_ms)]
+    if callbacks:
+        args += ["--public-url", f"http://127.0.0.1:{http_port}"]
+    if probe_ms is not None:
+        args += ["--provider-probe-ms", str(probe_ms)]
     srv = factory(name, workers=workers, sim_stage_ms=sim_stage_ms, lease_seconds=lease_seconds,
-                  start=False, extra_args=(
-                      "--provider", "http", "--provider-url", provider_url,
-                      "--provider-poll-ms", str(poll_ms), "--artifacts-dir", str(artifacts_dir),
-                      "--retry-base-ms", str(retry_base_ms), *extra_args))
-    set_env(srv, env)
+                  start=False, extra_args=(*args, *extra_args))
+    srv.http_port = http_port
+    srv.http_url = f"http://127.0.0.1:{http_port}"
+    keys = {"KLING_ACCESS_KEY": KLING_ACCESS_KEY, "KLING_SECRET_KEY": KLING_SECRET_KEY}
+    keys.update(env or {})
+    set_env(srv, {k: v for k, v in keys.items() if v is not None})
     if start:
         srv.start()
     return srv
 
 
 def set_env(srv: ReelServer, env: dict | None):
-    """Sets (replaces) the extra environment reeld is started with (see http_reeld)."""
+    """Sets (replaces) the extra environment reeld is started with (see kling_reeld)."""
     args = list(srv.args)
     if args and args[0] == "env":
         args = args[args.index(str(srv.binary)):]

@@ -957,7 +957,7 @@ const ProtobufCMessageDescriptor reel__v1__job_config__descriptor =
   (ProtobufCMessageInit) reel__v1__job_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor reel__v1__artifacts__field_descriptors[7] =
+static const ProtobufCFieldDescriptor reel__v1__artifacts__field_descriptors[8] =
 {
   {
     "expanded_script",
@@ -1043,6 +1043,18 @@ static const ProtobufCFieldDescriptor reel__v1__artifacts__field_descriptors[7] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "provider_request_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Artifacts, provider_request_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned reel__v1__artifacts__field_indices_by_name[] = {
   0,   /* field[0] = expanded_script */
@@ -1050,13 +1062,14 @@ static const unsigned reel__v1__artifacts__field_indices_by_name[] = {
   5,   /* field[5] = hls_playlist_url */
   2,   /* field[2] = preview_video_url */
   6,   /* field[6] = provider_job_id */
+  7,   /* field[7] = provider_request_id */
   4,   /* field[4] = thumbnail_url */
   1,   /* field[1] = validation_result */
 };
 static const ProtobufCIntRange reel__v1__artifacts__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor reel__v1__artifacts__descriptor =
 {
@@ -1066,7 +1079,7 @@ const ProtobufCMessageDescriptor reel__v1__artifacts__descriptor =
   "Reel__V1__Artifacts",
   "reel.v1",
   sizeof(Reel__V1__Artifacts),
-  7,
+  8,
   reel__v1__artifacts__field_descriptors,
   reel__v1__artifacts__field_indices_by_name,
   1,  reel__v1__artifacts__number_ranges,

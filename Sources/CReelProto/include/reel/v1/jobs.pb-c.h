@@ -123,10 +123,14 @@ struct  Reel__V1__Artifacts
   char *thumbnail_url;
   char *hls_playlist_url;
   char *provider_job_id;
+  /*
+   * the provider's request id of the submit that made provider_job_id
+   */
+  char *provider_request_id;
 };
 #define REEL__V1__ARTIFACTS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__artifacts__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Reel__V1__JobResult

@@ -1,0 +1,50 @@
+import ReelCore
+
+extension PostgresJobStore: ProviderTaskStore {
+    public func latestProviderTask(jobID: String) async throws -> ProviderTaskRecord? {
+        try await pool.withConnection { c in try c.query(SQL.latestProviderTask, [jobID]).first.map(Self.decodeProviderTask) }
+    }
+
+    public func acquireProviderSlot(_ r: ProviderTaskRecord, cap: Int) async throws -> Bool {
+        try await pool.withConnection { c in
+            try c.query(SQL.acquireProviderSlot, [r.provider, r.jobID, String(r.attempt), r.externalTaskID, r.kind,
+                                                  r.callbackToken, String(cap)]).first?[0] == "t"
+        }
+    }
+
+    public func releaseProviderSlot(jobID: String, attempt: Int32) async throws {
+        try await pool.withConnection { c in _ = try c.query(SQL.releaseProviderSlot, [jobID, String(attempt)]) }
+    }
+
+    public func recordProviderTaskID(jobID: String, attempt: Int32, taskID: String, kind: String) async throws {
+        try await pool.withConnection { c in _ = try c.query(SQL.recordProviderTaskID, [jobID, String(attempt), taskID, kind]) }
+    }
+
+    public func endProviderTask(jobID: String, attempt: Int32, status: String) async throws {
+        try await pool.withConnection { c in _ = try c.query(SQL.endProviderTask, [jobID, String(attempt), status]) }
+    }
+
+    public func providerTask(callbackToken: String) async throws -> ProviderTaskRecord? {
+        try await pool.withConnection { c in try c.query(SQL.providerTaskByToken, [callbackToken]).first.map(Self.decodeProviderTask) }
+    }
+
+    public func liveProviderTasks(provider: String) async throws -> Int {
+        try await pool.withConnection { c in Int(try c.query(SQL.liveProviderTasks, [provider]).first?[0] ?? "") ?? 0 }
+    }
+
+    public func limitProviderCap(provider: String, cap: Int, holdMs: Int64) async throws {
+        try await pool.withConnection { c in _ = try c.query(SQL.limitProviderCap, [provider, String(cap), String(holdMs)]) }
+    }
+
+    public func unfollowedProviderTasks(provider: String, limit: Int) async throws -> [ProviderTaskRecord] {
+        try await pool.withConnection { c in
+            try c.query(SQL.unfollowedProviderTasks, [provider, String(limit)]).rows.map(Self.decodeProviderTask)
+        }
+    }
+
+    static func decodeProviderTask(_ r: [String?]) -> ProviderTaskRecord {
+        ProviderTaskRecord(provider: r[0] ?? "", jobID: r[1] ?? "", attempt: Int32(r[2] ?? "") ?? 0,
+                           externalTaskID: r[3] ?? "", taskID: r[4] ?? "", kind: r[5] ?? "", callbackToken: r[6] ?? "",
+                           live: r[7] == "t", status: r[8] ?? "")
+    }
+}
