@@ -32,6 +32,8 @@ REEL_METRICS = {
     "reel_job_duration_seconds", "reel_stage_duration_seconds", "reel_queue_depth",
     "reel_queue_oldest_job_age_seconds", "reel_grpc_server_handled_total",
     "reel_grpc_server_in_flight", "reel_grpc_server_handling_seconds",
+    "reel_provider_calls_total", "reel_provider_live_tasks", "reel_provider_task_cap", "reel_provider_parked",
+    "reel_provider_healthy",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -185,7 +187,7 @@ def _mutants():
         return f
 
     out = []
-    for name in [*SEED_ALERTS, "ReeldDown"]:
+    for name in [*SEED_ALERTS, "ReeldDown", "ReelProviderParked"]:
         out.append((f"{name} never fires", name, never))
         out.append((f"{name} without its `for`", name, no_for))
     out += [
@@ -201,6 +203,8 @@ def _mutants():
         ("SlowVideoGeneration over every stage", "SlowVideoGeneration",
          replace('{stage="video_generation"}', "")),
         ("ReeldDown for every job", "ReeldDown", replace('up{job="reeld"}', "up")),
+        ("ReelProviderParked per instance", "ReelProviderParked",
+         replace("max by (provider) (reel_provider_parked)", "reel_provider_parked")),
     ]
     return out
 
