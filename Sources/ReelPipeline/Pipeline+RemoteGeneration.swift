@@ -95,13 +95,22 @@ extension Pipeline {
                     remote.gate.park(e.description)
                     try await step(run, .continuityChecked, .videoGeneration, 36,
                                    "waiting: \(name) account parked (\(e.description)); nothing is failed")
-                case .rateLimited, .concurrency:
+                case .rateLimited:
                     try await remote.releaseSlot(record)
                     let wait = e.retryAfter ?? remote.gate.throttleDelay()
-                    if e.kind == .concurrency { try await remote.yieldSlots(holdFor: wait) }
                     try await step(run, .continuityChecked, .videoGeneration, 36,
                                    "throttled by \(name) (\(e.description)); resubmitting in \(wait.wholeMilliseconds) ms")
                     try await Task.sleep(for: wait)
+                case .concurrency:
+                    // Another client of the account holds slots: Reel's cap drops to the tasks it
+                    // has live besides this attempt (before this slot is freed, so no waiting job
+                    // takes it meanwhile), and the next slot is taken when one of Reel's tasks
+                    // ends or the hold runs out.
+                    let hold = e.retryAfter ?? remote.gate.throttleDelay()
+                    try await remote.yieldSlots(besides: record, holdFor: hold)
+                    try await remote.releaseSlot(record)
+                    try await step(run, .continuityChecked, .videoGeneration, 36,
+                                   "throttled by \(name) (\(e.description)); waiting for one of Reel's tasks to end or \(hold.wholeMilliseconds) ms")
                 case .rejected(let code):
                     try await remote.end(record, "rejected")
                     throw StageFailure(code: code, message: e.description, retryable: false)

@@ -84,10 +84,11 @@ public final class ProviderRuntime: Sendable {
         slots.ring()
     }
 
-    /// Reel's use of the account is lowered to the tasks it has live now, for a while: the
-    /// provider refused one more for the account's concurrency, so another client holds slots.
-    func yieldSlots(holdFor hold: Duration) async throws {
-        let live = try await tasks.liveProviderTasks(provider: provider.name)
+    /// Reel's use of the account is lowered to the tasks it has live besides `refused` (whose
+    /// slot it still holds), for a while: the provider refused one more for the account's
+    /// concurrency, so another client holds slots.
+    func yieldSlots(besides refused: ProviderTaskRecord, holdFor hold: Duration) async throws {
+        let live = max(0, try await tasks.liveProviderTasks(provider: provider.name) - 1)
         try await tasks.limitProviderCap(provider: provider.name, cap: live, holdMs: max(Int64(hold.wholeMilliseconds), 1))
         logger.notice("the provider refused a task for the account's concurrency: Reel holds to \(live) live task(s) for \(hold)")
     }
