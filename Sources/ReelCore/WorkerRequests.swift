@@ -63,7 +63,13 @@ extension Artifacts {
         var a = self
         func take(_ kp: WritableKeyPath<Artifacts, String>) { if !update[keyPath: kp].isEmpty { a[keyPath: kp] = update[keyPath: kp] } }
         take(\.expandedScript); take(\.validationResult); take(\.previewVideoURL); take(\.finalVideoURL)
-        take(\.thumbnailURL); take(\.hlsPlaylistURL); take(\.providerJobID)
+        take(\.thumbnailURL); take(\.hlsPlaylistURL)
+        // A new provider task brings its own request id: the old task's is not kept with it.
+        if !update.providerJobID.isEmpty && update.providerJobID != a.providerJobID {
+            a.providerJobID = update.providerJobID
+            a.providerRequestID = update.providerRequestID
+        }
+        take(\.providerRequestID)
         return a
     }
 }

@@ -56,7 +56,7 @@ struct Reeld: AsyncParsableCommand {
     /// `--public-url`, else the environment.
     var publicURL: String? { publicURLFlag ?? env("REEL_PUBLIC_URL") }
 
-    @Option(help: "Where post-processed videos, thumbnails and HLS renditions go (http provider). Env: REEL_ARTIFACTS_DIR.")
+    @Option(help: "Where post-processed videos, thumbnails and HLS renditions go (real providers). Env: REEL_ARTIFACTS_DIR.")
     var artifactsDir: String = env("REEL_ARTIFACTS_DIR") ?? ".data/artifacts"
 
     @Option(name: .customLong("artifacts-base-url"), help: "URL prefix under which --artifacts-dir is served (default: file:// URLs). Env: REEL_ARTIFACTS_BASE_URL.")
@@ -73,7 +73,7 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "In-process worker slots. Env: REEL_WORKERS.")
     var workers: Int = Int(env("REEL_WORKERS") ?? "") ?? 8
 
-    @Option(name: .customLong("sim-stage-ms"), help: "Milliseconds each pipeline step waits (0: no-op jobs). Default 500 with the simulated provider, 0 with http (where a value slows steps down for tests). Env: REEL_SIM_STAGE_MS.")
+    @Option(name: .customLong("sim-stage-ms"), help: "Milliseconds each pipeline step waits (0: no-op jobs). Default 500 with the simulated provider, 0 with kling (where a value slows steps down for tests). Env: REEL_SIM_STAGE_MS.")
     var simStageMsFlag: Int?
     /// `--sim-stage-ms`, else the environment.
     var simStageMs: Int? { simStageMsFlag ?? Int(env("REEL_SIM_STAGE_MS") ?? "") }

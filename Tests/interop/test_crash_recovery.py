@@ -1,12 +1,15 @@
 """SIGKILL of reeld during each pipeline stage, and under load, then a restart on the same
 database (issue 4, "Bad input and faults"; DESIGN §4–§5): every acknowledged job ends
-FINAL_READY exactly once — one FINAL_READY event, one segment row, one provider task (a
-restarted worker resumes polling the provider job it saved; it never pays twice).
+FINAL_READY exactly once — one FINAL_READY event, one segment row, one Kling task (a
+restarted worker resumes the task it saved, or finds it by its external id
+`reel-<job id>-<attempt>`; it never pays twice).
 
-reeld runs with `--provider http` against the fake provider and `--lease-seconds 2`, so the
-restarted process's reaper requeues the dead worker's jobs two seconds after their last
-heartbeat. `--sim-stage-ms 300` makes script expansion and continuity validation last long
-enough to be hit; video generation spans several 100 ms polls, upload runs ffmpeg.
+reeld runs with `--provider kling` against the strict fake of Kling's API (Tests/fake_kling,
+`fake_kling` fixture, `ri.kling_reeld`) and `--lease-seconds 2`, so the restarted process's
+reaper requeues the dead worker's jobs two seconds after their last heartbeat.
+`--sim-stage-ms 300` makes script expansion and continuity validation last long enough to be
+hit; a Kling task stays `submitted` then `processing` for the fake's `queued_ms` and
+`processing_ms`, upload runs ffmpeg.
 Finalization has no pause of its own (one transaction), so its test holds
 `LOCK TABLE segments IN SHARE MODE` from a psql session: finalize then blocks inside its
 transaction on the segment insert, reeld is killed there, and the lock is released before
@@ -91,11 +94,17 @@ def file_path(url: str) -> Path:
     return Path(urllib.parse.unquote(parts.path))
 
 
-def fake_stats(fake) -> dict:
+def kling_stats(fake) -> dict:
+    """The fake Kling's stats without the bulky per-task fields: for failure messages."""
     st = fake.stats()
-    st.pop("submissions_by_prompt", None)
-    st.pop("last_submit", None)
+    st["tasks"] = [{k: t[k] for k in ("task_id", "external_task_id", "status")} for t in st["tasks"]]
+    st.pop("callbacks", None)
     return st
+
+
+def tasks_of(stats: dict, job_id: str) -> list[dict]:
+    """The Kling tasks made for a job: those whose external id is reel-<job id>-<attempt>."""
+    return [t for t in stats["tasks"] if (t["external_task_id"] or "").startswith(f"reel-{job_id}-")]
 
 
 def assert_artifacts(art: Path, job, d: str):
@@ -114,28 +123,30 @@ def assert_artifacts(art: Path, job, d: str):
 @pytest.mark.parametrize("stage", STAGES, ids=[ri.stage_name(s)[len("STAGE_"):].lower()
                                                for s in STAGES])
 def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
-        stage, reeld_factory, fake_provider, tmp_path):
+        stage, reeld_factory, fake_kling, tmp_path):
     art = tmp_path / "artifacts"
-    fake_provider.control(processing_polls=5)
+    fake_kling.control(queued_ms=200, processing_ms=600)  # ~0.8 s at Kling
     name = ri.stage_name(stage)[len("STAGE_"):].lower()
-    srv = ri.http_reeld(reeld_factory, f"crash-{name}", fake_provider.url, art, workers=2,
-                        sim_stage_ms=300, lease_seconds=2)
+    srv = ri.kling_reeld(reeld_factory, f"crash-{name}", fake_kling.url, art, workers=2,
+                         sim_stage_ms=300, lease_seconds=2)
     lock = SegmentsLock(srv.db_url) if stage == S.STAGE_FINALIZATION else None
     try:
         job = srv.stub.CreateJob(ri.create_request(ri.unique(f"crash-{name}")),
                                  timeout=ri.DEFAULT_TIMEOUT)
+        ext = f"reel-{job.id}-1"
         d = lambda: (f"{ri.stored_history(srv.db_url, job.id)}\n"  # noqa: E731
-                     f"fake provider stats: {fake_stats(fake_provider)}")
+                     f"fake Kling stats: {kling_stats(fake_kling)}")
 
         # Watch live until the job is in `stage`, then SIGKILL at once. In video generation,
-        # wait until the provider's task was submitted and saved ("submitted to …"): that is
-        # the window where a careless restart would pay for a second generation.
+        # wait until the Kling task was submitted and its id saved ("submitted to kling: task
+        # …"): that is the window where a careless restart would pay for a second generation.
         seen = []
         call = srv.stub.WatchJob(pb.WatchJobRequest(id=job.id, after_seq=0), timeout=60)
         for ev in call:
             seen.append(ev)
             assert not ri.is_terminal(ev), f"finished before {name} was seen:\n{d()}"
-            if ev.stage == stage and not ev.message.startswith("submitting to"):
+            if ev.stage == stage and (stage != S.STAGE_VIDEO_GENERATION
+                                      or ev.message.startswith("submitted to kling: task ")):
                 break
         assert seen and seen[-1].stage == stage, f"watch ended before {name}:\n{d()}"
         if lock is not None:
@@ -150,11 +161,15 @@ def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
         assert status != "final_ready" and segs == 0 and at_stage == name, (
             f"the kill missed {name}: the job was already {status}/{at_stage} with {segs} "
             f"segment(s) (last event seen: {killed_in})\n{d()}")
+        if stage == S.STAGE_VIDEO_GENERATION:
+            st = fake_kling.stats()
+            assert st["creates_ok"] == 1 and [t["status"] for t in tasks_of(st, job.id)] != ["succeed"], (
+                f"the kill missed the task in flight at Kling (last event seen: {killed_in})\n{d()}")
     finally:
         if lock is not None:
             lock.release()
 
-    srv.start()  # same port, same database, same artifacts dir
+    srv.start()  # same ports, same database, same artifacts dir
     try:
         rest = ri.watch(srv.stub, job.id, after_seq=seen[-1].seq, timeout=60)
     except grpc.RpcError as e:
@@ -179,24 +194,28 @@ def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
     assert segments == "1", f"{segments} segment rows\n{dd}"
     assert done.result.segment_id, dd
 
+    st = fake_kling.stats()
+    assert st["creates_ok"] == 1, f"Kling was paid {st['creates_ok']} times\n{dd}"
+    assert st["creates_by_external_id"] == {ext: 1}, (
+        f"submitted again after the restart instead of resuming the saved Kling task\n{dd}")
+    (task,) = st["tasks"]
+    assert task["external_task_id"] == ext and task["status"] == "succeed", dd
     pid = done.artifacts.provider_job_id
+    assert pid == task["task_id"], f"provider_job_id {pid!r}, Kling's task {task['task_id']}\n{dd}"
     if stage in (S.STAGE_VIDEO_GENERATION, S.STAGE_UPLOAD, S.STAGE_FINALIZATION):
-        assert pid and any(pid in e.message for e in full if e.seq > seen[-1].seq), (
-            f"after the restart the job did not resume provider job {pid!r}\n{dd}")
-    st = fake_provider.stats()
-    assert st["tasks_created"] == 1, f"the provider was paid {st['tasks_created']} times\n{dd}"
-    assert st["submissions_by_external_id"] == {job.id: 1}, (
-        f"submitted again after the restart instead of resuming the saved provider job\n{dd}")
+        assert any(e.message == f"resuming kling task {pid}" for e in full if e.seq > seen[-1].seq), (
+            f"after the restart the job did not resume Kling task {pid!r}\n{dd}")
     assert_artifacts(art, done, dd)
     assert done.retry_count == 1, f"the expired lease counts one attempt\n{dd}"
 
 
 def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
-        reeld_factory, fake_provider, tmp_path):
+        reeld_factory, fake_kling, tmp_path):
     art = tmp_path / "artifacts"
-    fake_provider.control(processing_polls=10)  # ~1 s at the provider: jobs pile up there
-    srv = ri.http_reeld(reeld_factory, "crash-load", fake_provider.url, art, workers=4,
-                        sim_stage_ms=100, lease_seconds=2)
+    # ~1.2 s at Kling: jobs pile up there. The account's concurrency is not the subject here.
+    fake_kling.control(queued_ms=200, processing_ms=1000, concurrency_limit=100)
+    srv = ri.kling_reeld(reeld_factory, "crash-load", fake_kling.url, art, workers=4,
+                         sim_stage_ms=100, lease_seconds=2, concurrency=100)
     n = 20
     users = [ri.unique(f"load{u}") for u in range(4)]
     reqs = [ri.create_request(users[i % len(users)], text=f"crash load job {i} {ri.unique('t')}")
@@ -205,6 +224,15 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
         jobs = list(ex.map(lambda r: srv.stub.CreateJob(r, timeout=ri.DEFAULT_TIMEOUT), reqs))
     ids = [j.id for j in jobs]
     assert len(set(ids)) == n
+
+    # Once a few tasks have finished at Kling, the ones still in flight are held there (`stuck`)
+    # until after the restart, so that the kill finds jobs done, post-processing, waiting at
+    # Kling for a task already paid for, and queued.
+    deadline = time.monotonic() + 60
+    while sum(t["status"] == "succeed" for t in fake_kling.stats()["tasks"]) < 4:
+        assert time.monotonic() < deadline, f"Kling finished no 4 tasks in 60 s: {kling_stats(fake_kling)}"
+        time.sleep(0.02)
+    fake_kling.control(stuck=True)
 
     # Kill once a few jobs are done and the rest are queued or in flight.
     deadline = time.monotonic() + 90
@@ -219,10 +247,16 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
     at_kill = ri.psql_value(srv.db_url, "SELECT status || '/' || stage || ':' || count(*) FROM jobs "
                                         "GROUP BY status, stage ORDER BY 1").replace("\n", ", ")
     unfinished = int(ri.psql_value(srv.db_url, "SELECT count(*) FROM jobs WHERE status <> 'final_ready'"))
-    print(f"jobs by status at SIGKILL: {at_kill}")
+    kling_at_kill = {}
+    for t in fake_kling.stats()["tasks"]:
+        kling_at_kill[t["status"]] = kling_at_kill.get(t["status"], 0) + 1
+    print(f"jobs by status at SIGKILL: {at_kill}; Kling tasks by status: {kling_at_kill}")
     assert unfinished > 0, f"every job had finished before the kill ({at_kill})"
+    assert kling_at_kill.get("processing", 0) + kling_at_kill.get("submitted", 0) > 0, (
+        f"no Kling task was in flight at the kill ({at_kill}; Kling: {kling_at_kill})")
 
     srv.start()
+    fake_kling.control(stuck=False)
     deadline = time.monotonic() + 120
     while True:
         left = ri.psql_value(srv.db_url, "SELECT id || ' ' || status FROM jobs WHERE status <> 'final_ready'")
@@ -236,7 +270,7 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
                             for ln in left.splitlines()[:5]))
         time.sleep(0.2)
 
-    st = fake_stats(fake_provider)
+    st = fake_kling.stats()
     segs = dict(line.split("|") for line in ri.psql_value(
         srv.db_url, "SELECT job_id, count(*) FROM segments GROUP BY job_id").splitlines())
     finals = dict(line.split("|") for line in ri.psql_value(
@@ -247,6 +281,7 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
         done = srv.stub.GetJob(pb.GetJobRequest(id=j.id), timeout=ri.DEFAULT_TIMEOUT)
         replay = ri.watch(srv.stub, j.id, after_seq=1, timeout=15)
         n_final = sum(e.status == S.JOB_STATUS_FINAL_READY for e in replay)
+        mine = tasks_of(st, j.id)
         why = []
         if done.status != S.JOB_STATUS_FINAL_READY:
             why.append(f"status {ri.status_name(done.status)}")
@@ -256,17 +291,21 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
             why.append(f"{finals.get(j.id, 0)} stored / {n_final} replayed FINAL_READY events")
         if [e.seq for e in replay] != list(range(2, done.last_event_seq + 1)):
             why.append("event seqs not contiguous")
-        if st["submissions_by_external_id"].get(j.id, 0) < 1:
-            why.append("never submitted to the provider")
+        if len(mine) != 1:
+            why.append(f"{len(mine)} Kling tasks: {[(t['task_id'], t['external_task_id']) for t in mine]}")
+        elif done.artifacts.provider_job_id != mine[0]["task_id"]:
+            why.append(f"provider_job_id {done.artifacts.provider_job_id!r} is not its Kling task "
+                       f"{mine[0]['task_id']}")
         if not (art / j.id / "final.mp4").is_file():
             why.append("no final.mp4")
         if why:
             problems.append(f"{j.id}: {', '.join(why)}\n{ri.stored_history(srv.db_url, j.id)}")
     assert not problems, "\n".join(problems)
-    assert st["tasks_created"] == n, (
-        f"{st['tasks_created']} provider tasks for {n} jobs (at SIGKILL: {at_kill}): {st}")
-    assert set(st["submissions_by_external_id"]) == set(ids), st
-    resubmitted = {k: v for k, v in st["submissions_by_external_id"].items() if v > 1}
-    print(f"submits repeated (deduplicated by external_task_id): {resubmitted}")
+    assert st["creates_ok"] == n, (
+        f"{st['creates_ok']} Kling tasks for {n} jobs (at SIGKILL: {at_kill}): {kling_stats(fake_kling)}")
+    assert {ext.rsplit("-", 1)[0][len("reel-"):] for ext in st["creates_by_external_id"]} == set(ids), (
+        kling_stats(fake_kling))
+    resubmitted = {k: v for k, v in st["creates_by_external_id"].items() if v > 1}
+    print(f"submits repeated (refused by Kling for the external_task_id, then looked up): {resubmitted}")
     r = ri.fault_report("SIGKILL of reeld under load, then restart", srv.db_url, ids)
     assert (r["lost"], r["duplicated"], r["completed"]) == (0, 0, n), r

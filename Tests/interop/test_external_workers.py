@@ -4,13 +4,15 @@ A worker connects (`Connect`, a server stream of assignments), heartbeats its le
 progress through the transition table and ends each job with `CompleteJob` or `FailJob`.
 These tests run `reeld --workers 0` (a pure coordinator) or `--workers 1` next to workers
 written three ways: the SDK in sdk/python/reel_worker (in this process), the example worker
-sdk/python/examples/pipeline_worker.py (a subprocess, against the fake provider, so that it
-can be SIGKILLed), and `RawWorker` below on the bare stubs, which records exactly when each
-assignment arrives and sends precisely the calls a check needs.
+sdk/python/examples/pipeline_worker.py (a subprocess speaking Kling's published API to the
+strict fake in Tests/fake_kling, so that it can be SIGKILLed), and `RawWorker` below on the
+bare stubs, which records exactly when each assignment arrives and sends precisely the calls
+a check needs.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
@@ -194,15 +196,28 @@ def sdk_worker(workers, srv, worker_id, handler, **kw):
     return w
 
 
-def example_worker(workers, srv, fake_provider, worker_id, logdir, slots=1):
+def example_worker(workers, srv, fake_kling, worker_id, logdir, slots=1, key_args=None):
+    """The example worker against the fake Kling. Its keys come from the environment
+    (KLING_ACCESS_KEY, KLING_SECRET_KEY) unless `key_args` gives --access-key/--secret-key."""
     log = open(logdir / f"worker-{worker_id}.log", "ab")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    if key_args is None:
+        env.update(KLING_ACCESS_KEY=fake_kling.access_key, KLING_SECRET_KEY=fake_kling.secret_key)
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--address", srv.target, "--provider-url", fake_provider.url,
-         "--worker-id", worker_id, "--slots", str(slots), "--poll-interval", "0.05"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        [sys.executable, str(EXAMPLE), "--address", srv.target, "--provider-url", fake_kling.url,
+         "--worker-id", worker_id, "--slots", str(slots), "--poll-interval", "0.05",
+         "--retry-base", "0.05", *(key_args or ())],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     proc.log_path = logdir / f"worker-{worker_id}.log"
     workers.append(proc)
     return proc
+
+
+def kling_stats(fake_kling) -> dict:
+    """The fake's stats without the bulky per-task prompts: for failure messages."""
+    st = fake_kling.stats()
+    st["tasks"] = [{k: t[k] for k in ("task_id", "external_task_id", "status")} for t in st["tasks"]]
+    return st
 
 
 def wait_for(what, predicate, timeout=30.0, poll=0.05):
@@ -254,11 +269,12 @@ def test_sdk_worker_completes_jobs_end_to_end(reeld_factory, workers):
         assert segments(srv, j.id) == 1 and final_ready_events(srv, j.id) == 1
 
 
-def test_example_pipeline_worker_runs_the_stages_against_the_fake_provider(
-        reeld_factory, workers, fake_provider, tmp_path):
+def test_example_pipeline_worker_runs_the_stages_against_the_fake_kling(
+        reeld_factory, workers, fake_kling, tmp_path):
     srv = coordinator(reeld_factory, "ext-example")
     jobs = create(srv, ri.unique("example"), 2, config=pb.JobConfig(target_duration_seconds=4))
-    proc = example_worker(workers, srv, fake_provider, "example-1", tmp_path, slots=2)
+    proc = example_worker(workers, srv, fake_kling, "example-1", tmp_path, slots=2)
+    by_task, request_ids = {}, {}
     for j in jobs:
         try:
             final = ri.wait_for_job(srv.stub, j.id, timeout=60)
@@ -266,28 +282,94 @@ def test_example_pipeline_worker_runs_the_stages_against_the_fake_provider(
             raise AssertionError(f"{ri.stored_history(srv.db_url, j.id)}\nworker log:\n"
                                  f"{proc.log_path.read_text()[-3000:]}")
         events = history(srv, j.id)
+        d = f"{[ri.describe_event(e) for e in events]}\n{kling_stats(fake_kling)}"
         statuses = [e.status for e in events]
         for s in (S.JOB_STATUS_SCRIPT_READY, S.JOB_STATUS_CONTINUITY_CHECKED,
                   S.JOB_STATUS_PREVIEW_READY, S.JOB_STATUS_FINAL_READY):
-            assert s in statuses, [ri.describe_event(e) for e in events]
+            assert s in statuses, d
         progress = [e.progress for e in events]
         assert progress == sorted(progress), f"progress went backwards: {progress}"
-        assert any(e.stage == S.STAGE_VIDEO_GENERATION and 40 < e.progress < 85 for e in events), (
-            [ri.describe_event(e) for e in events])
-        assert any(e.stage == S.STAGE_UPLOAD and e.progress == 95 for e in events)
+        assert any(e.stage == S.STAGE_VIDEO_GENERATION and 40 < e.progress < 85 for e in events), d
+        assert any(e.stage == S.STAGE_UPLOAD and e.progress == 95 for e in events), d
         task = final.artifacts.provider_job_id
-        assert task.startswith("task-"), ri.describe_job(final)
+        assert task.isdigit(), f"Kling's task ids are numeric: {ri.describe_job(final)}"
+        said = [e.message for e in events if e.message.startswith(f"submitted to kling: task {task} (request_id ")]
+        assert len(said) == 1, d
+        request_ids[j.id] = (said[0][len(f"submitted to kling: task {task} (request_id "):-1],
+                             final.artifacts.provider_request_id)
         assert final.worker_id == "example-1"
-        assert final.result.video_url == f"{fake_provider.url}/files/{task}.mp4"
-        assert final.result.duration_seconds > 0
+        assert final.result.video_url == f"{fake_kling.url}/results/{task}.mp4", ri.describe_job(final)
+        assert final.result.duration_seconds == pytest.approx(5.1), (
+            f"the duration Kling reported (the fake's \"5.1\" for a 5 s task): {ri.describe_job(final)}")
         assert final.artifacts.expanded_script and final.artifacts.validation_result
         assert final.artifacts.hls_playlist_url.endswith(".m3u8")
-    stats = fake_provider.stats()
-    assert stats["tasks_created"] == 2, stats
-    assert sorted(stats["submissions_by_external_id"]) == sorted(j.id for j in jobs), stats
+        by_task[task] = j
+    stats = fake_kling.stats()
+    d = f"{kling_stats(fake_kling)}\nworker log:\n{proc.log_path.read_text()[-2000:]}"
+    assert stats["creates_ok"] == 2, d
+    assert stats["creates_by_external_id"] == {f"reel-{j.id}-1": 1 for j in jobs}, d
+    assert stats["auth_failures"] == {} and stats["tokens_seen"] >= 1, d
+    assert stats["refused"] == {}, d
+    for t in stats["tasks"]:
+        j = by_task.get(t["task_id"])
+        assert j is not None, f"a task no job names: {t}\n{d}"
+        assert t["external_task_id"] == f"reel-{j.id}-1", d
+        assert t["endpoint"] == "text2video" and t["status"] == "succeed", d
+        # DESIGN §5's fields: the model always sent, duration a string, std for standard quality.
+        assert (t["model_name"], t["model_name_sent"], t["duration"], t["mode"], t["aspect_ratio"]) == (
+            "kling-v2-5-turbo", True, "5", "std", "16:9"), t
+        assert j.input_text.strip() in t["prompt"] and len(t["prompt"]) <= 2500, t
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0, proc.log_path.read_text()[-2000:]
+    # Last, so that the behaviour above is checked whatever this says: the request_id of the
+    # submit's answer, reported with provider_job_id, is kept in the job's artifacts.
+    for job_id, (said, saved) in request_ids.items():
+        assert said and saved == said, (
+            f"job {job_id}: the worker reported provider_request_id {said!r}, the job has {saved!r}")
+
+
+def test_example_pipeline_worker_classifies_klings_answers(reeld_factory, workers, fake_kling, tmp_path):
+    """Kling's codes, as DESIGN §5 reads them, in the example worker: content policy (1301)
+    dead-letters at once with Kling's message; rate limit (1302), concurrency (1303) and a
+    server error (5000) are waited out in the same attempt; a wrong secret key (1002, after
+    one renewal) is PROVIDER_AUTH, not retried. Keys here come from --access-key/--secret-key."""
+    srv = coordinator(reeld_factory, "ext-example-codes")
+    user = ri.unique("codes")
+    proc = example_worker(workers, srv, fake_kling, "codes-1", tmp_path, slots=1,
+                          key_args=("--access-key", fake_kling.access_key,
+                                    "--secret-key", fake_kling.secret_key))
+    log = lambda: proc.log_path.read_text()[-3000:]  # noqa: E731
+
+    bad = srv.stub.CreateJob(ri.create_request(user, text="FORBIDDEN_CONTENT at the harbour", max_retries=2),
+                             timeout=T)
+    dead = ri.wait_for_job(srv.stub, bad.id, want=(S.JOB_STATUS_FAILED,), timeout=30)
+    d = f"{ri.stored_history(srv.db_url, bad.id)}\n{kling_stats(fake_kling)}\n{log()}"
+    assert dead.dead_lettered and dead.retry_count == 0, d
+    assert (dead.error.code, dead.error.message) == ("CONTENT_POLICY", "Failure to pass the risk control system"), d
+    assert fake_kling.stats()["refused"] == {"1301": 1} and fake_kling.stats()["creates_ok"] == 0, d
+
+    fake_kling.control(error_next=[1302, 5000, 1303])
+    ok, = create(srv, user, max_retries=2)
+    final = ri.wait_for_job(srv.stub, ok.id, timeout=60)
+    st = fake_kling.stats()
+    d = f"{ri.stored_history(srv.db_url, ok.id)}\n{kling_stats(fake_kling)}\n{log()}"
+    assert final.retry_count == 0, f"a throttle or one server error cost an attempt\n{d}"
+    assert st["refused"] == {"1301": 1, "1302": 1, "5000": 1, "1303": 1}, d
+    assert st["creates_ok"] == 1 and st["creates_by_external_id"] == {
+        f"reel-{bad.id}-1": 1, f"reel-{ok.id}-1": 4}, d
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0, log()
+
+    wrong = example_worker(workers, srv, fake_kling, "codes-2", tmp_path, slots=1,
+                           key_args=("--access-key", fake_kling.access_key, "--secret-key", "not-the-secret"))
+    denied, = create(srv, user, max_retries=2)
+    dead = ri.wait_for_job(srv.stub, denied.id, want=(S.JOB_STATUS_FAILED,), timeout=30)
+    st = fake_kling.stats()
+    d = f"{ri.stored_history(srv.db_url, denied.id)}\n{kling_stats(fake_kling)}\n{wrong.log_path.read_text()[-3000:]}"
+    assert dead.dead_lettered and dead.retry_count == 0 and dead.error.code == "PROVIDER_AUTH", d
+    assert st["auth_failures"] == {"1002": 2}, f"want one renewal, then no retry\n{d}"
+    assert st["creates_ok"] == 1, d
 
 
 def test_sdk_handler_sees_a_cancelled_job_as_lost_and_reports_nothing_more(reeld_factory, workers):
@@ -429,41 +511,43 @@ def test_two_workers_get_assignments_in_priority_order_never_above_their_slots(r
 
 
 def test_sigkilled_worker_job_is_reassigned_after_the_lease_and_completes_once(
-        reeld_factory, workers, fake_provider, tmp_path):
+        reeld_factory, workers, fake_kling, tmp_path):
     srv = coordinator(reeld_factory, "ext-kill", lease_seconds=2)
-    fake_provider.control(stuck=True)  # video generation won't finish until we say so
+    fake_kling.control(stuck=True)  # the Kling task won't finish until we say so
     job, = create(srv, ri.unique("kill"))
-    doomed = example_worker(workers, srv, fake_provider, "doomed", tmp_path)
+    doomed = example_worker(workers, srv, fake_kling, "doomed", tmp_path)
 
     def submitted():
         j = get(srv, job.id)
         return j if j.artifacts.provider_job_id and j.stage == S.STAGE_VIDEO_GENERATION else None
-    mid = wait_for("the provider job id to be saved", submitted, 30)
+    mid = wait_for("the Kling task id to be saved", submitted, 30)
     assert mid.worker_id == "doomed" and mid.status == S.JOB_STATUS_CONTINUITY_CHECKED, ri.describe_job(mid)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     killed_at = time.monotonic()
-    fake_provider.control(stuck=False)
+    fake_kling.control(stuck=False)
     assert get(srv, job.id).status not in ri.TERMINAL
 
-    heir = example_worker(workers, srv, fake_provider, "heir", tmp_path)
+    heir = example_worker(workers, srv, fake_kling, "heir", tmp_path)
     final = ri.wait_for_job(srv.stub, job.id, timeout=60)
     took = time.monotonic() - killed_at
     assert final.worker_id == "heir", f"{ri.describe_job(final)}\n{ri.stored_history(srv.db_url, job.id)}"
     assert final.retry_count == 1, f"the lost lease counts as an attempt: {ri.describe_job(final)}"
-    assert final.artifacts.provider_job_id == mid.artifacts.provider_job_id
+    task = mid.artifacts.provider_job_id
+    assert final.artifacts.provider_job_id == task
+    assert final.result.video_url == f"{fake_kling.url}/results/{task}.mp4", ri.describe_job(final)
     assert took < 30, f"re-assignment took {took:.1f}s with a 2 s lease"
     assert final_ready_events(srv, job.id) == 1, ri.stored_history(srv.db_url, job.id)
     assert segments(srv, job.id) == 1
-    stats = fake_provider.stats()
-    assert stats["tasks_created"] == 1 and stats["submissions_by_external_id"] == {job.id: 1}, (
-        f"the heir submitted again instead of resuming the saved provider job: {stats}\n"
+    stats = fake_kling.stats()
+    assert stats["creates_ok"] == 1 and stats["creates_by_external_id"] == {f"reel-{job.id}-1": 1}, (
+        f"the heir submitted again instead of resuming the saved Kling task: {kling_stats(fake_kling)}\n"
         f"{heir.log_path.read_text()[-2000:]}")
     events = history(srv, job.id)
     claims = [e for e in events if e.status == S.JOB_STATUS_PROCESSING and "claimed by" in e.message]
     assert claims and "heir" in claims[-1].message, [ri.describe_event(e) for e in events]
     assert any(e.status == S.JOB_STATUS_QUEUED for e in events), "no requeue event after the lease"
-    assert any("resuming provider job" in e.message for e in events), [ri.describe_event(e) for e in events]
+    assert any(e.message == f"resuming kling task {task}" for e in events), [ri.describe_event(e) for e in events]
 
 
 def test_stale_worker_is_refused_and_changes_nothing(reeld_factory):

@@ -564,16 +564,15 @@ def test_auth_and_tenancy_match_grpc(_session_factory):
 # --------------------------------------------------------------------------- media
 
 
-def test_media_serves_a_jobs_artifacts_and_nothing_else(reeld_factory, fake_provider, tmp_path):
+def test_media_serves_a_jobs_artifacts_and_nothing_else(reeld_factory, fake_kling, tmp_path):
     """`/v1/media?url=` lets the page play `file://` artifacts: only files under
     --artifacts-dir, only to callers who may see the job; `sim://` gets a rendered test clip."""
     import urllib.parse
     from pathlib import Path
-    port = ri.free_port()
     art = tmp_path / "artifacts"
-    ri.http_reeld(reeld_factory, "web-media", fake_provider.url, art,
-                  extra_args=("--http-listen", f"127.0.0.1:{port}"))
-    base = f"http://127.0.0.1:{port}"
+    fake_kling.control(queued_ms=50, processing_ms=200)
+    media = ri.kling_reeld(reeld_factory, "web-media", fake_kling.url, art)
+    base = media.http_url
     job = web.create_job(base, ri.unique("web-media"))
     done = web.wait_status(base, job["id"], timeout=120)
     q = lambda u: "/v1/media?url=" + urllib.parse.quote(u, safe="")
