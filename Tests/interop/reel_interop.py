@@ -543,3 +543,62 @@ def fault_table() -> list[str]:
     rows = [cols] + [tuple(str(r[c]) for c in cols) for r in FAULT_REPORTS]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+
+
+# --------------------------------------------------------------------------- shared checks
+# Used by the Kling, provider-fault, crash and metrics tests.
+
+PROM_SAMPLE = __import__("re").compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+
+
+def scrape(srv) -> dict:
+    """{(name, frozenset(labels)): value} of one /metrics scrape of `srv`'s metrics port."""
+    import re
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = PROM_SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def file_path(url: str) -> Path:
+    """The local path of a file:// artifact URL."""
+    parts = urllib.parse.urlsplit(url)
+    assert parts.scheme == "file", f"expected a file:// URL, got {url!r}"
+    return Path(urllib.parse.unquote(parts.path))
+
+
+def assert_dead_lettered(job, code, d):
+    assert job.status == pb.JOB_STATUS_FAILED and job.dead_lettered, f"not dead-lettered:\n{d}"
+    assert job.error.code == code, f"error.code {job.error.code!r}, want {code!r}:\n{d}"
+    assert job.error.message, f"no error message:\n{d}"
+
+
+def retry_pairs(events):
+    """(FAILED not dead-lettered, the QUEUED that follows it) pairs in an event list."""
+    return [(a, b) for a, b in zip(events, events[1:])
+            if a.status == pb.JOB_STATUS_FAILED and not a.dead_lettered
+            and b.status == pb.JOB_STATUS_QUEUED]
+
+
+def kling_stats(fake) -> dict:
+    """The fake Kling's stats without the bulky per-task fields: for failure messages."""
+    st = fake.stats()
+    st["tasks"] = [{k: t[k] for k in ("task_id", "external_task_id", "status")} for t in st["tasks"]]
+    st.pop("callbacks", None)
+    return st
+
+
+def kling_tasks_of(stats: dict, job_id: str) -> list[dict]:
+    """The Kling tasks made for a job: those whose external id is reel-<job id>-<attempt>."""
+    return [t for t in stats["tasks"] if (t["external_task_id"] or "").startswith(f"reel-{job_id}-")]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import time
-import urllib.parse
 from pathlib import Path
 
 import grpc
@@ -88,33 +87,14 @@ def job_row(db_url: str, job_id: str) -> tuple[str, str, int]:
     return status, stage, int(segs)
 
 
-def file_path(url: str) -> Path:
-    parts = urllib.parse.urlsplit(url)
-    assert parts.scheme == "file", f"expected a file:// URL, got {url!r}"
-    return Path(urllib.parse.unquote(parts.path))
-
-
-def kling_stats(fake) -> dict:
-    """The fake Kling's stats without the bulky per-task fields: for failure messages."""
-    st = fake.stats()
-    st["tasks"] = [{k: t[k] for k in ("task_id", "external_task_id", "status")} for t in st["tasks"]]
-    st.pop("callbacks", None)
-    return st
-
-
-def tasks_of(stats: dict, job_id: str) -> list[dict]:
-    """The Kling tasks made for a job: those whose external id is reel-<job id>-<attempt>."""
-    return [t for t in stats["tasks"] if (t["external_task_id"] or "").startswith(f"reel-{job_id}-")]
-
-
 def assert_artifacts(art: Path, job, d: str):
     job_dir = art / job.id
     for rel in ("final.mp4", "thumb.jpg", "hls/index.m3u8"):
         p = job_dir / rel
         assert p.is_file() and p.stat().st_size > 0, f"{p} missing or empty\n{d}"
-    assert file_path(job.result.video_url) == job_dir / "final.mp4", d
-    assert file_path(job.result.thumbnail_url) == job_dir / "thumb.jpg", d
-    assert file_path(job.artifacts.hls_playlist_url) == job_dir / "hls" / "index.m3u8", d
+    assert ri.file_path(job.result.video_url) == job_dir / "final.mp4", d
+    assert ri.file_path(job.result.thumbnail_url) == job_dir / "thumb.jpg", d
+    assert ri.file_path(job.artifacts.hls_playlist_url) == job_dir / "hls" / "index.m3u8", d
 
 
 # --------------------------------------------------------------------------- tests
@@ -135,7 +115,7 @@ def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
                                  timeout=ri.DEFAULT_TIMEOUT)
         ext = f"reel-{job.id}-1"
         d = lambda: (f"{ri.stored_history(srv.db_url, job.id)}\n"  # noqa: E731
-                     f"fake Kling stats: {kling_stats(fake_kling)}")
+                     f"fake Kling stats: {ri.kling_stats(fake_kling)}")
 
         # Watch live until the job is in `stage`, then SIGKILL at once. In video generation,
         # wait until the Kling task was submitted and its id saved ("submitted to kling: task
@@ -163,7 +143,7 @@ def test_sigkill_during_stage_then_restart_finishes_job_exactly_once(
             f"segment(s) (last event seen: {killed_in})\n{d()}")
         if stage == S.STAGE_VIDEO_GENERATION:
             st = fake_kling.stats()
-            assert st["creates_ok"] == 1 and [t["status"] for t in tasks_of(st, job.id)] != ["succeed"], (
+            assert st["creates_ok"] == 1 and [t["status"] for t in ri.kling_tasks_of(st, job.id)] != ["succeed"], (
                 f"the kill missed the task in flight at Kling (last event seen: {killed_in})\n{d()}")
     finally:
         if lock is not None:
@@ -230,7 +210,7 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
     # Kling for a task already paid for, and queued.
     deadline = time.monotonic() + 60
     while sum(t["status"] == "succeed" for t in fake_kling.stats()["tasks"]) < 4:
-        assert time.monotonic() < deadline, f"Kling finished no 4 tasks in 60 s: {kling_stats(fake_kling)}"
+        assert time.monotonic() < deadline, f"Kling finished no 4 tasks in 60 s: {ri.kling_stats(fake_kling)}"
         time.sleep(0.02)
     fake_kling.control(stuck=True)
 
@@ -281,7 +261,7 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
         done = srv.stub.GetJob(pb.GetJobRequest(id=j.id), timeout=ri.DEFAULT_TIMEOUT)
         replay = ri.watch(srv.stub, j.id, after_seq=1, timeout=15)
         n_final = sum(e.status == S.JOB_STATUS_FINAL_READY for e in replay)
-        mine = tasks_of(st, j.id)
+        mine = ri.kling_tasks_of(st, j.id)
         why = []
         if done.status != S.JOB_STATUS_FINAL_READY:
             why.append(f"status {ri.status_name(done.status)}")
@@ -302,9 +282,9 @@ def test_sigkill_under_load_then_restart_finishes_every_job_exactly_once(
             problems.append(f"{j.id}: {', '.join(why)}\n{ri.stored_history(srv.db_url, j.id)}")
     assert not problems, "\n".join(problems)
     assert st["creates_ok"] == n, (
-        f"{st['creates_ok']} Kling tasks for {n} jobs (at SIGKILL: {at_kill}): {kling_stats(fake_kling)}")
+        f"{st['creates_ok']} Kling tasks for {n} jobs (at SIGKILL: {at_kill}): {ri.kling_stats(fake_kling)}")
     assert {ext.rsplit("-", 1)[0][len("reel-"):] for ext in st["creates_by_external_id"]} == set(ids), (
-        kling_stats(fake_kling))
+        ri.kling_stats(fake_kling))
     resubmitted = {k: v for k, v in st["creates_by_external_id"].items() if v > 1}
     print(f"submits repeated (refused by Kling for the external_task_id, then looked up): {resubmitted}")
     r = ri.fault_report("SIGKILL of reeld under load, then restart", srv.db_url, ids)

@@ -32,7 +32,6 @@ S = pb  # enum values live on the module: S.JOB_STATUS_FAILED, S.STAGE_UPLOAD, .
 FAIL_MSG = "video generation failed: internal error"  # the fake's message for a failed task
 DEFAULT_MODEL = "kling-v2-5-turbo"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -125,41 +124,6 @@ def wait_terminal(srv, job_id, fk, timeout=30.0):
         time.sleep(0.05)
 
 
-def assert_dead_lettered(job, code, d):
-    assert job.status == S.JOB_STATUS_FAILED and job.dead_lettered, f"not dead-lettered:\n{d}"
-    assert job.error.code == code, f"error.code {job.error.code!r}, want {code!r}:\n{d}"
-    assert job.error.message, f"no error message:\n{d}"
-
-
-def retry_pairs(events):
-    """(FAILED not dead-lettered, the QUEUED that follows it) pairs in an event list."""
-    return [(a, b) for a, b in zip(events, events[1:])
-            if a.status == S.JOB_STATUS_FAILED and not a.dead_lettered
-            and b.status == S.JOB_STATUS_QUEUED]
-
-
-def file_path(url: str) -> Path:
-    parts = urllib.parse.urlsplit(url)
-    assert parts.scheme == "file", f"expected a file:// URL, got {url!r}"
-    return Path(urllib.parse.unquote(parts.path))
-
-
-def scrape(srv) -> dict:
-    """{(name, frozenset(labels)): value} of one /metrics scrape."""
-    with _NO_PROXY.open(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
-        assert r.status == 200
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
-
-
 def metric(samples, name, **labels):
     """The value of the series with exactly these labels, or None when absent."""
     return samples.get((name, frozenset(labels.items())))
@@ -245,7 +209,7 @@ def test_results_are_copied_out_and_outlive_klings_deletion(reeld_factory, fake_
     for what, url in urls.items():
         assert url.startswith("file://"), f"{what} = {url!r}: want a file:// URL in the artifact store\n{d}"
         assert "/results/" not in url and fake_kling.url not in url, f"{what} = {url!r} is Kling's\n{d}"
-        p = file_path(url).resolve()
+        p = ri.file_path(url).resolve()
         assert art_root in p.parents, f"{what} = {url!r} is not under {art_root}\n{d}"
         assert p.is_file() and p.stat().st_size > 0, f"{what}: {p} missing or empty\n{d}"
         paths[what] = p
@@ -271,12 +235,12 @@ def test_content_policy_fails_at_once_with_klings_message_and_is_dead_lettered(r
     job = create(srv, "policy", text="A scene with FORBIDDEN_CONTENT in it")  # max_retries 0 → 3
     failed = wait_terminal(srv, job.id, fake_kling)
     d = diag(srv, job.id, fake_kling)
-    assert_dead_lettered(failed, "CONTENT_POLICY", d)
+    ri.assert_dead_lettered(failed, "CONTENT_POLICY", d)
     assert "Failure to pass the risk control system" in failed.error.message, (
         f"Kling's message is kept\n{d}")
     assert failed.retry_count == 0 and failed.max_retries == 3, d
     events = history(srv, job.id)
-    assert not retry_pairs(events), f"a content-policy refusal must not be retried\n{d}"
+    assert not ri.retry_pairs(events), f"a content-policy refusal must not be retried\n{d}"
     st = fake_kling.stats()
     assert st["refused"] == {"1301": 1}, f"refused more than once: resubmitted\n{d}"
     assert st["creates_ok"] == 0, d
@@ -295,7 +259,7 @@ def test_rate_limit_and_concurrency_refusals_wait_and_resubmit_without_burning_a
     st = fake_kling.stats()
     assert st["refused"] == {"1303": 1, "1302": 2}, d
     assert done.retry_count == 0, f"a throttled submit burns no attempt\n{d}"
-    assert not retry_pairs(history(srv, job.id)), d
+    assert not ri.retry_pairs(history(srv, job.id)), d
     assert [t["external_task_id"] for t in tasks_of(fake_kling, job.id, st)] == [ext(job.id, 1)], d
     assert st["creates_ok"] == 1 and st["creates_by_external_id"] == {ext(job.id, 1): 4}, d
 
@@ -322,7 +286,7 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
     d = lambda: "\n".join(diag(srv, j.id, fake_kling if i == 0 else None) for i, j in enumerate(jobs))  # noqa: E731
 
     wait_until(lambda: fake_kling.stats()["refused"].get("1102", 0) >= 1, 15, "no submission reached Kling")
-    wait_until(lambda: metric(scrape(srv), "reel_provider_parked", provider="kling") == 1, 5,
+    wait_until(lambda: metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, 5,
                'reel_provider_parked{provider="kling"} 1 on /metrics')
 
     # Parked: nothing fails, no attempt is burned, and at most one probe per second goes out.
@@ -339,7 +303,7 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
         assert cur.status != S.JOB_STATUS_FAILED and not ri.is_terminal(cur), f"a job failed while parked\n{d()}"
         assert cur.retry_count == 0, f"an attempt was burned while parked\n{d()}"
     assert fake_kling.stats()["creates_ok"] == 0, d()
-    assert metric(scrape(srv), "reel_provider_parked", provider="kling") == 1, d()
+    assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, d()
 
     fake_kling.control(account="ok")
     for j in jobs:
@@ -348,7 +312,7 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
     st = fake_kling.stats()
     assert st["creates_ok"] == 2, d()
     assert sorted(t["external_task_id"] for t in st["tasks"]) == sorted(ext(j.id, 1) for j in jobs), d()
-    assert metric(scrape(srv), "reel_provider_parked", provider="kling") == 0, "still parked after success"
+    assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 0, "still parked after success"
 
 
 def test_model_without_access_is_rejected_naming_it_and_retry_job_submits_again(reeld_factory, fake_kling,
@@ -358,9 +322,9 @@ def test_model_without_access_is_rejected_naming_it_and_retry_job_submits_again(
     job = create(srv, "perm")
     failed = wait_terminal(srv, job.id, fake_kling)
     d = diag(srv, job.id, fake_kling)
-    assert_dead_lettered(failed, "PROVIDER_PERMISSION", d)
+    ri.assert_dead_lettered(failed, "PROVIDER_PERMISSION", d)
     assert DEFAULT_MODEL in failed.error.message, f"the error names the model\n{d}"
-    assert failed.retry_count == 0 and not retry_pairs(history(srv, job.id)), d
+    assert failed.retry_count == 0 and not ri.retry_pairs(history(srv, job.id)), d
     st = fake_kling.stats()
     assert st["refused"] == {"1103": 1} and st["creates_ok"] == 0, d
 
@@ -380,9 +344,9 @@ def test_bad_requests_are_rejected_with_klings_message_without_retry(reeld_facto
     job = create(srv, "bad")
     failed = wait_terminal(srv, job.id, fake_kling)
     d = diag(srv, job.id, fake_kling)
-    assert_dead_lettered(failed, "PROVIDER_BAD_REQUEST", d)
+    ri.assert_dead_lettered(failed, "PROVIDER_BAD_REQUEST", d)
     assert "Invalid request parameters" in failed.error.message, d
-    assert failed.retry_count == 0 and not retry_pairs(history(srv, job.id)), d
+    assert failed.retry_count == 0 and not ri.retry_pairs(history(srv, job.id)), d
     assert fake_kling.stats()["refused"] == {"1200": 1}, d
 
     # A model Kling does not have: 1201 on a submit that carried an external id is looked up
@@ -390,9 +354,9 @@ def test_bad_requests_are_rejected_with_klings_message_without_retry(reeld_facto
     job2 = create(srv, "badmodel", config=pb.JobConfig(model="kling-v9-imaginary"))
     failed2 = wait_terminal(srv, job2.id, fake_kling)
     d2 = diag(srv, job2.id, fake_kling)
-    assert_dead_lettered(failed2, "PROVIDER_BAD_REQUEST", d2)
+    ri.assert_dead_lettered(failed2, "PROVIDER_BAD_REQUEST", d2)
     assert "kling-v9-imaginary" in failed2.error.message, f"Kling's message (naming the model) is kept\n{d2}"
-    assert failed2.retry_count == 0 and not retry_pairs(history(srv, job2.id)), d2
+    assert failed2.retry_count == 0 and not ri.retry_pairs(history(srv, job2.id)), d2
     st = fake_kling.stats()
     assert st["creates_ok"] == 0 and st["refused"].get("1201") == 1, d2
 
@@ -403,12 +367,12 @@ def test_wrong_secret_key_fails_provider_auth_without_retry(reeld_factory, fake_
     job = create(srv, "auth")
     failed = wait_terminal(srv, job.id, fake_kling)
     d = diag(srv, job.id, fake_kling)
-    assert_dead_lettered(failed, "PROVIDER_AUTH", d)
-    assert failed.retry_count == 0 and not retry_pairs(history(srv, job.id)), d
+    ri.assert_dead_lettered(failed, "PROVIDER_AUTH", d)
+    assert failed.retry_count == 0 and not ri.retry_pairs(history(srv, job.id)), d
     st = fake_kling.stats()
     assert st["auth_failures"] == {"1002": 2}, f"want the token renewed once, then the job failed\n{d}"
     assert st["creates_ok"] == 0 and st["tokens_seen"] == 0, d
-    assert metric(scrape(srv), "reel_provider_healthy", provider="kling") == 0, (
+    assert metric(ri.scrape(srv), "reel_provider_healthy", provider="kling") == 0, (
         f"Kling refusing the credentials reports the provider unhealthy\n{d}")
     assert secret not in reeld_own_log(srv), "reeld logged KLING_SECRET_KEY"
 
@@ -502,7 +466,7 @@ def test_failed_task_is_retried_with_a_new_task(reeld_factory, fake_kling, tmp_p
     assert done.artifacts.provider_job_id == tasks[1]["task_id"], d
     assert done.retry_count == 1, d
     events = history(srv, job.id)
-    assert len(retry_pairs(events)) == 1, d
+    assert len(ri.retry_pairs(events)) == 1, d
     assert any(FAIL_MSG in e.message for e in events), f"Kling's task_status_msg is in no event\n{d}"
 
 
@@ -513,7 +477,7 @@ def test_retry_job_after_dead_lettered_provider_failure_submits_a_new_task(reeld
     job = create(srv, "retryjob", max_retries=1)
     failed = wait_terminal(srv, job.id, fake_kling, timeout=40)
     d = diag(srv, job.id, fake_kling)
-    assert_dead_lettered(failed, "PROVIDER_FAILED", d)
+    ri.assert_dead_lettered(failed, "PROVIDER_FAILED", d)
     assert FAIL_MSG in failed.error.message, f"Kling's message is kept\n{d}"
     assert failed.retry_count == 1, d
     assert [t["external_task_id"] for t in tasks_of(fake_kling, job.id)] == [ext(job.id, 1), ext(job.id, 2)], d
@@ -609,7 +573,7 @@ def test_forged_and_mismatched_callbacks_change_nothing(reeld_factory, fake_klin
     done = wait_done(srv, job.id, fake_kling)
     d = diag(srv, job.id, fake_kling)
     assert done.artifacts.provider_job_id == task["task_id"] and done.retry_count == 0, d
-    assert file_path(done.result.video_url).is_file(), d
+    assert ri.file_path(done.result.video_url).is_file(), d
     assert fake_kling.stats()["creates_ok"] == 1, d
 
 
@@ -701,7 +665,7 @@ def test_reelctl_get_shows_the_provider_task_and_request_and_metrics_are_exporte
     assert re.search(rf"^provider request:?\s+{re.escape(request_id)}\s*$", r.stdout, re.M), out
 
     def exported():
-        s = scrape(srv)
+        s = ri.scrape(srv)
         return s if (metric(s, "reel_provider_task_cap", provider="kling") is not None
                      and metric(s, "reel_provider_live_tasks", provider="kling") is not None) else None
     s = wait_until(exported, 5, "reel_provider_task_cap / reel_provider_live_tasks on /metrics", poll=0.2)

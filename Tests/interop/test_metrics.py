@@ -4,7 +4,6 @@ reeld serves /metrics and /healthz on --metrics-listen (the fixtures always pass
 """
 
 import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -14,24 +13,6 @@ import grpc
 import reel_interop as ri
 from reel_interop import pb, health_pb2
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
-
-
-def scrape(srv) -> dict:
-    """{(name, frozenset(labels)): value} of one scrape."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
-        assert r.status == 200
-        assert r.headers["Content-Type"].startswith("text/plain")
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        out[(m.group(1), labels)] = float(m.group(3))
-    return out
 
 
 def value(samples, name, **labels) -> float:
@@ -47,7 +28,7 @@ def total(samples, name, **labels) -> float:
 def test_metrics_move_as_jobs_run(reeld_factory):
     srv = reeld_factory("metrics", workers=2, sim_stage_ms=20)
     stub = srv.stub
-    before = scrape(srv)
+    before = ri.scrape(srv)
     user = ri.unique("metrics")
     jobs = [stub.CreateJob(ri.create_request(user, text=f"metrics {i}",
                                              tier=pb.TIER_PREMIUM if i == 0 else pb.TIER_STANDARD),
@@ -59,7 +40,7 @@ def test_metrics_move_as_jobs_run(reeld_factory):
     cancelled = stub.CreateJob(ri.create_request(user, text="to cancel"), timeout=ri.DEFAULT_TIMEOUT)
     stub.CancelJob(pb.CancelJobRequest(id=cancelled.id), timeout=ri.DEFAULT_TIMEOUT)
     time.sleep(1.5)  # gauges refresh every second
-    after = scrape(srv)
+    after = ri.scrape(srv)
 
     def delta(name, **labels):
         return total(after, name, **labels) - total(before, name, **labels)
@@ -90,7 +71,7 @@ def test_queue_gauges_show_the_backlog(reeld_factory):
     for i in range(5):
         srv.stub.CreateJob(ri.create_request(user, text=f"waiting {i}"), timeout=ri.DEFAULT_TIMEOUT)
     time.sleep(2.5)
-    s = scrape(srv)
+    s = ri.scrape(srv)
     assert value(s, "reel_queue_depth", queue="generation") == 5
     assert value(s, "reel_queue_depth", queue="priority") == 0
     assert value(s, "reel_queue_oldest_job_age_seconds", queue="generation") >= 1.0

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-import urllib.parse
-from pathlib import Path
 
 import grpc
 
@@ -60,19 +58,6 @@ def history(srv, job_id):
     return ri.watch(srv.stub, job_id, after_seq=1, timeout=15)
 
 
-def kling_stats(fake) -> dict:
-    """The fake Kling's stats without the bulky per-task fields."""
-    st = fake.stats()
-    st["tasks"] = [{k: t[k] for k in ("task_id", "external_task_id", "status")} for t in st["tasks"]]
-    st.pop("callbacks", None)
-    return st
-
-
-def tasks_of(stats: dict, job_id: str) -> list[dict]:
-    """The Kling tasks made for a job: those whose external id is reel-<job id>-<attempt>."""
-    return [t for t in stats["tasks"] if (t["external_task_id"] or "").startswith(f"reel-{job_id}-")]
-
-
 def server_errors(stats: dict) -> int:
     return sum(stats["refused"].get(str(c), 0) for c in (5000, 5001, 5002))
 
@@ -86,27 +71,8 @@ def diag(srv, job_id, fake=None) -> str:
         parts.append(f"(GetJob failed: {e})")
     parts.append(ri.stored_history(srv.db_url, job_id))
     if fake is not None:
-        parts.append(f"fake Kling stats: {kling_stats(fake)}")
+        parts.append(f"fake Kling stats: {ri.kling_stats(fake)}")
     return "\n".join(parts)
-
-
-def file_path(url: str) -> Path:
-    parts = urllib.parse.urlsplit(url)
-    assert parts.scheme == "file", f"expected a file:// URL, got {url!r}"
-    return Path(urllib.parse.unquote(parts.path))
-
-
-def assert_dead_lettered(job, code, d):
-    assert job.status == S.JOB_STATUS_FAILED and job.dead_lettered, f"not dead-lettered:\n{d}"
-    assert job.error.code == code, f"error.code {job.error.code!r}, want {code!r}:\n{d}"
-    assert job.error.message, f"no error message:\n{d}"
-
-
-def retry_pairs(events):
-    """(FAILED not dead-lettered, the QUEUED that follows it) pairs in an event list."""
-    return [(a, b) for a, b in zip(events, events[1:])
-            if a.status == S.JOB_STATUS_FAILED and not a.dead_lettered
-            and b.status == S.JOB_STATUS_QUEUED]
 
 
 # --------------------------------------------------------------------------- tests
@@ -157,11 +123,11 @@ def test_kling_job_reaches_final_ready_with_stored_artifacts(reeld_factory, fake
         sp = playlist.parent / seg
         assert sp.is_file() and sp.stat().st_size > 0, f"HLS segment {sp} missing or empty"
 
-    assert file_path(done.result.video_url) == final, d
-    assert file_path(done.result.thumbnail_url) == thumb, d
-    assert file_path(done.artifacts.final_video_url) == final, d
-    assert file_path(done.artifacts.thumbnail_url) == thumb, d
-    assert file_path(done.artifacts.hls_playlist_url) == playlist, d
+    assert ri.file_path(done.result.video_url) == final, d
+    assert ri.file_path(done.result.thumbnail_url) == thumb, d
+    assert ri.file_path(done.artifacts.final_video_url) == final, d
+    assert ri.file_path(done.artifacts.thumbnail_url) == thumb, d
+    assert ri.file_path(done.artifacts.hls_playlist_url) == playlist, d
     assert done.result.segment_id, d
     assert abs(done.result.duration_seconds - 2.0) < 0.3, (
         f"duration_seconds {done.result.duration_seconds}, the fake's video lasts 2 s\n{d}")
@@ -211,12 +177,12 @@ def test_kling_down_dead_letters_with_unavailable_while_service_answers_then_ret
     events = watcher.finish(15)
     d = diag(srv, job.id, fake_kling)
     failed = get(srv, job.id)
-    assert_dead_lettered(failed, "PROVIDER_UNAVAILABLE", d)
+    ri.assert_dead_lettered(failed, "PROVIDER_UNAVAILABLE", d)
     failed_d = d
     assert failed.retry_count == 1, d
     assert watcher.error is None, f"watch ended with {watcher.error.code().name}\n{d}"
     assert ri.is_terminal(events[-1]) and events[-1].dead_lettered, d
-    assert len(retry_pairs(events)) == 1, f"want one FAILED→QUEUED retry before dead-lettering\n{d}"
+    assert len(ri.retry_pairs(events)) == 1, f"want one FAILED→QUEUED retry before dead-lettering\n{d}"
     st = fake_kling.stats()
     assert st["creates_ok"] == 0, d
     assert server_errors(st) > 2, (
@@ -233,8 +199,8 @@ def test_kling_down_dead_letters_with_unavailable_while_service_answers_then_ret
     d = diag(srv, job.id, fake_kling)
     assert done.progress == 100 and not done.dead_lettered and done.result.video_url, d
     st = fake_kling.stats()
-    assert st["creates_ok"] == 1 and len(tasks_of(st, job.id)) == 1, d
-    assert done.artifacts.provider_job_id == tasks_of(st, job.id)[0]["task_id"], d
+    assert st["creates_ok"] == 1 and len(ri.kling_tasks_of(st, job.id)) == 1, d
+    assert done.artifacts.provider_job_id == ri.kling_tasks_of(st, job.id)[0]["task_id"], d
     # Last, so that the behaviour above is checked whatever this says: the submit belongs to
     # video generation (DESIGN §5 stage 3), so that is the stage its error names.
     assert failed.error.stage == S.STAGE_VIDEO_GENERATION, (
@@ -266,10 +232,10 @@ def test_kling_outage_under_load_dead_letters_every_job_then_retry_completes_eac
             f"{len(dead.jobs)} of {n} dead-lettered after 90 s\n{diag(srv, ids[0], fake_kling)}")
         time.sleep(0.2)
     for j in dead.jobs:
-        assert_dead_lettered(j, "PROVIDER_UNAVAILABLE", diag(srv, j.id, fake_kling))
+        ri.assert_dead_lettered(j, "PROVIDER_UNAVAILABLE", diag(srv, j.id, fake_kling))
         assert j.retry_count == 1, diag(srv, j.id, fake_kling)
     st = fake_kling.stats()
-    assert st["creates_ok"] == 0, kling_stats(fake_kling)
+    assert st["creates_ok"] == 0, ri.kling_stats(fake_kling)
     assert server_errors(st) >= 2 * n, f"each job's two runs met the outage: {st['refused']}"
 
     fake_kling.control(error_next=[])  # Kling is back
@@ -278,10 +244,10 @@ def test_kling_outage_under_load_dead_letters_every_job_then_retry_completes_eac
     for job_id in ids:
         ri.wait_for_job(srv.stub, job_id, timeout=90)
     st = fake_kling.stats()
-    assert st["creates_ok"] == n, kling_stats(fake_kling)
+    assert st["creates_ok"] == n, ri.kling_stats(fake_kling)
     wrong = {}
     for job_id in ids:
-        mine = tasks_of(st, job_id)
+        mine = ri.kling_tasks_of(st, job_id)
         pid = get(srv, job_id).artifacts.provider_job_id
         if len(mine) != 1 or mine[0]["task_id"] != pid:
             wrong[job_id] = (pid, [(t["task_id"], t["external_task_id"]) for t in mine])
@@ -301,10 +267,10 @@ def test_stuck_kling_task_times_out_resumes_the_same_task_once_then_dead_letters
     took = time.monotonic() - t0
     d = diag(srv, job.id, fake_kling)
     failed = get(srv, job.id)
-    assert_dead_lettered(failed, "STAGE_TIMEOUT", d)
+    ri.assert_dead_lettered(failed, "STAGE_TIMEOUT", d)
     assert failed.error.stage == S.STAGE_VIDEO_GENERATION, d
     assert failed.retry_count == 1, d
-    assert len(retry_pairs(events)) == 1, d
+    assert len(ri.retry_pairs(events)) == 1, d
     assert took >= 3.5, f"two 2 s video timeouts passed in {took:.1f}s\n{d}"
     st = fake_kling.stats()
     assert st["creates_ok"] == 1, f"the retry must follow the same task, not submit again\n{d}"
@@ -323,7 +289,7 @@ def test_slow_kling_parks_worker_slot_so_other_jobs_run(reeld_factory, fake_klin
     srv, _ = start(reeld_factory, fake_kling, tmp_path, "kling-slow", workers=1, concurrency=100)
     jobs = [create(srv, f"slow{i}") for i in range(3)]  # three users: no priority quirks
     done = [ri.wait_for_job(srv.stub, j.id, timeout=60) for j in jobs]
-    d = "\n".join(diag(srv, j.id) for j in jobs) + f"\nfake Kling stats: {kling_stats(fake_kling)}"
+    d = "\n".join(diag(srv, j.id) for j in jobs) + f"\nfake Kling stats: {ri.kling_stats(fake_kling)}"
     assert all(j.progress == 100 for j in done), d
     st = fake_kling.stats()
     assert st["creates_ok"] == 3, d
@@ -416,7 +382,7 @@ def test_jobs_back_from_kling_wait_for_a_free_worker_slot(reeld_factory, fake_kl
             "with 1 worker, 3 jobs did not all reach Kling (parking):\n"
             + "\n".join(diag(srv, j.id, fake_kling) for j in jobs))
         time.sleep(0.05)
-    assert fake_kling.stats()["live"] == 3, kling_stats(fake_kling)
+    assert fake_kling.stats()["live"] == 3, ri.kling_stats(fake_kling)
     fake_kling.control(stuck=False)
     for j in jobs:
         ri.wait_for_job(srv.stub, j.id, timeout=60)
@@ -433,4 +399,4 @@ def test_jobs_back_from_kling_wait_for_a_free_worker_slot(reeld_factory, fake_kl
     assert not overlaps, (
         "with --workers 1, jobs post-processed at the same time (job, job, overlap ms): "
         f"{overlaps}\n{d}")
-    assert fake_kling.stats()["creates_ok"] == 3, kling_stats(fake_kling)
+    assert fake_kling.stats()["creates_ok"] == 3, ri.kling_stats(fake_kling)
