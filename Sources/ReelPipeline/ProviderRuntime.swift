@@ -162,15 +162,11 @@ public final class ProviderRuntime: Sendable {
         case .delivered:
             return .init(status: 200, message: "ok")
         case .notFollowedHere:
-            // No run here follows it; one elsewhere polls. An ended task of an attempt nobody
-            // follows gives its slot back now.
+            // No run here follows it (one elsewhere polls, or none does: a cancelled job). The
+            // task has ended at the provider either way, so its slot is free now; a later run
+            // of the job still resumes a succeeded task, and makes a new attempt after a failed one.
             if task.state.hasEnded, record.live, !record.taskID.isEmpty {
-                do {
-                    if try await tasks.unfollowedProviderTasks(provider: provider.name, limit: 1000)
-                        .contains(where: { $0.jobID == record.jobID && $0.attempt == record.attempt }) {
-                        try await end(record, task.state == .succeeded ? "succeed" : "failed")
-                    }
-                } catch {}
+                try? await end(record, task.state == .succeeded ? "succeed" : "failed")
             }
             return .init(status: 200, message: "ok")
         }
