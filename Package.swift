@@ -32,7 +32,8 @@ let package = Package(
         // TLS with ALPN h2 for the gRPC listener (OpenSSL), behind opaque handles.
         .target(name: "CReelTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
 
-        .target(name: "ReelCore"),
+        // The domain. swift-crypto for SHA-256 (key hashes, derived idempotency keys).
+        .target(name: "ReelCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ReelBlocking"),
         // Metric names and labels, in one place; any swift-metrics backend.
         .target(name: "ReelObservability", dependencies: [
@@ -70,6 +71,7 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "reel-bench", dependencies: [
             "ReelCore", "ReelWire", "ReelHTTP2",

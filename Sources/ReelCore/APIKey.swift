@@ -14,7 +14,7 @@ public struct APIKey: Sendable, Equatable {
     }
 
     /// Secrets are stored as this hash only.
-    public static func hash(secret: String) -> String { SHA256.hexDigest(secret) }
+    public static func hash(secret: String) -> String { Hashing.sha256Hex(secret) }
     public static func prefix(of secret: String) -> String { String(secret.prefix(12)) }
 }
 

@@ -75,7 +75,7 @@ extension CreateJobInput {
 public enum IdempotencyKey {
     /// Seed 002: `idem_` + the first 32 hex digits of sha256("user_id:scene_id:input_text").
     public static func derive(userID: String, sceneID: String, inputText: String) -> String {
-        "idem_" + SHA256.hexDigest("\(userID):\(sceneID):\(inputText)").prefix(32)
+        "idem_" + Hashing.sha256Hex("\(userID):\(sceneID):\(inputText)").prefix(32)
     }
 }
 

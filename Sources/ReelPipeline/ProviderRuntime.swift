@@ -126,14 +126,8 @@ public final class ProviderRuntime: Sendable {
         }
     }
 
-    /// Sweeps until cancelled, every poll interval (at least every second, at most every 30 s).
-    public func runSweeper() async {
-        let every = min(max(settings.pollInterval, .seconds(1)), .seconds(30))
-        while !Task.isCancelled {
-            await sweep()
-            try? await Task.sleep(for: every)
-        }
-    }
+    /// How often `sweep` runs: every poll interval, at least every 30 s and at most every second.
+    public var sweepInterval: Duration { min(max(settings.pollInterval, .seconds(1)), .seconds(30)) }
 
     // MARK: - Callbacks
 

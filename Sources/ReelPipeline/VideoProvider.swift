@@ -150,7 +150,7 @@ public final class SimulatedProvider: VideoProvider {
 
     public func submit(_ request: GenerationRequest) async throws -> ProviderTask {
         let kind = request.config.model == Self.failingModel ? "simfail" : "sim"
-        let id = kind + "-" + SHA256.hexDigest(request.externalTaskID + ":" + request.prompt).prefix(16)
+        let id = kind + "-" + Hashing.sha256Hex(request.externalTaskID + ":" + request.prompt).prefix(16)
         return ProviderTask(taskID: id, externalTaskID: request.externalTaskID, kind: name, state: .submitted)
     }
 

@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import Prometheus
 import ServiceLifecycle
-import Synchronization
 
 /// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`, and
 /// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and the dashboard.
@@ -15,17 +14,22 @@ public struct WebServer: Sendable {
     let healthy: @Sendable () -> Bool
     let api: JobAPI?
     let logger: Logger
-    let stopper: WebServerStopper?
+    let onRunning: @Sendable (Int) async -> Void
+    /// How long a graceful shutdown may wait for open requests (an SSE or WebSocket client
+    /// would hold it open for ever) before they are cut.
+    let shutdownGrace: Duration
 
-    /// `stopper` lets the owner stop the server gracefully instead of cancelling it.
+    /// `onRunning` gets the bound port.
     public init(host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-                api: JobAPI? = nil, stopper: WebServerStopper? = nil, healthy: @escaping @Sendable () -> Bool) {
+                api: JobAPI? = nil, shutdownGrace: Duration = .seconds(2),
+                healthy: @escaping @Sendable () -> Bool, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.api = api
-        self.stopper = stopper; self.healthy = healthy
+        self.shutdownGrace = shutdownGrace; self.healthy = healthy; self.onRunning = onRunning
     }
 
-    /// Serves until the task is cancelled. `onRunning` gets the bound port.
-    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+    /// Serves until graceful shutdown (of the service group running it) or cancellation.
+    public func run() async throws {
+        let onRunning = self.onRunning
         let router = Router(context: BasicWebSocketRequestContext.self)
         router.middlewares.add(ErrorJSONMiddleware(logger: logger))
         let registry = self.registry
@@ -68,39 +72,13 @@ public struct WebServer: Sendable {
         }
     }
 
-    /// Runs `app` in a service group that stops gracefully when `stopper` says so (reeld handles
-    /// the signals itself), or at once when the task is cancelled.
+    /// Runs `app` in a group of its own, so that a graceful shutdown waits `shutdownGrace` at
+    /// most for open requests, then cuts them.
     private func serve(_ app: some Service, logger: Logger) async throws {
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [app], logger: logger))
-        if let stopper, !stopper.attach(group) { return }
-        try await group.run()
+        var config = ServiceGroupConfiguration(services: [app], logger: logger)
+        config.maximumGracefulShutdownDuration = shutdownGrace
+        try await ServiceGroup(configuration: config).run()
     }
 }
 
-/// Asks running `WebServer`s to stop gracefully: no new connections, requests in flight finish.
-public final class WebServerStopper: Sendable {
-    private struct State {
-        var groups: [ServiceGroup] = []
-        var stopped = false
-    }
-    private let state = Mutex(State())
-
-    public init() {}
-
-    public func stop() async {
-        let groups = state.withLock { s -> [ServiceGroup] in
-            s.stopped = true
-            return s.groups
-        }
-        for g in groups { await g.triggerGracefulShutdown() }
-    }
-
-    /// False when `stop` came first (then the server doesn't start).
-    func attach(_ group: ServiceGroup) -> Bool {
-        state.withLock { s in
-            if s.stopped { return false }
-            s.groups.append(group)
-            return true
-        }
-    }
-}
+extension WebServer: Service {}

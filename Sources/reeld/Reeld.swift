@@ -9,6 +9,7 @@ import ReelService
 import ReelStore
 import ReelWeb
 import ReelObservability
+import ServiceLifecycle
 import Metrics
 import Prometheus
 
@@ -124,15 +125,14 @@ struct Reeld: AsyncParsableCommand {
     var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
 
     func run() async throws {
-        signal(SIGPIPE, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)  // a peer that went away is an error on the write, not a signal
         guard let level = Logger.Level(rawValue: logLevel) else { fail("unknown --log-level '\(logLevel)'") }
         switch logFormat {
         case "json": LoggingSystem.bootstrap { label in var h = JSONLogHandler(label: label); h.logLevel = level; return h }
         case "text": LoggingSystem.bootstrap { label in var h = StreamLogHandler.standardError(label: label); h.logLevel = level; return h }
         default: fail("unknown --log-format '\(logFormat)': use text or json")
         }
-        var logger = Logger(label: "reeld")
-        logger.logLevel = level
+        let logger = { var l = Logger(label: "reeld"); l.logLevel = level; return l }()
         var metricsAddress: (String, Int)? = nil
         let registry = PrometheusCollectorRegistry()
         if let metricsListen, !metricsListen.isEmpty {
@@ -252,9 +252,38 @@ struct Reeld: AsyncParsableCommand {
         health.set(HealthState.serving)
         logger.info("reeld listening on \(host):\(server.port) (workers \(workers), provider \(provider), loops \(config.loops), auth \(auth ? "on" : "off"), \(config.tls == nil ? "h2c" : "TLS"))")
 
-        var web: Task<Void, Never>? = nil
-        var http: Task<Void, Never>? = nil
-        let webStopper = WebServerStopper()
+        // Every long-running part is a service of one group, which turns SIGTERM/SIGINT into a
+        // graceful shutdown of each in reverse order: the HTTP listeners first (open SSE and
+        // WebSocket clients are cut after 2 s), then the loops, then the gRPC server (GOAWAY,
+        // calls finish, streams end UNAVAILABLE), the scheduler (leases handed back), and LISTEN.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: StopOnShutdown { listener.stop() }, serviceName: "event-listener"),
+            .init(service: StopOnShutdown { await scheduler.shutdown() }, serviceName: "scheduler"),
+            .init(service: StopOnShutdown {
+                logger.info("shutting down: GOAWAY, handing back in-flight work")
+                health.set(HealthState.notServing)
+                await server.shutdown(grace: .seconds(10))
+            }, serviceName: "grpc-server"),
+            // Health follows the database; gauges follow the queue and the open calls.
+            .init(service: Every(.seconds(1)) { tick in
+                if tick % 5 == 0 { _ = try? await store.touchInstance(id: workerID) }
+                let up = await store.ping()
+                health.set(up ? HealthState.serving : HealthState.notServing)
+                if up, let stats = try? await store.queueStats() {
+                    for tier in [Tier.standard, .premium] {
+                        let s = stats.first { $0.tier == tier }
+                        ReelMetrics.queue(ReelMetrics.queueName(tier), depth: s?.depth ?? 0, oldestAgeSeconds: s?.oldestWaitSeconds ?? 0)
+                    }
+                }
+                ReelMetrics.rpcInFlight(server.inFlightCalls)
+            }, serviceName: "monitor"),
+        ]
+        if let remote {
+            // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
+            // until the provider ends them; this notices when it does.
+            services.append(.init(service: Every(remote.sweepInterval) { _ in await remote.sweep() },
+                                  serviceName: "provider-sweeper"))
+        }
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
             api.artifactsDir = artifactsDir
@@ -266,84 +295,26 @@ struct Reeld: AsyncParsableCommand {
                     return (answer.status, answer.message)
                 }
             }
-            let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
-                                       stopper: webStopper, healthy: { health.status == HealthState.serving })
-            let logger = logger
-            http = Task {
-                do {
-                    try await httpServer.run { port in logger.info("dashboard on http://\(hhost):\(port)/ (JSON API under /v1)") }
-                } catch {
-                    logger.error("HTTP listener on \(hhost):\(hport) stopped", metadata: ["error": "\(error)"])
-                }
-            }
+            let web = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
+                                healthy: { health.status == HealthState.serving },
+                                onRunning: { port in logger.info("dashboard on http://\(hhost):\(port)/ (JSON API under /v1)") })
+            services.append(.init(service: LoggingFailure(web, what: "HTTP listener on \(hhost):\(hport)", logger: logger),
+                                  successTerminationBehavior: .ignore, serviceName: "http"))
         }
         // The HTTP listener serves /metrics too; a second server on the same address would not bind.
         if let (mhost, mport) = metricsAddress, !(httpAddress.map { $0 == (mhost, mport) } ?? false) {
-            let webServer = WebServer(host: mhost, port: mport, registry: registry, logger: logger,
-                                      stopper: webStopper, healthy: { health.status == HealthState.serving })
-            let logger = logger
-            web = Task {
-                do {
-                    try await webServer.run { port in logger.info("metrics on http://\(mhost):\(port)/metrics") }
-                } catch {
-                    logger.error("metrics endpoint stopped", metadata: ["error": "\(error)"])
-                }
-            }
+            let web = WebServer(host: mhost, port: mport, registry: registry, logger: logger,
+                                healthy: { health.status == HealthState.serving },
+                                onRunning: { port in logger.info("metrics on http://\(mhost):\(port)/metrics") })
+            services.append(.init(service: LoggingFailure(web, what: "metrics endpoint", logger: logger),
+                                  successTerminationBehavior: .ignore, serviceName: "metrics"))
         }
-        // Health follows the database; gauges follow the queue and the open calls.
-        let monitor = Task {
-            var tick = 0
-            while !Task.isCancelled {
-                tick += 1
-                if tick % 5 == 0 { _ = try? await store.touchInstance(id: workerID) }
-                let up = await store.ping()
-                health.set(up ? HealthState.serving : HealthState.notServing)
-                if up, let stats = try? await store.queueStats() {
-                    for tier in [Tier.standard, .premium] {
-                        let s = stats.first { $0.tier == tier }
-                        ReelMetrics.queue(ReelMetrics.queueName(tier), depth: s?.depth ?? 0, oldestAgeSeconds: s?.oldestWaitSeconds ?? 0)
-                    }
-                }
-                ReelMetrics.rpcInFlight(server.inFlightCalls)
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
-
-        // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
-        // until the provider ends them; this notices when it does.
-        let sweeper = remote.map { remote in Task { await remote.runSweeper() } }
-
-        await waitForTerminationSignal()
-        sweeper?.cancel()
-        monitor.cancel()
-        // The HTTP listeners close gracefully; an SSE or WebSocket client could hold them open,
-        // so what is left after a moment is cut.
-        await webStopper.stop()
-        await finish([web, http].compactMap { $0 }, within: .seconds(2))
-        listener.stop()
-        logger.info("shutting down: GOAWAY, handing back in-flight work")
-        health.set(HealthState.notServing)
-        await server.shutdown(grace: .seconds(10))
-        await scheduler.shutdown()
+        var groupConfig = ServiceGroupConfiguration(services: services, logger: logger)
+        groupConfig.gracefulShutdownSignals = [.sigterm, .sigint]
+        try await ServiceGroup(configuration: groupConfig).run()
         await store.removeInstance(id: workerID)
         store.close()
         logger.info("stopped")
-    }
-}
-
-/// Waits for `tasks` to end by themselves for at most `limit`, then cancels those still running.
-private func finish(_ tasks: [Task<Void, Never>], within limit: Duration) async {
-    let deadline = ContinuousClock.now + limit
-    for t in tasks {
-        let done = Task {
-            await t.value
-        }
-        let timer = Task {
-            try? await Task.sleep(until: deadline, clock: .continuous)
-            t.cancel()
-        }
-        await done.value
-        timer.cancel()
     }
 }
 
@@ -377,32 +348,4 @@ func parseAddress(_ s: String) throws -> (String, Int) {
     var host = String(s[..<i])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     return (host.isEmpty ? "0.0.0.0" : host, port)
-}
-
-/// Suspends until SIGTERM or SIGINT.
-func waitForTerminationSignal() async {
-    signal(SIGTERM, SIG_IGN)
-    signal(SIGINT, SIG_IGN)
-    signal(SIGPIPE, SIG_IGN)
-    await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-        let once = OnceFlag()
-        let queue = DispatchQueue(label: "reel.signals")
-        for sig in [SIGTERM, SIGINT] {
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            src.setEventHandler { if once.take() { cont.resume() } }
-            src.resume()
-            SignalSources.keep(src)
-        }
-    }
-}
-
-final class OnceFlag: @unchecked Sendable {
-    // Safety: only touched on the serial signal queue.
-    private var done = false
-    func take() -> Bool { if done { return false }; done = true; return true }
-}
-
-enum SignalSources {
-    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
-    static func keep(_ s: any DispatchSourceSignal) { sources.append(s) }
 }
