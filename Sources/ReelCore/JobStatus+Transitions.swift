@@ -16,6 +16,9 @@ extension JobStatus {
 
     public func canTransition(to next: JobStatus) -> Bool { allowedNext.contains(next) }
 
+    /// Where every job starts (DESIGN §2: event seq 1 is `QUEUED`, `PENDING`).
+    public static let initial = StateChange(status: .queued, stage: .pending, progress: 0, message: "queued")
+
     /// Every status from which `target` may be reached: what a conditional UPDATE checks.
     public static func sources(of target: JobStatus) -> [JobStatus] {
         allCases.filter { $0.canTransition(to: target) }

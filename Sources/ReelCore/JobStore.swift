@@ -1,9 +1,9 @@
 /// What the scheduler, pipeline and service need from durable storage.
 /// ReelStore implements it on PostgreSQL; every method is durable when it returns.
 public protocol JobStore: Sendable {
-    /// Stores the job and its event seq 1, committed before returning. A key the same user
-    /// already used returns that first job and `created == false`.
-    func createJob(_ job: NewJob) async throws -> (job: Job, created: Bool)
+    /// Stores the job and its event seq 1, committed before returning, and answers both. A key
+    /// the same user already used returns that first job and no event (nothing was created).
+    func createJob(_ job: NewJob) async throws -> (job: Job, event: JobEvent?)
     func job(id: String) async throws -> Job?
     /// `tenantID` nil: every tenant's jobs (an admin's view).
     func listJobs(_ filter: ListJobsInput, pageSize: Int32, tenantID: String?) async throws -> JobPage

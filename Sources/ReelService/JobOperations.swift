@@ -19,11 +19,10 @@ public struct JobOperations: Sendable {
     public func create(_ input: CreateJobInput, caller: Caller) async throws -> Job {
         var new = try input.validated()
         new.tenantID = caller.tenantID
-        let (job, created) = try await store.createJob(new)
-        if created {
+        let (job, event) = try await store.createJob(new)
+        if let event {
             ReelMetrics.jobCreated(type: job.type, tier: job.tier)
-            hub.publish(JobEvent(jobID: job.id, seq: 1, status: job.status, stage: job.stage, progress: job.progress,
-                                 message: job.message, atUnixMs: job.createdAtUnixMs))
+            hub.publish(event)
             scheduler?.notifyWork()
         }
         return job
@@ -129,12 +128,9 @@ public struct JobOperations: Sendable {
                 case .fellBehind(let seq): return .fellBehind(lastSeq: seq)
                 case .stalled(let seq):
                     // A gap, or a slow reader: catch up from storage, waiting on the reader.
-                    last = max(last, seq)
-                    for e in try await store.events(jobID: id, afterSeq: last) {
-                        try await send(e)
-                        last = e.seq
-                        if e.endsWatch { return .finished }
-                    }
+                    let sent = try await sendStored(id, after: max(last, seq), send: send)
+                    if sent.ended { return .finished }
+                    last = sent.last
                 }
             }
         }
@@ -144,11 +140,9 @@ public struct JobOperations: Sendable {
             if event.seq <= last { continue }
             // A gap (events published out of order, or by another writer): fill it from storage.
             let batch = event.seq == last + 1 ? [event] : try await store.events(jobID: id, afterSeq: last)
-            for e in batch where e.seq > last {
-                try await send(e)
-                last = e.seq
-                if e.endsWatch { return .finished }
-            }
+            let sent = try await sendInOrder(batch, after: last, send: send)
+            if sent.ended { return .finished }
+            last = sent.last
         }
         if Task.isCancelled { return .cancelled }
         return .fellBehind(lastSeq: last)
@@ -163,14 +157,27 @@ public struct JobOperations: Sendable {
             try await send(JobEvent.snapshot(of: job))
             return job.isFinished ? nil : job.lastEventSeq
         }
-        var last = afterSeq
-        for e in try await store.events(jobID: id, afterSeq: afterSeq) {
+        let sent = try await sendStored(id, after: afterSeq, send: send)
+        if sent.ended || (job.isFinished && sent.last >= job.lastEventSeq) { return nil }
+        return sent.last
+    }
+
+    /// Sends the stored events after `last` in order: the one place a watch reads from storage.
+    private func sendStored(_ id: String, after last: Int64,
+                            send: (JobEvent) async throws -> Void) async throws -> (last: Int64, ended: Bool) {
+        try await sendInOrder(try await store.events(jobID: id, afterSeq: last), after: last, send: send)
+    }
+
+    /// Sends the events with a seq past `last`, in order, stopping at one that ends the watch.
+    private func sendInOrder(_ events: [JobEvent], after last: Int64,
+                             send: (JobEvent) async throws -> Void) async throws -> (last: Int64, ended: Bool) {
+        var last = last
+        for e in events where e.seq > last {
             try await send(e)
             last = e.seq
-            if e.endsWatch { return nil }
+            if e.endsWatch { return (last, true) }
         }
-        if job.isFinished && last >= job.lastEventSeq { return nil }
-        return last
+        return (last, false)
     }
 
     /// The job if the caller may see it; another tenant's job does not exist for them.

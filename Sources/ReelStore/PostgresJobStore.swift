@@ -7,7 +7,7 @@ public final class PostgresJobStore: JobStore {
     public let pool: PGPool
     private let logger: Logger
 
-    private let creates: GroupCommit<NewJob, (job: Job, created: Bool)>
+    private let creates: GroupCommit<NewJob, (job: Job, event: JobEvent?)>
     typealias ChangeResult = Result<(job: Job, event: JobEvent), any Error>
     private let changes: GroupCommit<([StateChange], String), [ChangeResult]>
 
@@ -41,13 +41,13 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
-    public func createJob(_ j: NewJob) async throws -> (job: Job, created: Bool) {
+    public func createJob(_ j: NewJob) async throws -> (job: Job, event: JobEvent?) {
         try await creates.submit(j)
     }
 
     /// One statement for a batch of creates (see `GroupCommit`), answers in input order. A key
-    /// used twice, in storage or within the batch, answers with the first job and `created == false`.
-    static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, created: Bool)] {
+    /// used twice, in storage or within the batch, answers with the first job and no event.
+    static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, event: JobEvent?)] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         func col(_ f: (NewJob) -> String) -> String? { JobRow.textArray(jobs.map(f)) }
         let params: [String?] = [
@@ -58,23 +58,26 @@ public final class PostgresJobStore: JobStore {
             col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: now)) },
             col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: now)) },
             col(\.tenantID), JobRow.textArray(jobs.indices.map(String.init)),
+            JobStatus.initial.status.name, JobStatus.initial.stage?.name, JobStatus.initial.progress.map { String($0) },
+            JobStatus.initial.message,
         ]
         struct Key: Hashable { let tenant, user, key: String }
         return try await pool.withConnection { c in
-            var inserted: [Key: Job] = [:]
+            var inserted: [Key: (Job, JobEvent)] = [:]
             for row in try c.query(SQL.createJobs, params).rows {
                 let job = JobRow.decode(row)
-                inserted[Key(tenant: job.tenantID, user: job.userID, key: job.idempotencyKey)] = job
+                inserted[Key(tenant: job.tenantID, user: job.userID, key: job.idempotencyKey)] =
+                    (job, JobRow.decodeEvent(Array(row[JobRow.columnCount...])))
             }
             var answered = Set<Key>()
             return try jobs.map { j in
                 let k = Key(tenant: j.tenantID, user: j.userID, key: j.idempotencyKey)
-                if let job = inserted[k] { return (job, answered.insert(k).inserted) }
+                if let (job, event) = inserted[k] { return (job, answered.insert(k).inserted ? event : nil) }
                 // The key was taken (perhaps a moment ago by a concurrent call): return that job.
                 guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey, j.tenantID]).first else {
                     throw ReelError(.unavailable, "idempotency key conflict; retry")
                 }
-                return (JobRow.decode(row), false)
+                return (JobRow.decode(row), nil)
             }
         }
     }

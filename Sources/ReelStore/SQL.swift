@@ -26,7 +26,7 @@ enum SQL {
 
     /// `createJob`, for one call or a batch of concurrent ones (`GroupCommit`): one statement,
     /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
-    /// position in the batch); insert-or-nothing on (tenant, user, idempotency key), event seq 1
+    /// position in the batch), the initial state (`JobStatus.initial`) as $16…$19; insert-or-nothing on (tenant, user, idempotency key), event seq 1
     /// in the same statement. A user's first job today is the first of theirs in the batch whose
     /// statement inserts the user's `user_days` row for today: the unique key makes that true
     /// for exactly one create however many batches run at once, and later creates that day
@@ -51,7 +51,7 @@ enum SQL {
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
                           priority_key, tenant_id)
-        SELECT i.user_id, i.scene_id, i.type, 'queued', 'pending', 0, 'queued', i.input_text,
+        SELECT i.user_id, i.scene_id, i.type, $16, $17, $18::int, $19, i.input_text,
                COALESCE((SELECT n.bible_version FROM new_scenes n WHERE n.tenant_id = i.tenant_id AND n.id = i.scene_id),
                         (SELECT s.bible_version FROM scenes s WHERE s.tenant_id = i.tenant_id AND s.id = i.scene_id), 1),
                i.target_duration_seconds, i.quality, i.model, i.style_overrides::jsonb, i.idempotency_key, i.tier, i.max_retries,
@@ -65,8 +65,9 @@ enum SQL {
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
         SELECT id, 1, status, stage, progress, message, created_at FROM ins
+        RETURNING \(eventColumns)
     )
-    SELECT \(jobColumns) FROM ins
+    SELECT j.*, ev.* FROM (SELECT \(jobColumns) FROM ins) j JOIN ev ON ev.job_id = j.id
     """
 
     static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2 AND tenant_id = $3"

@@ -27,20 +27,20 @@ func count(_ store: PostgresJobStore, _ sql: String) async throws -> Int { try a
 struct PostgresJobStoreTests {
     @Test func createStoresJobAndFirstEvent() async throws {
         let store = try await freshStore()
-        let (job, created) = try await store.createJob(newJob())
-        #expect(created)
+        let (job, event) = try await store.createJob(newJob())
         #expect(job.status == .queued && job.stage == .pending && job.lastEventSeq == 1)
         #expect(job.maxRetries == 3 && job.bibleVersion == 1)
         let events = try await store.events(jobID: job.id, afterSeq: 0)
         #expect(events.map(\.seq) == [1])
         #expect(events.first?.status == .queued)
+        #expect(event == events.first, "the create answers the event row it stored")
         #expect(try await store.job(id: job.id) == job)
     }
 
     @Test func concurrentCreatesWithOneKeyMakeOneJob() async throws {
         let store = try await freshStore()
         let ids = try await withThrowingTaskGroup(of: (String, Bool).self) { g in
-            for _ in 0..<20 { g.addTask { let r = try await store.createJob(try newJob(key: "same")); return (r.job.id, r.created) } }
+            for _ in 0..<20 { g.addTask { let r = try await store.createJob(try newJob(key: "same")); return (r.job.id, r.event != nil) } }
             return try await g.reduce(into: [(String, Bool)]()) { $0.append($1) }
         }
         #expect(Set(ids.map(\.0)).count == 1)
@@ -48,7 +48,7 @@ struct PostgresJobStoreTests {
         #expect(try await count(store, "SELECT count(*) FROM jobs") == 1)
         #expect(try await count(store, "SELECT count(*) FROM job_events") == 1)
         let other = try await store.createJob(newJob(user: "u2", key: "same"))
-        #expect(other.created, "keys are per user")
+        #expect(other.event != nil, "keys are per user")
     }
 
     @Test func concurrentCreatesShareCommitsAndEachGetsItsOwnAnswer() async throws {
@@ -63,7 +63,7 @@ struct PostgresJobStoreTests {
                                        key: i % 10 == 0 ? "dup-\(i % 20)" : "")
                     j.tenantID = i % 2 == 0 ? "t\"1" : ""
                     let r = try await store.createJob(j)
-                    return (i, r.job, r.created)
+                    return (i, r.job, r.event != nil)
                 }
             }
             return try await g.reduce(into: [(Int, Job, Bool)]()) { $0.append($1) }
