@@ -5,10 +5,10 @@ import ReelScheduler
 import ReelObservability
 import ReelPipeline
 import Logging
-import Synchronization
 
-/// `reel.v1.JobService` and `grpc.health.v1.Health` as gRPC routes: decode protobuf, call
-/// `JobOperations` (shared with the HTTP/JSON side), encode. The rules live in ReelCore.
+/// `reel.v1.JobService` as gRPC routes: decode protobuf, call `JobOperations` (shared with the
+/// HTTP/JSON side), encode. The rules live in ReelCore. `routes` builds the one router that also
+/// holds the scene, health, worker, key and reflection services, each in a file of its own.
 public struct JobService: Sendable {
     let store: any JobStore
     let hub: JobEventHub
@@ -40,17 +40,8 @@ public struct JobService: Sendable {
         r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.list($0, $1) } })
         r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.retry($0, $1) } })
         r.add("/reel.v1.JobService/WatchJob", GRPCRoute(.serverStreaming) { call in await s.watch(call) })
-        r.add("/reel.v1.SceneService/PutSceneBible", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.putSceneBible($0, $1) } })
-        r.add("/reel.v1.SceneService/GetScene", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.getScene($0, $1) } })
-        r.add("/grpc.health.v1.Health/Check", GRPCRoute(.unary) { call in
-            await s.unary(call) { req in
-                let service = try ProtoCodec.decodeHealthCheckRequest(req)
-                guard service.isEmpty || service == "reel.v1.JobService" else {
-                    throw GRPCStatus(.notFound, "unknown service \(service)")
-                }
-                return ProtoCodec.encodeHealthCheckResponse(status: health.status)
-            }
-        })
+        addSceneRoutes(to: &r)
+        addHealthRoutes(to: &r, health: health)
         ReflectionService().add(to: &r)
         if let scheduler, let failures {
             // Workers act for every tenant: with auth on they need an admin key.
@@ -67,23 +58,6 @@ public struct JobService: Sendable {
                 }
             }
         }
-        r.add("/grpc.health.v1.Health/Watch", GRPCRoute(.serverStreaming) { call in
-            do {
-                _ = try ProtoCodec.decodeHealthCheckRequest(call.request)
-                var last: Int32 = -1
-                while !Task.isCancelled {
-                    let now = health.status
-                    if now != last {
-                        try await call.send(ProtoCodec.encodeHealthCheckResponse(status: now))
-                        last = now
-                    }
-                    try await Task.sleep(for: .milliseconds(250))
-                }
-                return GRPCStatus(.cancelled, "watch ended")
-            } catch {
-                return GRPCStatus.from(error)
-            }
-        })
         return r
     }
 
@@ -98,7 +72,7 @@ public struct JobService: Sendable {
         }
     }
 
-    private func unary(_ call: GRPCCall, _ body: ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus {
+    func unary(_ call: GRPCCall, _ body: ([UInt8]) async throws -> [UInt8]) async -> GRPCStatus {
         do {
             let response = try await body(call.request)
             try await call.send(response)
@@ -148,21 +122,6 @@ public struct JobService: Sendable {
         ProtoCodec.encode(try await operations.list(try ProtoCodec.decodeListJobsRequest(req), caller: caller))
     }
 
-    func putSceneBible(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let (sceneID, bible) = try ProtoCodec.decodePutSceneBibleRequest(req)
-        try Validate.identifier(sceneID, field: "scene_id")
-        return ProtoCodec.encode(try await store.putSceneBible(tenantID: caller.tenantID, sceneID: sceneID, bible: try bible.validated()))
-    }
-
-    func getScene(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
-        let sceneID = try ProtoCodec.decodeGetSceneRequest(req)
-        try Validate.identifier(sceneID, field: "scene_id")
-        guard let scene = try await store.scene(tenantID: caller.tenantID, id: sceneID) else {
-            throw ReelError(.notFound, "scene \(sceneID) not found")
-        }
-        return ProtoCodec.encode(scene)
-    }
-
     /// `JobOperations.watch` as a server stream; a watcher that fell behind is told where to resume.
     func watch(_ call: GRPCCall) async -> GRPCStatus {
         do {
@@ -188,14 +147,4 @@ public struct JobService: Sendable {
             return GRPCStatus.from(error)
         }
     }
-}
-
-/// What the health service reports; reeld flips it to SERVING once migrations ran.
-public final class HealthState: Sendable {
-    private let value = Mutex<Int32>(0)
-    public init() {}
-    public static let serving: Int32 = 1
-    public static let notServing: Int32 = 2
-    public var status: Int32 { value.withLock { $0 } }
-    public func set(_ s: Int32) { value.withLock { $0 = s } }
 }
