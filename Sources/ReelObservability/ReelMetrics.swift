@@ -12,21 +12,20 @@ public enum ReelMetrics {
         Counter(label: "reel_jobs_created_total", dimensions: [("type", type.name), ("priority", tier.name)]).increment()
     }
 
-    /// `reel_jobs_completed_total{type,status}`: a job reached a terminal state
-    /// (final_ready, failed when dead-lettered, cancelled).
-    public static func jobCompleted(type: JobType, status: JobStatus) {
-        Counter(label: "reel_jobs_completed_total", dimensions: [("type", type.name), ("status", status.name)]).increment()
+    /// A job reached a terminal state (final_ready, failed when dead-lettered, cancelled):
+    /// `reel_jobs_completed_total{type,status}` and `reel_job_duration_seconds{stage}`, created to
+    /// the end, by the stage it ended in (`completed`, or where it failed or was cancelled).
+    public static func jobEnded(_ job: Job, stage: Stage) {
+        Counter(label: "reel_jobs_completed_total", dimensions: [("type", job.type.name), ("status", job.status.name)])
+            .increment()
+        let ms = max(job.completedAtUnixMs - job.createdAtUnixMs, 0)
+        Timer(label: "reel_job_duration_seconds", dimensions: [("stage", stage.name)], preferredDisplayUnit: .seconds)
+            .recordNanoseconds(ms * 1_000_000)
     }
 
     /// `reel_jobs_retried_total{stage,error}`: a failed attempt that goes back to the queue.
     public static func jobRetried(stage: Stage, error: String) {
         Counter(label: "reel_jobs_retried_total", dimensions: [("stage", stage.name), ("error", error)]).increment()
-    }
-
-    /// `reel_job_duration_seconds`: creation to FINAL_READY.
-    public static func jobDuration(seconds: Double) {
-        Timer(label: "reel_job_duration_seconds", preferredDisplayUnit: .seconds)
-            .recordNanoseconds(Int64(max(seconds, 0) * 1e9))
     }
 
     /// `reel_stage_duration_seconds{stage}`.

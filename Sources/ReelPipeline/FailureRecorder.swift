@@ -39,7 +39,7 @@ public struct FailureRecorder: Sendable {
         publish(e1)
         logger.warning("job failed", metadata: ["reel.job_id": "\(job.id)", "error.code": "\(code)", "dead_lettered": "\(dead)"])
         if dead {
-            ReelMetrics.jobCompleted(type: job.type, status: .failed)
+            ReelMetrics.jobEnded(failed, stage: job.stage)
             return failed
         }
         ReelMetrics.jobRetried(stage: job.stage, error: code)

@@ -199,8 +199,7 @@ public struct Pipeline: Sendable {
                                                         durationSeconds: duration) {
             publish(event)
             watchdog.finish()
-            ReelMetrics.jobCompleted(type: final.type, status: .finalReady)
-            ReelMetrics.jobDuration(seconds: Double(final.completedAtUnixMs - final.createdAtUnixMs) / 1000)
+            ReelMetrics.jobEnded(final, stage: final.stage)
         }
     }
 

@@ -61,7 +61,7 @@ public struct JobOperations: Sendable {
                                  message: reason.isEmpty ? "cancelled" : "cancelled: \(reason)")
         let (updated, event) = try await store.apply(change, to: id)
         cache.invalidate(id: id)
-        ReelMetrics.jobCompleted(type: updated.type, status: .cancelled)
+        ReelMetrics.jobEnded(updated, stage: updated.stage)
         hub.publish(event)
         await scheduler?.cancelLocal(jobID: id)
         return updated

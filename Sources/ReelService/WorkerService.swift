@@ -113,8 +113,7 @@ struct WorkerService: Sendable {
         }
         hub.publish(event)
         await scheduler.released(workerID: c.workerID, jobID: id)
-        ReelMetrics.jobCompleted(type: final.type, status: .finalReady)
-        ReelMetrics.jobDuration(seconds: Double(final.completedAtUnixMs - final.createdAtUnixMs) / 1000)
+        ReelMetrics.jobEnded(final, stage: final.stage)
         return ProtoCodec.encode(final)
     }
 

@@ -49,7 +49,9 @@ def test_metrics_move_as_jobs_run(reeld_factory):
     assert delta("reel_jobs_created_total", type="scene_creation", priority="standard") == 3
     assert delta("reel_jobs_completed_total", status="final_ready") == 3
     assert delta("reel_jobs_completed_total", status="cancelled") in (0, 1)  # 1 unless it finished first
-    assert delta("reel_job_duration_seconds_count") == 3
+    assert delta("reel_job_duration_seconds_count", stage="completed") == 3
+    # Every job that ended is timed, by the stage it ended in: the cancelled one too, if the cancel won.
+    assert delta("reel_job_duration_seconds_count") == 3 + delta("reel_jobs_completed_total", status="cancelled")
     for stage in ("script_expansion", "continuity_validation", "video_generation", "upload", "finalization"):
         assert delta("reel_stage_duration_seconds_count", stage=stage) >= 3, stage
     assert delta("reel_grpc_server_handled_total", grpc_method="/reel.v1.JobService/CreateJob", grpc_code="OK") == 4
