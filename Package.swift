@@ -34,6 +34,8 @@ let package = Package(
 
         // The domain. swift-crypto for SHA-256 (key hashes, derived idempotency keys).
         .target(name: "ReelCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // The one JSON shape of jobs, events and errors (protobuf's JSON mapping), for ReelWeb and reelctl.
+        .target(name: "ReelJSON", dependencies: ["ReelCore"]),
         .target(name: "ReelBlocking"),
         // Metric names and labels, in one place; any swift-metrics backend.
         .target(name: "ReelObservability", dependencies: [
@@ -41,7 +43,7 @@ let package = Package(
         ]),
         // The HTTP/1.1 side (Hummingbird): /metrics, the JSON API, SSE, WebSocket, the dashboard.
         .target(name: "ReelWeb", dependencies: [
-            "ReelCore", "ReelService", "ReelScheduler", .product(name: "Hummingbird", package: "hummingbird"),
+            "ReelCore", "ReelJSON", "ReelService", "ReelScheduler", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
@@ -78,11 +80,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "reelctl", dependencies: [
-            "ReelCore", "ReelWire", "ReelHTTP2",
+            "ReelCore", "ReelJSON", "ReelWire", "ReelHTTP2",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "ReelCoreTests", dependencies: ["ReelCore"]),
+        .testTarget(name: "ReelJSONTests", dependencies: ["ReelJSON", "ReelCore"]),
         .testTarget(name: "ReelWireTests", dependencies: ["ReelWire", "ReelCore"]),
         .target(name: "ReelTestSupport", dependencies: ["ReelStore", .product(name: "Logging", package: "swift-log")],
                 path: "Tests/ReelTestSupport"),
@@ -92,7 +95,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReelServiceTests", dependencies: ["ReelService", "ReelScheduler", "ReelCore"]),
-        .testTarget(name: "ReelWebTests", dependencies: ["ReelWeb", "ReelCore"]),
+        .testTarget(name: "ReelWebTests", dependencies: ["ReelWeb", "ReelJSON", "ReelCore"]),
         .testTarget(name: "ReelSchedulerTests", dependencies: [
             "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",
             .product(name: "Logging", package: "swift-log"),

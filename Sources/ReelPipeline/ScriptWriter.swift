@@ -44,8 +44,19 @@ struct ContinuityChecker {
 
         /// The `validation_result` artifact (JSON text).
         func json(bibleVersion: Int32) -> String {
-            func list(_ xs: [String]) -> String { "[" + xs.map(JSONText.quoted).joined(separator: ",") + "]" }
-            return "{\"valid\":\(valid),\"bible_version\":\(bibleVersion),\"auto_corrected\":\(list(corrections)),\"violations\":\(list(violations))}"
+            struct ValidationResult: Encodable {
+                var valid: Bool
+                var bibleVersion: Int32
+                var autoCorrected: [String]
+                var violations: [String]
+                enum CodingKeys: String, CodingKey {
+                    case valid, bibleVersion = "bible_version", autoCorrected = "auto_corrected", violations
+                }
+            }
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let result = ValidationResult(valid: valid, bibleVersion: bibleVersion, autoCorrected: corrections, violations: violations)
+            return (try? enc.encode(result)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         }
     }
 

@@ -62,13 +62,26 @@ public final class EventListener: Sendable {
         }
     }
 
+    /// `reel_notify_job_event()`'s payload (migration 4): the event's columns by name.
+    struct Payload: Decodable {
+        var jobID: String
+        var seq: Int64
+        var status: String?
+        var stage: String?
+        var progress: Int32?
+        var message: String?
+        var atUnixMs: Int64?
+        var deadLettered: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case jobID = "job_id", seq, status, stage, progress, message, atUnixMs = "at_unix_ms", deadLettered = "dead_lettered"
+        }
+    }
+
     static func decode(_ payload: String) -> JobEvent? {
-        guard let o = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
-              let id = o["job_id"] as? String, let seq = (o["seq"] as? NSNumber)?.int64Value else { return nil }
-        return JobEvent(jobID: id, seq: seq, status: JobStatus(name: o["status"] as? String ?? "") ?? .unspecified,
-                        stage: Stage(name: o["stage"] as? String ?? "") ?? .unspecified,
-                        progress: (o["progress"] as? NSNumber)?.int32Value ?? 0, message: o["message"] as? String ?? "",
-                        atUnixMs: (o["at_unix_ms"] as? NSNumber)?.int64Value ?? 0,
-                        deadLettered: (o["dead_lettered"] as? Bool) ?? false)
+        guard let p = try? JSONDecoder().decode(Payload.self, from: Data(payload.utf8)) else { return nil }
+        return JobEvent(jobID: p.jobID, seq: p.seq, status: JobStatus(name: p.status ?? "") ?? .unspecified,
+                        stage: Stage(name: p.stage ?? "") ?? .unspecified, progress: p.progress ?? 0,
+                        message: p.message ?? "", atUnixMs: p.atUnixMs ?? 0, deadLettered: p.deadLettered ?? false)
     }
 }

@@ -79,22 +79,15 @@ enum JobRow {
     /// The statuses in which a worker holds a job, as a text[] literal.
     static let runningStatuses = textArray(JobStatus.allCases.filter(\.isRunning).map(\.name))
 
-    /// A JSON object of strings, keys sorted (through the one JSON escaper).
+    /// A JSON object of strings, keys sorted.
     static func encodeStringMap(_ m: [String: String]) -> String {
-        if m.isEmpty { return "{}" }
-        var out = "{"
-        for (i, k) in m.keys.sorted().enumerated() {
-            if i > 0 { out += "," }
-            JSONText.quote(k, into: &out)
-            out += ":"
-            JSONText.quote(m[k]!, into: &out)
-        }
-        return out + "}"
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return (try? enc.encode(m)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
     static func decodeStringMap(_ s: String) -> [String: String] {
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else { return [:] }
-        return obj.compactMapValues { $0 as? String }
+        (try? JSONDecoder().decode([String: String].self, from: Data(s.utf8))) ?? [:]
     }
 
     static func encodeBible(_ b: SceneBible) throws -> String {

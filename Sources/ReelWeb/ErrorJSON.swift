@@ -2,6 +2,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ReelCore
+import ReelJSON
 import ReelWire
 
 /// Errors as HTTP statuses with a JSON body `{"code": "NOT_FOUND", "message": "…"}`: domain
@@ -40,16 +41,11 @@ enum ErrorJSON {
         }
     }
 
-    static func body(code: String, message: String) -> JSONWriter {
-        var w = JSONWriter()
-        w.beginObject()
-        w.field("code", code)
-        w.field("message", message)
-        w.endObject()
-        return w
+    static func body(code: String, message: String) -> String {
+        JSONCoding.encode(ErrorBodyJSON(code: code, message: message))
     }
 
-    static func body(for error: ReelError) -> JSONWriter {
+    static func body(for error: ReelError) -> String {
         let s = GRPCStatus(error)
         return body(code: s.code.name, message: s.message)
     }
@@ -59,7 +55,7 @@ enum ErrorJSON {
         headers[.contentType] = "application/json"
         headers[.cacheControl] = "no-store"
         return Response(status: status, headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(string: body(code: code, message: message).text)))
+                        body: .init(byteBuffer: ByteBuffer(string: body(code: code, message: message))))
     }
 
     static func response(for error: any Error, request: Request, logger: Logger) -> Response {

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ReelCore
+import ReelJSON
 import ReelService
 import ReelWire
 
@@ -60,7 +61,7 @@ public struct JobAPI: Sendable {
             let (status, message) = await callback(provider, token, Array(buffer: body))
             if status == 200 {
                 return Response(status: .ok, headers: [.contentType: "application/json"],
-                                body: .init(byteBuffer: ByteBuffer(string: "{\"ok\":true}")))
+                                body: .init(byteBuffer: ByteBuffer(string: JSONCoding.encode(["ok": true]))))
             }
             let code = switch status {
             case 404: "NOT_FOUND"
@@ -92,17 +93,17 @@ public struct JobAPI: Sendable {
 
     func create(_ req: Request, _ ctx: Context) async throws -> Response {
         let caller = try await caller(req)
-        guard let body = try await jsonBody(req) else {
+        guard let request = try await jsonBody(req, as: CreateJobRequestJSON.self) else {
             throw ReelError(.invalidArgument, "request body must be a JSON object")
         }
-        let job = try await operations.create(try JobJSON.createJobInput(body), caller: caller)
-        return json(JobJSON.encode(job))
+        let job = try await operations.create(request.input, caller: caller)
+        return json(JobJSON(job))
     }
 
     func get(_ req: Request, _ ctx: Context) async throws -> Response {
         let caller = try await caller(req)
         let (job, fromMemory) = try await operations.getTellingSource(id: ctx.parameters.get("id") ?? "", caller: caller)
-        let body = JobJSON.encode(job)
+        let body = JSONCoding.encode(JobJSON(job))
         let etag = Self.etag(body)
         var headers = HTTPFields()
         headers[.eTag] = etag
@@ -125,7 +126,7 @@ public struct JobAPI: Sendable {
         filter.sceneID = param("scene_id", "sceneId") ?? ""
         filter.pageToken = param("page_token", "pageToken") ?? ""
         if let s = param("status", "status"), !s.isEmpty {
-            filter.status = try JobJSON.parseEnum(s, prefix: "JOB_STATUS_", field: "status", as: JobStatus.self)
+            filter.status = try JobStatus(protoJSON: s, field: "status")
         }
         if let d = param("dead_lettered_only", "deadLetteredOnly"), !d.isEmpty {
             guard let b = ["true": true, "1": true, "false": false, "0": false][d] else {
@@ -137,7 +138,7 @@ public struct JobAPI: Sendable {
             guard let n = Int32(p) else { throw ReelError.invalid("page_size", "must be an integer") }
             filter.pageSize = n
         }
-        return json(JobJSON.encode(try await operations.list(filter, caller: caller)))
+        return json(JobPageJSON(try await operations.list(filter, caller: caller)))
     }
 
     func action(_ req: Request, _ ctx: Context) async throws -> Response {
@@ -151,12 +152,12 @@ public struct JobAPI: Sendable {
         switch verb {
         case "cancel":
             let caller = try await caller(req)
-            let reason = try JobJSON.cancelReason(try await jsonBody(req))
-            return json(JobJSON.encode(try await operations.cancel(id: id, reason: reason, caller: caller)))
+            let reason = try await jsonBody(req, as: CancelJobRequestJSON.self)?.reason ?? ""
+            return json(JobJSON(try await operations.cancel(id: id, reason: reason, caller: caller)))
         case "retry":
             let caller = try await caller(req)
-            if let body = try await jsonBody(req) { _ = try JobJSON.Fields(body, what: "request body").rejectUnknown(prefix: "") }
-            return json(JobJSON.encode(try await operations.retry(id: id, caller: caller)))
+            _ = try await jsonBody(req, as: RetryJobRequestJSON.self)
+            return json(JobJSON(try await operations.retry(id: id, caller: caller)))
         default:
             throw HTTPError(.notFound, message: "no route for POST \(req.uri.path): the verb is :cancel or :retry")
         }
@@ -180,14 +181,7 @@ public struct JobAPI: Sendable {
         let caller = try await caller(req, allowQueryToken: true)
         if Self.wantsJSON(req) {
             // The stored history as one JSON document (`{"events": […]}`), for timelines.
-            var w = JSONWriter()
-            w.beginObject()
-            w.key("events")
-            w.beginArray()
-            for e in try await operations.history(id: id, afterSeq: afterSeq, caller: caller) { JobJSON.write(e, into: &w) }
-            w.endArray()
-            w.endObject()
-            return json(w.text)
+            return json(JobHistoryJSON(try await operations.history(id: id, afterSeq: afterSeq, caller: caller)))
         }
         // Errors must be HTTP statuses, so the job is looked up before the stream starts.
         let job = try await operations.get(id: id, caller: caller)
@@ -210,13 +204,13 @@ public struct JobAPI: Sendable {
             let watch = Task {
                 do {
                     let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller) { event in
-                        if case .dropped = out.yield("id: \(event.seq)\ndata: \(JobJSON.encode(event))\n\n") { throw TooSlow() }
+                        if case .dropped = out.yield("id: \(event.seq)\ndata: \(JSONCoding.encode(JobEventJSON(event)))\n\n") { throw TooSlow() }
                     }
                     if case .fellBehind(let last) = end {
                         logger.debug("SSE watcher fell behind", metadata: ["reel.job_id": "\(id)", "reel.seq": "\(last)"])
                     }
                 } catch let error as ReelError {
-                    out.yield("event: error\ndata: \(ErrorJSON.body(for: error).text)\n\n")
+                    out.yield("event: error\ndata: \(ErrorJSON.body(for: error))\n\n")
                 } catch {
                     logger.debug("SSE watcher ended", metadata: ["reel.job_id": "\(id)", "error": "\(error)"])
                 }
@@ -243,8 +237,8 @@ public struct JobAPI: Sendable {
 
     // MARK: helpers
 
-    /// The request body as JSON, or nil when there is none. Over `maxBodyBytes`: 413.
-    func jsonBody(_ req: Request) async throws -> JSONValue? {
+    /// The request body decoded as `type`, or nil when there is none. Over `maxBodyBytes`: 413.
+    func jsonBody<T: Decodable>(_ req: Request, as type: T.Type) async throws -> T? {
         if let len = req.headers[.contentLength].flatMap({ Int($0) }), len > maxBodyBytes {
             throw HTTPError(.contentTooLarge, message: "request body over \(maxBodyBytes) bytes")
         }
@@ -257,17 +251,22 @@ public struct JobAPI: Sendable {
         }
         if buffer.readableBytes == 0 { return nil }
         do {
-            return try JSONValue.parse(buffer.readableBytesView)
+            return try JSONCoding.decode(T.self, from: Array(buffer.readableBytesView))
+        } catch let error as JSONSyntax.Violation {
+            throw ReelError(.invalidArgument, "request body is not valid JSON: \(error)")
+        } catch let error as ReelError {
+            throw error
         } catch {
+            // The syntax was checked first, so this is Foundation's decoder refusing the text.
             throw ReelError(.invalidArgument, "request body is not valid JSON: \(error)")
         }
     }
 
-    func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+    func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[.cacheControl] = "no-store"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: JSONCoding.encode(value))))
     }
 
     /// `?format=json`, or an `Accept` naming JSON but not `text/event-stream`.

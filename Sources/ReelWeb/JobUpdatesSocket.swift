@@ -2,6 +2,7 @@ import Foundation
 import HummingbirdWebSocket
 import Logging
 import ReelCore
+import ReelJSON
 import ReelService
 import ReelWire
 import Synchronization
@@ -69,17 +70,17 @@ struct JobUpdatesSocket: Sendable {
         guard case .text(let text) = message else {
             return reply("INVALID_ARGUMENT", "binary messages are not supported: send JSON text")
         }
-        guard let v = try? JSONValue.parse(Array(text.utf8)), case .object(let m) = v else {
+        guard let request = try? JSONCoding.decode(ClientMessage.self, from: Array(text.utf8)) else {
             return reply("INVALID_ARGUMENT", "message must be a JSON object like {\"type\":\"subscribe\",\"jobId\":\"…\"}")
         }
-        guard case .string(let type)? = m["type"] else { return reply("INVALID_ARGUMENT", "type: must be a string") }
+        guard let type = request.type else { return reply("INVALID_ARGUMENT", "type: must be a string") }
         if type == "ping" {
-            return outbox.reply(#"{"type":"pong"}"#)
+            return outbox.reply(Self.pong)
         }
         guard type == "subscribe" || type == "unsubscribe" else {
             return reply("INVALID_ARGUMENT", "type: must be subscribe, unsubscribe or ping")
         }
-        guard case .string(let rawID)? = m["jobId"] ?? m["job_id"] else {
+        guard let rawID = request.jobId else {
             return reply("INVALID_ARGUMENT", "jobId: must be a string")
         }
         let id: String
@@ -140,50 +141,6 @@ struct JobUpdatesSocket: Sendable {
             group.cancelAll()
             if !wrote { throw SlowConsumer(timeout: timeout) }
         }
-    }
-
-    // MARK: messages
-
-    static func jobUpdate(_ e: JobEvent) -> String {
-        var w = JSONWriter()
-        w.beginObject()
-        w.field("type", "job_update")
-        w.field("jobId", e.jobID)
-        w.field("seq", e.seq)
-        w.field("status", e.status.name)
-        w.field("stage", e.stage.name)
-        w.field("progress", e.progress)
-        w.field("message", e.message)
-        w.field("deadLettered", e.deadLettered)
-        w.field("atUnixMs", e.atUnixMs)
-        w.field("terminal", e.endsWatch)
-        if let job = e.snapshot {
-            w.key("job")
-            JobJSON.write(job, into: &w)
-        }
-        w.endObject()
-        return w.text
-    }
-
-    static func errorMessage(code: String, message: String, jobID: String?) -> String {
-        var w = JSONWriter()
-        w.beginObject()
-        w.field("type", "error")
-        w.field("code", code)
-        w.field("message", message)
-        if let jobID { w.field("jobId", jobID) }
-        w.endObject()
-        return w.text
-    }
-
-    static func unsubscribed(_ jobID: String, reason: String) -> String {
-        var w = JSONWriter()
-        w.beginObject()
-        w.field("type", "unsubscribed")
-        w.field("jobId", jobID)
-        w.field("reason", reason)
-        w.endObject()
-        return w.text
     }
 }
 

@@ -13,7 +13,7 @@ struct CancelCommand: ParsableCommand {
     func run() throws {
         try CallFailure.reporting {
             let job = try global.connect().cancelJob(id: id, reason: reason)
-            Terminal.out(global.json ? JobFormatting.json(job).text : JobFormatting.text(job))
+            Terminal.out(global.json ? JobFormatting.json(job) : JobFormatting.text(job))
         }
     }
 }

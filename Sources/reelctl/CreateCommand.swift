@@ -42,7 +42,7 @@ struct CreateCommand: ParsableCommand {
             let client = try global.connect()
             let job = try client.createJob(input)
             guard watch else {
-                Terminal.out(global.json ? JobFormatting.json(job).text : JobFormatting.text(job))
+                Terminal.out(global.json ? JobFormatting.json(job) : JobFormatting.text(job))
                 return 0
             }
             let watcher = JobWatcher(global: global, client: client)

@@ -9,7 +9,7 @@ struct GetCommand: ParsableCommand {
     func run() throws {
         try CallFailure.reporting {
             let job = try global.connect().getJob(id: id)
-            Terminal.out(global.json ? JobFormatting.json(job).text : JobFormatting.text(job))
+            Terminal.out(global.json ? JobFormatting.json(job) : JobFormatting.text(job))
         }
     }
 }

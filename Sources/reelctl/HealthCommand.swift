@@ -1,4 +1,5 @@
 import ArgumentParser
+import ReelJSON
 
 struct HealthCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +13,7 @@ struct HealthCommand: ParsableCommand {
         let status = try CallFailure.reporting { try global.connect().healthCheck(service: service) }
         let names = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
         let name = names.indices.contains(Int(status)) ? names[Int(status)] : "STATUS_\(status)"
-        Terminal.out(global.json ? JSONValue.object([("status", .string(name))]).text : name)
+        Terminal.out(global.json ? JSONCoding.encode(["status": name]) : name)
         if status != 1 { throw ExitCode(3) }
     }
 }

@@ -1,86 +1,16 @@
 import Foundation
 import ReelCore
+import ReelJSON
 
-/// How jobs, pages and events look on stdout: aligned `key: value` lines for people,
-/// snake_case JSON (the proto field names, enum values in lowercase) for programs.
+/// How jobs, pages and events look on stdout: aligned `key: value` lines for people, and for
+/// programs the HTTP API's JSON (ReelJSON: protobuf's JSON mapping, `JOB_STATUS_QUEUED`).
 enum JobFormatting {
     // MARK: JSON
 
-    static func json(_ job: Job) -> JSONValue {
-        let c = job.config
-        let a = job.artifacts
-        return .object([
-            ("id", .string(job.id)),
-            ("user_id", .string(job.userID)),
-            ("scene_id", .string(job.sceneID)),
-            ("type", .string(job.type.name)),
-            ("status", .string(job.status.name)),
-            ("stage", .string(job.stage.name)),
-            ("progress", .int(Int64(job.progress))),
-            ("message", .string(job.message)),
-            ("input_text", .string(job.inputText)),
-            ("bible_version", .int(Int64(job.bibleVersion))),
-            ("config", .object([
-                ("target_duration_seconds", .int(Int64(c.targetDurationSeconds))),
-                ("quality", .string(c.quality.name)),
-                ("model", .string(c.model)),
-                ("style_overrides", .object(c.styleOverrides.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
-            ])),
-            ("artifacts", .object([
-                ("expanded_script", .string(a.expandedScript)),
-                ("validation_result", .string(a.validationResult)),
-                ("preview_video_url", .string(a.previewVideoURL)),
-                ("final_video_url", .string(a.finalVideoURL)),
-                ("thumbnail_url", .string(a.thumbnailURL)),
-                ("hls_playlist_url", .string(a.hlsPlaylistURL)),
-                ("provider_job_id", .string(a.providerJobID)),
-                ("provider_request_id", .string(a.providerRequestID)),
-            ])),
-            ("result", job.result.map { r in .object([
-                ("segment_id", .string(r.segmentID)),
-                ("video_url", .string(r.videoURL)),
-                ("thumbnail_url", .string(r.thumbnailURL)),
-                ("duration_seconds", .double(r.durationSeconds)),
-                ("updated_bible_version", .int(Int64(r.updatedBibleVersion))),
-            ]) } ?? .null),
-            ("error", job.error.map { e in .object([
-                ("code", .string(e.code)),
-                ("message", .string(e.message)),
-                ("details", .string(e.details)),
-                ("stage", .string(e.stage.name)),
-            ]) } ?? .null),
-            ("retry_count", .int(Int64(job.retryCount))),
-            ("max_retries", .int(Int64(job.maxRetries))),
-            ("idempotency_key", .string(job.idempotencyKey)),
-            ("tier", .string(job.tier.name)),
-            ("dead_lettered", .bool(job.deadLettered)),
-            ("worker_id", .string(job.workerID)),
-            ("created_at_unix_ms", .int(job.createdAtUnixMs)),
-            ("started_at_unix_ms", .int(job.startedAtUnixMs)),
-            ("completed_at_unix_ms", .int(job.completedAtUnixMs)),
-            ("last_event_seq", .int(job.lastEventSeq)),
-        ])
-    }
-
-    static func json(_ page: JobPage) -> JSONValue {
-        .object([("jobs", .array(page.jobs.map(json))), ("next_page_token", .string(page.nextPageToken))])
-    }
-
+    static func json(_ job: Job) -> String { JSONCoding.encode(JobJSON(job)) }
+    static func json(_ page: JobPage) -> String { JSONCoding.encode(JobPageJSON(page)) }
     /// One watch event; `snapshot` (the whole job) only on the event that carries it.
-    static func json(_ event: JobEvent) -> JSONValue {
-        var fields: [(String, JSONValue)] = [
-            ("job_id", .string(event.jobID)),
-            ("seq", .int(event.seq)),
-            ("status", .string(event.status.name)),
-            ("stage", .string(event.stage.name)),
-            ("progress", .int(Int64(event.progress))),
-            ("message", .string(event.message)),
-            ("at_unix_ms", .int(event.atUnixMs)),
-            ("dead_lettered", .bool(event.deadLettered)),
-        ]
-        if let snapshot = event.snapshot { fields.append(("snapshot", json(snapshot))) }
-        return .object(fields)
-    }
+    static func json(_ event: JobEvent) -> String { JSONCoding.encode(JobEventJSON(event)) }
 
     // MARK: Text
 

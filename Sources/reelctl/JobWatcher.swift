@@ -35,7 +35,7 @@ struct JobWatcher {
                     reconnects = 0
                     lastSeq = max(lastSeq, event.seq)
                     lastEvent = event
-                    if live { line.draw(event) } else { Terminal.out(JobFormatting.json(event).text) }
+                    if live { line.draw(event) } else { Terminal.out(JobFormatting.json(event)) }
                 }
                 break
             } catch let status as GRPCStatus where status.code == .unavailable && lastEvent != nil

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ReelCore
+import ReelJSON
 
 /// `reelctl keys create|list|revoke`: tenants' API keys (needs an admin key in --key).
 struct KeysCommand: ParsableCommand {
@@ -54,9 +55,6 @@ struct KeysCommand: ParsableCommand {
     }
 
     static func json(_ k: APIKey, secret: String? = nil) -> String {
-        var fields = ["\"id\":\"\(k.id)\"", "\"tenant_id\":\"\(k.tenantID)\"", "\"prefix\":\"\(k.prefix)\"",
-                      "\"admin\":\(k.admin)", "\"rate_limit_per_second\":\(k.rateLimitPerSecond)", "\"revoked\":\(k.revoked)"]
-        if let secret { fields.append("\"secret\":\"\(secret)\"") }
-        return "{" + fields.joined(separator: ",") + "}"
+        JSONCoding.encode(APIKeyJSON(k, secret: secret))
     }
 }

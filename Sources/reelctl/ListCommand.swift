@@ -17,7 +17,7 @@ struct ListCommand: ParsableCommand {
             let page = try global.connect().listJobs(ListJobsInput(
                 userID: userID, sceneID: sceneID, status: status?.value ?? .unspecified,
                 deadLetteredOnly: deadLettered, pageSize: pageSize, pageToken: pageToken))
-            Terminal.out(global.json ? JobFormatting.json(page).text : JobFormatting.text(page))
+            Terminal.out(global.json ? JobFormatting.json(page) : JobFormatting.text(page))
         }
     }
 }

@@ -10,7 +10,9 @@ struct Reelctl: ParsableCommand {
         abstract: "Command-line client for the Reel job service (gRPC over h2c).",
         discussion: """
         Talks to reeld at --address (or $REEL_ADDRESS; default 127.0.0.1:50051).
-        --json prints JSON: one object per job (snake_case keys), one line per watch event.
+        --json prints JSON as the HTTP API writes it (protobuf's JSON mapping: lowerCamelCase
+        keys, enums by proto name like JOB_STATUS_QUEUED): one object per job, one line per
+        watch event.
         Global options may come before or after the subcommand.
 
         Exit codes:

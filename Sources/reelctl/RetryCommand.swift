@@ -11,7 +11,7 @@ struct RetryCommand: ParsableCommand {
     func run() throws {
         try CallFailure.reporting {
             let job = try global.connect().retryJob(id: id)
-            Terminal.out(global.json ? JobFormatting.json(job).text : JobFormatting.text(job))
+            Terminal.out(global.json ? JobFormatting.json(job) : JobFormatting.text(job))
         }
     }
 }

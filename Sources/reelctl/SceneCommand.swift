@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ReelCore
+import ReelJSON
 
 /// `reelctl scene put|get`: a scene's versioned bible.
 struct SceneCommand: ParsableCommand {
@@ -47,13 +48,8 @@ struct SceneCommand: ParsableCommand {
     }
 
     static func describe(_ s: Scene, json: Bool) -> String {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        let bible = (try? enc.encode(s.bible)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        if json {
-            return "{\"id\":\"\(s.id)\",\"bible_version\":\(s.bibleVersion),\"segment_count\":\(s.segmentCount),"
-                + "\"total_duration_seconds\":\(s.totalDurationSeconds),\"bible\":\(bible)}"
-        }
+        if json { return JSONCoding.encode(SceneJSON(s)) }
+        let bible = JSONCoding.encode(s.bible)
         return """
         id:             \(s.id)
         bible_version:  \(s.bibleVersion)

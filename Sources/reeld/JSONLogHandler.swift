@@ -20,27 +20,46 @@ struct JSONLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var object: [String: Any] = [
-            "ts": ISO8601DateFormatter.string(from: Date(), timeZone: .gmt,
-                                              formatOptions: [.withInternetDateTime, .withFractionalSeconds]),
-            "level": event.level.rawValue, "msg": "\(event.message)", "label": label, "source": event.source,
+        var object: [String: Value] = [
+            "ts": .string(ISO8601DateFormatter.string(from: Date(), timeZone: .gmt,
+                                                      formatOptions: [.withInternetDateTime, .withFractionalSeconds])),
+            "level": .string(event.level.rawValue), "msg": .string("\(event.message)"), "label": .string(label),
+            "source": .string(event.source),
         ]
         var all = metadata
         if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        for (k, v) in all { object[k] = Self.plain(v) }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        for (k, v) in all { object[k] = Value(v) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(object) else { return }
         var line = data
         line.append(0x0A)
         Self.lock.withLock { _ in FileHandle.standardError.write(line) }
     }
 
-    private static func plain(_ v: Logger.Metadata.Value) -> Any {
-        switch v {
-        case .string(let s): s
-        case .stringConvertible(let c): "\(c)"
-        case .array(let a): a.map(plain)
-        case .dictionary(let d): d.mapValues(plain)
+    /// A metadata value as JSON: strings, arrays and objects of them.
+    enum Value: Encodable {
+        case string(String)
+        case array([Value])
+        case object([String: Value])
+
+        init(_ v: Logger.Metadata.Value) {
+            switch v {
+            case .string(let s): self = .string(s)
+            case .stringConvertible(let c): self = .string("\(c)")
+            case .array(let a): self = .array(a.map(Value.init))
+            case .dictionary(let d): self = .object(d.mapValues(Value.init))
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case .string(let s): try c.encode(s)
+            case .array(let a): try c.encode(a)
+            case .object(let o): try c.encode(o)
+            }
         }
     }
 }

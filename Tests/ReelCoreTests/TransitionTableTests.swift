@@ -90,11 +90,3 @@ import Testing
         #expect(p.delayMs(attempt: 40, jitter: 0) == 300_000)
     }
 }
-
-@Suite struct JSONTextTests {
-    @Test func escapesWhatJSONAndPagesNeed() {
-        #expect(JSONText.quoted("a\"b\\c\nd\te\u{1}f\u{7F}</script>\u{2028}é") ==
-                "\"a\\\"b\\\\c\\nd\\te\\u0001f\\u007f\\u003c/script>\\u2028é\"")
-        #expect(JSONText.quoted("") == "\"\"")
-    }
-}

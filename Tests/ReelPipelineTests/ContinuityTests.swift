@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import ReelCore
 @testable import ReelPipeline
@@ -23,7 +24,7 @@ import ReelCore
         #expect(script.hasSuffix("ACTION: the keeper lights the lamp"))
     }
 
-    @Test func aliasesAndLockedStyleAreAutoCorrected() {
+    @Test func aliasesAndLockedStyleAreAutoCorrected() throws {
         let script = ScriptWriter.expand(job("the keeper walks to the lighthouse", overrides: ["palette": "red", "lens": "35mm"]),
                                          context: SceneContext(bible: bible, recentScripts: []))
         let out = ContinuityChecker(bible: bible).check(script, overrides: ["palette": "red", "lens": "35mm"])
@@ -31,7 +32,14 @@ import ReelCore
         #expect(out.script.contains("ACTION: Mara walks to North Light"))
         #expect(out.script.contains("STYLE palette: cold blue") && out.script.contains("STYLE lens: 35mm"))
         #expect(out.corrections.count == 3)
-        #expect(out.json(bibleVersion: 2).hasPrefix("{\"valid\":true,\"bible_version\":2,"))
+        struct ValidationResult: Decodable, Equatable {
+            var valid: Bool
+            var bible_version: Int32
+            var auto_corrected: [String]
+            var violations: [String]
+        }
+        let result = try JSONDecoder().decode(ValidationResult.self, from: Data(out.json(bibleVersion: 2).utf8))
+        #expect(result == ValidationResult(valid: true, bible_version: 2, auto_corrected: out.corrections, violations: []))
     }
 
     @Test func forbiddenTermsAreViolationsWhateverTheirCase() {

@@ -170,6 +170,6 @@ def test_reelctl_with_a_tenant_key_creates_and_watches(reeld_factory):
     r = reelctl(srv, "--json", "create", "--user-id", "u", "--scene-id", "s", "--type", "scene-creation",
                 "--text", "with a key", "--watch", key=k["secret"])
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1])["status"] == "final_ready"
+    assert json.loads(r.stdout.splitlines()[-1])["status"] == "JOB_STATUS_FINAL_READY"
     r = reelctl(srv, "list", key="not-a-key")
     assert r.returncode == 10 + 16 and "UNAUTHENTICATED" in r.stderr, (r.returncode, r.stderr)

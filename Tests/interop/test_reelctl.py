@@ -1,7 +1,7 @@
 """reelctl, tested by running the binary ($REEL_BIN_DIR/reelctl) against reeld.
 
-What is checked is what `reelctl --help` promises: text for people, JSON (snake_case, enum
-values lowercase) with --json, one JSON line per watch event when stdout is not a terminal,
+What is checked is what `reelctl --help` promises: text for people, JSON with --json in the
+HTTP API's one shape (protobuf's JSON mapping: lowerCamelCase, enums by proto name), one JSON line per watch event when stdout is not a terminal,
 a live progress bar when it is (run in a pseudo-terminal here), and the exit codes:
 0 success, 2 usage, 3 a watched job ended FAILED/CANCELLED (health: not SERVING),
 10 + gRPC code for a failed call with one `reelctl: CODE: message` line on stderr.
@@ -127,13 +127,13 @@ def check_watch_events(events, job_id, final_status):
     """JSON watch lines: one job, seq strictly increasing and gap-free (every event after the
     snapshot, DESIGN §2), ending at `final_status` and only there."""
     assert events, "no watch events"
-    assert all(e["job_id"] == job_id for e in events), events
+    assert all(e["jobId"] == job_id for e in events), events
     seqs = [e["seq"] for e in events]
     assert all(b > a for a, b in zip(seqs, seqs[1:])), f"seq not strictly increasing: {seqs}"
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"events skipped: {seqs}"
     assert events[-1]["status"] == final_status, f"last event: {events[-1]}"
     for e in events[:-1]:
-        assert e["status"] not in ("final_ready", "cancelled"), f"terminal before the end: {e}"
+        assert e["status"] not in ("JOB_STATUS_FINAL_READY", "JOB_STATUS_CANCELLED"), f"terminal before the end: {e}"
     for e in events:
         assert 0 <= e["progress"] <= 100, e
 
@@ -267,13 +267,13 @@ def test_create_json_prints_a_queued_job(reelctl, reeld):
                                    "--style", "palette=teal", "--duration", "8")))
     job = r.json()
     assert UUID_RE.match(job["id"]), job
-    assert job["status"] == "queued", job
-    assert job["stage"] == "pending", job
-    assert (job["user_id"], job["scene_id"], job["input_text"]) == (user, "scene-7", text), job
-    assert job["type"] == "scene_creation" and job["tier"] == "premium", job
-    assert job["config"]["style_overrides"] == {"palette": "teal"}, job
-    assert job["config"]["target_duration_seconds"] == 8, job
-    assert job["last_event_seq"] == 1 and job["idempotency_key"].startswith("idem_"), job
+    assert job["status"] == "JOB_STATUS_QUEUED", job
+    assert job["stage"] == "STAGE_PENDING", job
+    assert (job["userId"], job["sceneId"], job["inputText"]) == (user, "scene-7", text), job
+    assert job["type"] == "JOB_TYPE_SCENE_CREATION" and job["tier"] == "TIER_PREMIUM", job
+    assert job["config"]["styleOverrides"] == {"palette": "teal"}, job
+    assert job["config"]["targetDurationSeconds"] == 8, job
+    assert job["lastEventSeq"] == 1 and job["idempotencyKey"].startswith("idem_"), job
     # The server has it, as printed.
     got = reeld.stub.GetJob(pb.GetJobRequest(id=job["id"]), timeout=ri.DEFAULT_TIMEOUT)
     assert (got.user_id, got.scene_id, got.tier) == (user, "scene-7", pb.TIER_PREMIUM)
@@ -306,13 +306,13 @@ def test_get_text_and_json(reelctl, reeld):
     for args in (["--json", "get", job_id], ["get", job_id, "--json"]):
         r = expect_ok(run(reelctl, "--address", reeld.target, *args))
         job = r.json()
-        assert job["id"] == job_id and job["user_id"] == user, job
-        assert job["status"] == "final_ready" and job["stage"] == "completed", job
+        assert job["id"] == job_id and job["userId"] == user, job
+        assert job["status"] == "JOB_STATUS_FINAL_READY" and job["stage"] == "STAGE_COMPLETED", job
         assert job["progress"] == 100, job
-        assert job["last_event_seq"] == want.last_event_seq, job
-        assert job["result"] and job["result"]["video_url"] == want.result.video_url, job
-        assert job["completed_at_unix_ms"] == want.completed_at_unix_ms, job
-        assert job["error"] is None and job["dead_lettered"] is False, job
+        assert job["lastEventSeq"] == want.last_event_seq, job
+        assert job["result"] and job["result"]["videoUrl"] == want.result.video_url, job
+        assert job["completedAtUnixMs"] == want.completed_at_unix_ms, job
+        assert "error" not in job and job["deadLettered"] is False, job
 
 
 def test_list_by_user(reelctl, reeld):
@@ -332,7 +332,7 @@ def test_list_by_user(reelctl, reeld):
     r = expect_ok(run(reelctl, "--address", reeld.target, "--json", "list", "--user-id", user))
     page = r.json()
     assert [j["id"] for j in page["jobs"]] == [second, first], page
-    assert page["next_page_token"] == "", page
+    assert page["nextPageToken"] == "", page
 
     r = expect_ok(run(reelctl, "--address", reeld.target, "list", "--user-id",
                       ri.unique("ctl-nobody")))
@@ -430,12 +430,12 @@ def test_watch_json_lines_live(reelctl, slower_reeld):
                              timeout=ri.DEFAULT_TIMEOUT)
     r = expect_ok(run(reelctl, "--address", srv.target, "watch", job.id, "--json"))
     events = r.json_lines()
-    check_watch_events(events, job.id, "final_ready")
+    check_watch_events(events, job.id, "JOB_STATUS_FINAL_READY")
     assert len(events) >= 5, f"the job should have been followed live, got {len(events)} events"
     assert "snapshot" in events[0] and events[0]["snapshot"]["id"] == job.id, events[0]
-    assert events[0]["seq"] == events[0]["snapshot"]["last_event_seq"], events[0]
+    assert events[0]["seq"] == events[0]["snapshot"]["lastEventSeq"], events[0]
     assert all("snapshot" not in e for e in events[1:]), events
-    assert {"video_generation", "completed"} <= {e["stage"] for e in events}, events
+    assert {"STAGE_VIDEO_GENERATION", "STAGE_COMPLETED"} <= {e["stage"] for e in events}, events
     assert events[-1]["progress"] == 100, events[-1]
     assert "\r" not in r.out and "\x1b" not in r.out, "no terminal drawing on a pipe"
     final = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
@@ -448,8 +448,8 @@ def test_watch_on_a_pipe_writes_json_without_the_flag(reelctl, reeld):
     events = r.json_lines()
     # A finished job: the snapshot is the only event.
     assert len(events) == 1, str(r)
-    check_watch_events(events, job_id, "final_ready")
-    assert events[0]["snapshot"]["status"] == "final_ready", events[0]
+    check_watch_events(events, job_id, "JOB_STATUS_FINAL_READY")
+    assert events[0]["snapshot"]["status"] == "JOB_STATUS_FINAL_READY", events[0]
 
 
 def test_watch_after_seq_replays_the_rest(reelctl, reeld):
@@ -460,13 +460,13 @@ def test_watch_after_seq_replays_the_rest(reelctl, reeld):
     r = expect_ok(run(reelctl, "--address", reeld.target, "--json", "watch", job_id,
                       "--after-seq", 2))
     events = r.json_lines()
-    check_watch_events(events, job_id, "final_ready")
+    check_watch_events(events, job_id, "JOB_STATUS_FINAL_READY")
     assert [e["seq"] for e in events] == list(range(3, last + 1)), str(r)
     assert all("snapshot" not in e for e in events), str(r)
     want = {ev.seq: ev for ev in history}
     for e in events:
         ev = want[e["seq"]]
-        assert (e["progress"], e["message"], e["at_unix_ms"]) == (
+        assert (e["progress"], e["message"], e["atUnixMs"]) == (
             ev.progress, ev.message, ev.at_unix_ms), (e, ri.describe_event(ev))
 
 
@@ -534,7 +534,7 @@ def test_watch_of_a_cancelled_job_exits_3(reelctl, slow_reeld):
     assert rc == 3, f"exit {rc}; stdout {reader.lines} stderr {err!r}"
     assert err == "", err
     events = [json.loads(l) for l in reader.lines]
-    check_watch_events(events, job.id, "cancelled")
+    check_watch_events(events, job.id, "JOB_STATUS_CANCELLED")
 
 
 def test_create_watch_of_a_cancelled_job_on_a_terminal_exits_3(reelctl, slow_reeld):
