@@ -50,9 +50,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
+        // The epoll loop threads that the gRPC server and the gRPC client both run on.
+        .target(name: "ReelEventLoop", dependencies: ["CReelSys"]),
+        // The gRPC server: connections, streams, flow control, routing a path to a handler.
         .target(name: "ReelHTTP2", dependencies: [
-            "ReelWire", "CNghttp2", "CReelSys", "CReelTLS", .product(name: "Logging", package: "swift-log"),
+            "ReelWire", "ReelEventLoop", "CNghttp2", "CReelSys", "CReelTLS", .product(name: "Logging", package: "swift-log"),
         ]),
+        // The gRPC client (reelctl, reel-bench): many calls over one connection, a blocking front.
+        .target(name: "ReelClient", dependencies: ["ReelWire", "ReelEventLoop", "CNghttp2", "CReelSys"]),
         .target(name: "ReelStore", dependencies: [
             "ReelCore", "ReelBlocking", "CLibPQ", .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,11 +81,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "reel-bench", dependencies: [
-            "ReelCore", "ReelWire", "ReelHTTP2",
+            "ReelCore", "ReelWire", "ReelClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "reelctl", dependencies: [
-            "ReelCore", "ReelJSON", "ReelWire", "ReelHTTP2",
+            "ReelCore", "ReelJSON", "ReelWire", "ReelClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

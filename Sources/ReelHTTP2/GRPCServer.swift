@@ -1,4 +1,5 @@
 internal import CReelSys
+internal import ReelEventLoop
 import ReelWire
 import Logging
 import Synchronization

@@ -1,5 +1,6 @@
 internal import CNghttp2
 internal import CReelSys
+internal import ReelEventLoop
 import ReelWire
 import Logging
 #if canImport(Glibc)

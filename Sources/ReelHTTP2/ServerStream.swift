@@ -1,3 +1,4 @@
+internal import ReelEventLoop
 import ReelWire
 import Synchronization
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ReelHTTP2
+import ReelClient
 
 /// `--address`: a `ServerAddress`; loopback unless `--allow-remote`.
 typealias BenchAddress = ServerAddress

@@ -1,10 +1,10 @@
+import ReelClient
 import ReelCore
-import ReelHTTP2
 import ReelWire
 
 /// The few `reel.v1.JobService` calls the bench makes, typed, over a multiplexed connection.
 struct JobCalls: Sendable {
-    let client: MultiplexedGRPCClient
+    let client: GRPCClient
     let timeout: Duration?
 
     private static let service = "/reel.v1.JobService/"

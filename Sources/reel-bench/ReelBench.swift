@@ -1,6 +1,6 @@
 import ArgumentParser
+import ReelClient
 import ReelCore
-import ReelHTTP2
 import ReelWire
 #if canImport(Glibc)
 import Glibc
@@ -157,14 +157,14 @@ struct ReelBench: AsyncParsableCommand {
     mutating func run() async throws {
         let target = try BenchAddress.parse(address)
         let callTimeout = Duration.milliseconds(Int64((timeout * 1000).rounded(.up)))
-        let group = MultiplexedGRPCClient.LoopGroup(threads: min(threads, connections))
+        let group = GRPCClient.LoopGroup(threads: min(threads, connections))
         defer { group.shutdown() }
 
         // Setup: every connection answers a health check before any load starts.
         var calls: [JobCalls] = []
         for _ in 0..<connections {
             do {
-                let client = try MultiplexedGRPCClient(host: target.host, port: target.port, group: group,
+                let client = try GRPCClient(host: target.host, port: target.port, group: group,
                                                        maxReceiveMessageSize: 64 * 1024 * 1024)
                 calls.append(JobCalls(client: client, timeout: callTimeout))
             } catch {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ReelHTTP2
+import ReelClient
 
 /// Options every subcommand takes (before or after the subcommand's name).
 struct GlobalOptions: ParsableArguments {
@@ -42,7 +42,7 @@ struct GlobalOptions: ParsableArguments {
     /// Connects to the server; a failure is the call's failure (UNAVAILABLE).
     func connect() throws -> JobServiceClient {
         let (host, port) = try Self.parse(address: resolvedAddress)
-        let grpc = try GRPCClient(host: host, port: port, maxReceiveMessageSize: 64 * 1024 * 1024)
+        let grpc = try BlockingGRPCClient(host: host, port: port, maxReceiveMessageSize: 64 * 1024 * 1024)
         return JobServiceClient(grpc: grpc, timeout: unaryTimeout,
                                 metadata: resolvedKey.map { [("authorization", "Bearer \($0)")] } ?? [])
     }

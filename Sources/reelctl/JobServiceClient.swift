@@ -1,10 +1,10 @@
+import ReelClient
 import ReelCore
-import ReelHTTP2
 import ReelWire
 
 /// `reel.v1.JobService` and the health check, as typed calls over one connection.
 struct JobServiceClient {
-    let grpc: GRPCClient
+    let grpc: BlockingGRPCClient
     let timeout: Duration?
     /// Sent with every call (the API key).
     var metadata: [(String, String)] = []

@@ -1,11 +1,12 @@
 internal import CNghttp2
 internal import CReelSys
+internal import ReelEventLoop
 import ReelWire
 #if canImport(Glibc)
 import Glibc
 #endif
 
-extension MultiplexedGRPCClient {
+extension GRPCClient {
     /// The loop side of a client: socket, nghttp2 session, open streams and the queue of calls
     /// waiting for one. Confined to its loop thread; nghttp2 callbacks find it via user_data.
     final class Connection: LoopHandler {
@@ -76,7 +77,7 @@ extension MultiplexedGRPCClient {
         static func connectSocket(host: String, port: Int, authority: String) throws(GRPCStatus) -> Int32 {
             let fd = reel_connect_tcp(host, Int32(clamping: port))
             if fd < 0 {
-                let reason = -fd == EINVAL ? "cannot resolve the address" : String(cString: strerror(-fd))
+                let reason = -fd == EINVAL ? "cannot resolve the address" : errnoText(-fd)
                 throw GRPCStatus(.unavailable, "cannot connect to \(authority): \(reason)")
             }
             _ = reel_set_nonblocking(fd)
@@ -102,16 +103,17 @@ extension MultiplexedGRPCClient {
             var settings = [
                 nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
                 nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
-                                       value: GRPCClient.streamWindow),
+                                       value: Self.streamWindow),
             ]
             var rc = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
             if rc == 0 {
+                // Room for large responses (ListJobs pages) without a WINDOW_UPDATE round trip per 64 KiB.
                 rc = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
-                                                           GRPCClient.connectionWindow)
+                                                           Self.connectionWindow)
             }
             if rc != 0 {
                 nghttp2_session_del(session)
-                throw GRPCStatus(.internal, "HTTP/2 setup failed: \(GRPCClient.nghttp2Text(rc))")
+                throw GRPCStatus(.internal, "HTTP/2 setup failed: \(Self.nghttp2Text(rc))")
             }
             self.fd = fd
             self.session = session
@@ -390,11 +392,11 @@ extension MultiplexedGRPCClient {
                     return
                 }
                 forget(call)
-                call.complete(.failure(GRPCStatus(.internal, "cannot start a stream: \(GRPCClient.nghttp2Text(streamID))")))
+                call.complete(.failure(GRPCStatus(.internal, "cannot start a stream: \(Self.nghttp2Text(streamID))")))
                 return
             }
             call.streamID = streamID
-            call.wire = GRPCClient.Call(body: call.submission.body, maxMessageSize: maxReceiveMessageSize)
+            call.wire = StreamResponse(body: call.submission.body, maxMessageSize: maxReceiveMessageSize)
             streams[streamID] = call
         }
 
@@ -417,7 +419,7 @@ extension MultiplexedGRPCClient {
                     }
                     if rc < 0 {
                         flush()  // nghttp2 queued a GOAWAY: say it before hanging up
-                        fail(GRPCStatus(.unavailable, "HTTP/2 connection error: \(GRPCClient.nghttp2Text(Int32(clamping: rc)))"))
+                        fail(GRPCStatus(.unavailable, "HTTP/2 connection error: \(Self.nghttp2Text(Int32(clamping: rc)))"))
                         return
                     }
                     if n < readBuffer.count { return }
@@ -427,7 +429,7 @@ extension MultiplexedGRPCClient {
                 } else {
                     if errno == EINTR { continue }
                     if errno == EAGAIN || errno == EWOULDBLOCK { return }
-                    fail(GRPCStatus(.unavailable, "connection to \(authority) lost: \(GRPCClient.errnoText(errno))"))
+                    fail(GRPCStatus(.unavailable, "connection to \(authority) lost: \(Self.errnoText(errno))"))
                     return
                 }
             }
@@ -441,7 +443,7 @@ extension MultiplexedGRPCClient {
                     var chunk: UnsafePointer<UInt8>?
                     let n = nghttp2_session_mem_send(session, &chunk)
                     if n < 0 {
-                        fail(GRPCStatus(.unavailable, "HTTP/2 send error: \(GRPCClient.nghttp2Text(Int32(clamping: n)))"))
+                        fail(GRPCStatus(.unavailable, "HTTP/2 send error: \(Self.nghttp2Text(Int32(clamping: n)))"))
                         return
                     }
                     if n == 0 { break }
@@ -461,7 +463,7 @@ extension MultiplexedGRPCClient {
                     setWantsWritable(true)
                     return
                 } else {
-                    fail(GRPCStatus(.unavailable, "connection to \(authority) lost: \(GRPCClient.errnoText(errno))"))
+                    fail(GRPCStatus(.unavailable, "connection to \(authority) lost: \(Self.errnoText(errno))"))
                     return
                 }
             }
@@ -478,5 +480,13 @@ extension MultiplexedGRPCClient {
             wantsWritable = on
             loop.modify(fd: fd, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP) | (on ? UInt32(REEL_EPOLLOUT) : 0))
         }
+
+        // MARK: - Helpers
+
+        static let streamWindow: UInt32 = 4 * 1024 * 1024
+        static let connectionWindow: Int32 = 16 * 1024 * 1024
+
+        static func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
+        static func nghttp2Text(_ code: Int32) -> String { String(cString: nghttp2_strerror(code)) }
     }
 }

@@ -1,6 +1,7 @@
+internal import ReelEventLoop
 import Synchronization
 
-extension MultiplexedGRPCClient {
+extension GRPCClient {
     /// A few event-loop threads that many client connections share (round robin), so that
     /// N connections need not cost N threads. A client created without a group gets a
     /// one-thread group of its own.

@@ -2,11 +2,11 @@ internal import CNghttp2
 
 // nghttp2's callbacks: capture-less closures that find the connection through user_data.
 // They run inside nghttp2_session_mem_recv/mem_send on the connection's loop thread.
-private func connection(_ userData: UnsafeMutableRawPointer) -> MultiplexedGRPCClient.Connection {
-    Unmanaged<MultiplexedGRPCClient.Connection>.fromOpaque(userData).takeUnretainedValue()
+private func connection(_ userData: UnsafeMutableRawPointer) -> GRPCClient.Connection {
+    Unmanaged<GRPCClient.Connection>.fromOpaque(userData).takeUnretainedValue()
 }
 
-extension MultiplexedGRPCClient.Connection {
+extension GRPCClient.Connection {
     static func makeSession(userData: UnsafeMutableRawPointer) -> OpaquePointer? {
         var callbacks: OpaquePointer?
         guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { return nil }

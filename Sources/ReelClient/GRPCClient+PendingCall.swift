@@ -1,7 +1,7 @@
 import ReelWire
 import Synchronization
 
-extension MultiplexedGRPCClient {
+extension GRPCClient {
     /// One call from submission to completion. Loop-confined.
     final class PendingCall {
         enum Mode: Sendable {
@@ -12,7 +12,7 @@ extension MultiplexedGRPCClient {
         let submission: CallSubmission
         var id: UInt64 { submission.control.id }
         /// The wire state of the current attempt (nil while queued).
-        var wire: GRPCClient.Call?
+        var wire: StreamResponse?
         var streamID: Int32 = -1
         /// The first response message of a unary call, and how many arrived.
         var firstMessage: [UInt8]?
@@ -29,8 +29,17 @@ extension MultiplexedGRPCClient {
         func complete(_ result: Result<[UInt8]?, GRPCStatus>) {
             guard !completed else { return }
             completed = true
-            submission.continuation.resume(with: result.mapError { $0 as any Error })
+            switch submission.completion {
+            case .task(let continuation): continuation.resume(with: result.mapError { $0 as any Error })
+            case .thread(let mailbox): mailbox.finish(result)
+            }
         }
+    }
+
+    /// Where a call's outcome goes: the awaiting task, or the blocked thread of a `BlockingGRPCClient`.
+    enum Completion: Sendable {
+        case task(CheckedContinuation<[UInt8]?, any Error>)
+        case thread(CallMailbox)
     }
 
     /// Shared by the caller's task (cancellation) and the loop (start): whichever runs second sees it.
@@ -63,6 +72,6 @@ extension MultiplexedGRPCClient {
         let deadline: ContinuousClock.Instant?
         let timeout: Duration?
         let mode: PendingCall.Mode
-        let continuation: CheckedContinuation<[UInt8]?, any Error>
+        let completion: Completion
     }
 }

@@ -7,7 +7,7 @@ import Glibc
 
 /// One epoll loop on a thread of its own. Objects registered with it (listeners, connections)
 /// are confined to that thread; other threads reach them only through `execute`.
-final class EventLoop: Sendable {
+package final class EventLoop: Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private let mailbox = Mutex<[LoopWork]>([])
@@ -19,9 +19,9 @@ final class EventLoop: Sendable {
     nonisolated(unsafe) private(set) var threadID: pthread_t? = nil
     let index: Int
 
-    static let wakeToken: UInt64 = UInt64.max
+    private static let wakeToken: UInt64 = UInt64.max
 
-    init(index: Int) {
+    package init(index: Int) {
         self.index = index
         epfd = reel_epoll_create()
         wakeFD = reel_eventfd()
@@ -39,14 +39,14 @@ final class EventLoop: Sendable {
     }
 
     /// Runs `f` on the loop thread, soon.
-    func execute(_ f: @escaping @Sendable () -> Void) {
+    package func execute(_ f: @escaping @Sendable () -> Void) {
         post(.run(f))
     }
 
     /// Hands `bytes` for `streamID` to `target` on the loop thread, in order with everything
     /// else posted to the loop — without a closure per message (a 10,000-watcher fan-out
     /// posts 10,000 of these per event).
-    func send(to target: any LoopSendTarget, streamID: Int32, bytes: [UInt8]) {
+    package func send(to target: any LoopSendTarget, streamID: Int32, bytes: [UInt8]) {
         post(.send(target, streamID, bytes))
     }
 
@@ -59,25 +59,25 @@ final class EventLoop: Sendable {
     }
 
     /// Loop thread only.
-    func register(fd: Int32, handler: any LoopHandler, events: UInt32) {
+    package func register(fd: Int32, handler: any LoopHandler, events: UInt32) {
         handlers[fd] = handler
         _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_ADD), fd, events, UInt64(UInt32(bitPattern: fd)))
     }
 
-    func modify(fd: Int32, events: UInt32) {
+    package func modify(fd: Int32, events: UInt32) {
         _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_MOD), fd, events, UInt64(UInt32(bitPattern: fd)))
     }
 
-    func deregister(fd: Int32) {
+    package func deregister(fd: Int32) {
         _ = reel_epoll_ctl(epfd, Int32(REEL_EPOLL_CTL_DEL), fd, 0, 0)
         handlers[fd] = nil
     }
 
-    func addTicker(_ t: any LoopTicker) { tickers.append(t) }
+    package func addTicker(_ t: any LoopTicker) { tickers.append(t) }
 
     /// Loop thread only: `c.flushDeferred()` runs once at the end of this loop turn, after every
     /// ready socket and posted closure, so that the responses of many calls leave in one write.
-    func flushAtEndOfTurn(_ c: any LoopFlushable) { dirty.append(c) }
+    package func flushAtEndOfTurn(_ c: any LoopFlushable) { dirty.append(c) }
 
     private func flushDirty() {
         while !dirty.isEmpty {
@@ -89,12 +89,12 @@ final class EventLoop: Sendable {
 
     var handlerCount: Int { handlers.count }
 
-    func stop() {
+    package func stop() {
         stopped.store(true, ordering: .releasing)
         _ = reel_eventfd_signal(wakeFD)
     }
 
-    func start(name: String) {
+    package func start(name: String) {
         let thread = Thread { [self] in self.run() }
         thread.name = name
         thread.start()
@@ -147,43 +147,43 @@ enum LoopWork: @unchecked Sendable {
 }
 
 /// Takes a stream's message on the loop thread (the server connection).
-protocol LoopSendTarget: AnyObject {
+package protocol LoopSendTarget: AnyObject {
     func enqueue(streamID: Int32, _ bytes: [UInt8])
 }
 
-protocol LoopHandler: AnyObject {
+package protocol LoopHandler: AnyObject {
     func handle(events: UInt32)
 }
 
-protocol LoopTicker: AnyObject {
+package protocol LoopTicker: AnyObject {
     func tick()
 }
 
-protocol LoopFlushable: AnyObject {
+package protocol LoopFlushable: AnyObject {
     func flushDeferred()
 }
 
 /// A loop-confined object carried across threads: dereferenced only inside `loop.execute`.
-struct LoopBound<T: AnyObject>: @unchecked Sendable {
+package struct LoopBound<T: AnyObject>: @unchecked Sendable {
     // Safety: `value` is only touched on `loop`'s thread (see `withValue`).
     private let value: T
-    let loop: EventLoop
+    package let loop: EventLoop
 
-    init(_ value: T, loop: EventLoop) { self.value = value; self.loop = loop }
+    package init(_ value: T, loop: EventLoop) { self.value = value; self.loop = loop }
 
-    func withValue(_ f: @escaping @Sendable (T) -> Void) {
+    package func withValue(_ f: @escaping @Sendable (T) -> Void) {
         let v = UncheckedBox(value)
         loop.execute { f(v.value) }
     }
 
     /// `bytes` for `streamID`, handed to the value on its loop without a closure.
-    func send(streamID: Int32, _ bytes: [UInt8]) where T: LoopSendTarget {
+    package func send(streamID: Int32, _ bytes: [UInt8]) where T: LoopSendTarget {
         loop.send(to: value, streamID: streamID, bytes: bytes)
     }
 }
 
-struct UncheckedBox<T>: @unchecked Sendable {
+package struct UncheckedBox<T>: @unchecked Sendable {
     // Safety: used only to hop a loop-confined value onto its own loop thread.
-    let value: T
-    init(_ value: T) { self.value = value }
+    package let value: T
+    package init(_ value: T) { self.value = value }
 }

@@ -1,8 +1,8 @@
 import ReelWire
 
 extension GRPCClient {
-    /// What one stream has received so far; nghttp2 callbacks fill it in, the call loop drains it.
-    final class Call {
+    /// What one stream has received so far; nghttp2 callbacks fill it in, the connection drains it.
+    final class StreamResponse {
         /// The framed request body and how much of it nghttp2 has taken.
         let body: [UInt8]
         var bodyOffset = 0

@@ -1,21 +1,22 @@
 internal import CReelSys
+internal import ReelEventLoop
 import ReelWire
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// An event-driven gRPC client: many concurrent calls on one h2c (prior knowledge) connection.
+/// The gRPC client: many concurrent calls on one h2c (prior knowledge) connection.
 ///
 /// The connection lives on an event-loop thread (its own, or one of a shared `LoopGroup`'s);
-/// calls may be made from any task. Calls beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+/// calls may be made from any task (or, through `BlockingGRPCClient`, from any thread). Calls beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
 /// wait in a queue, in order, until a stream closes; a stream the server refuses unprocessed
 /// (REFUSED_STREAM) goes back to the front of the queue. Every failure is thrown as a
 /// `GRPCStatus`: the server's `grpc-status`, `UNAVAILABLE` when the connection fails (calls
 /// open on it are not retried), `DEADLINE_EXCEEDED` when a call's timeout passes locally,
 /// `CANCELLED` when the calling task is cancelled (the stream is reset). After a failure or a
 /// GOAWAY the next call opens a new connection.
-public final class MultiplexedGRPCClient: Sendable {
+public final class GRPCClient: Sendable {
     public let host: String
     public let port: Int
     /// The largest response message accepted (`RESOURCE_EXHAUSTED` above it).
@@ -125,23 +126,51 @@ public final class MultiplexedGRPCClient: Sendable {
 
     private func perform(path: String, request: [UInt8], timeout: Duration?, metadata: [(String, String)],
                          mode: PendingCall.Mode) async throws -> [UInt8]? {
-        if closed.load(ordering: .acquiring) { throw GRPCStatus(.unavailable, "the client was closed") }
-        if group.isShutDown { throw GRPCStatus(.unavailable, "the client's loop group was shut down") }
-        let control = CallControl(id: nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue)
-        let head = requestHead(path: path, timeout: timeout, metadata: metadata)
-        let body = GRPCFraming.frame(request)
-        let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+        let control = try newCall()
         let connection = self.connection
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8]?, any Error>) in
-                let call = CallSubmission(control: control, path: path, head: head, body: body, deadline: deadline,
-                                          timeout: timeout, mode: mode, continuation: continuation)
+                let call = submission(control, path: path, request: request, timeout: timeout, metadata: metadata,
+                                      mode: mode, completion: .task(continuation))
                 connection.withValue { $0.start(call) }
             }
         } onCancel: {
-            control.cancelled.store(true, ordering: .releasing)
-            connection.withValue { $0.cancel(callID: control.id) }
+            Self.cancel(control, on: connection)
         }
+    }
+
+    /// Starts a call whose outcome goes to `mailbox` (`BlockingGRPCClient`); cancel it with `cancel(_:)`.
+    func start(path: String, request: [UInt8], timeout: Duration?, metadata: [(String, String)],
+               mode: PendingCall.Mode, mailbox: CallMailbox) throws(GRPCStatus) -> CallControl {
+        let control = try newCall()
+        let call = submission(control, path: path, request: request, timeout: timeout, metadata: metadata,
+                              mode: mode, completion: .thread(mailbox))
+        connection.withValue { $0.start(call) }
+        return control
+    }
+
+    /// Ends a call early with `CANCELLED` (its stream is reset), from any thread.
+    func cancel(_ control: CallControl) {
+        Self.cancel(control, on: connection)
+    }
+
+    private static func cancel(_ control: CallControl, on connection: LoopBound<Connection>) {
+        control.cancelled.store(true, ordering: .releasing)
+        connection.withValue { $0.cancel(callID: control.id) }
+    }
+
+    private func newCall() throws(GRPCStatus) -> CallControl {
+        if closed.load(ordering: .acquiring) { throw GRPCStatus(.unavailable, "the client was closed") }
+        if group.isShutDown { throw GRPCStatus(.unavailable, "the client's loop group was shut down") }
+        return CallControl(id: nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue)
+    }
+
+    private func submission(_ control: CallControl, path: String, request: [UInt8], timeout: Duration?,
+                            metadata: [(String, String)], mode: PendingCall.Mode,
+                            completion: Completion) -> CallSubmission {
+        CallSubmission(control: control, path: path, head: requestHead(path: path, timeout: timeout, metadata: metadata),
+                       body: GRPCFraming.frame(request), deadline: timeout.map { ContinuousClock.now.advanced(by: $0) },
+                       timeout: timeout, mode: mode, completion: completion)
     }
 
     private func requestHead(path: String, timeout: Duration?, metadata: [(String, String)]) -> RequestHead {
