@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        // Already there through Hummingbird; named because ReelWeb uses NIOCore's ByteBuffer.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.0.0"),
     ],
     targets: [
         // C libraries at the edge: a modulemap and a shim header each.
@@ -43,13 +45,14 @@ let package = Package(
         ]),
         // The HTTP/1.1 side (Hummingbird): /metrics, the JSON API, SSE, WebSocket, the dashboard.
         .target(name: "ReelWeb", dependencies: [
-            "ReelCore", "ReelJSON", "ReelService", "ReelScheduler", .product(name: "Hummingbird", package: "hummingbird"),
+            "ReelCore", "ReelJSON", "ReelWire", "ReelService", .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
+        .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto", "CProtobufC"]),
         // The epoll loop threads that the gRPC server and the gRPC client both run on.
         .target(name: "ReelEventLoop", dependencies: ["CReelSys"]),
         // The gRPC server: connections, streams, flow control, routing a path to a handler.
@@ -69,11 +72,11 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ReelService", dependencies: [
-            "ReelCore", "ReelWire", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelObservability",
+            "ReelCore", "ReelWire", "ReelHTTP2", "ReelScheduler", "ReelPipeline", "ReelObservability",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "reeld", dependencies: [
-            "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelWeb", "ReelObservability",
+            "ReelCore", "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelWeb", "ReelObservability",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -94,7 +97,9 @@ let package = Package(
         .testTarget(name: "ReelWireTests", dependencies: ["ReelWire", "ReelCore"]),
         .target(name: "ReelTestSupport", dependencies: ["ReelStore", .product(name: "Logging", package: "swift-log")],
                 path: "Tests/ReelTestSupport"),
-        .testTarget(name: "ReelStoreTests", dependencies: ["ReelStore", "ReelCore", "ReelTestSupport"]),
+        .testTarget(name: "ReelStoreTests", dependencies: [
+            "ReelStore", "ReelCore", "ReelTestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "ReelPipelineTests", dependencies: [
             "ReelPipeline", "ReelCore", .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
