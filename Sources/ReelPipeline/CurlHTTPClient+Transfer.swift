@@ -190,8 +190,10 @@ final class CurlHandle {
             }
             if method != "POST" { _ = reel_curl_setopt_string(h, CURLOPT_CUSTOMREQUEST, method) }
         }
-        // An empty "Expect:" stops curl from waiting on 100-continue for larger bodies.
-        for line in request.headers.map({ "\($0.key): \($0.value)" }) + ["Expect:"] {
+        // An empty "Expect:" stops curl from waiting on 100-continue for larger bodies. Not when
+        // signing: curl 7.88's SigV4 signs such a removal line as an empty header, and S3 refuses it.
+        let expect = request.sigV4 == nil ? ["Expect:"] : []
+        for line in request.headers.map({ "\($0.key): \($0.value)" }) + expect {
             headerList = curl_slist_append(headerList, line)
         }
         _ = reel_curl_setopt_slist(h, CURLOPT_HTTPHEADER, headerList)
