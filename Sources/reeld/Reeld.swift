@@ -166,7 +166,8 @@ struct Reeld: AsyncParsableCommand {
             stageDelay: .milliseconds(simStageMs ?? (provider == "simulated" ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
-        let client = CurlHTTPClient()
+        // Its threads start only for a provider or a bucket that needs them.
+        lazy var client = CurlHTTPClient()
         var artifactStore: (any ArtifactStore)? = nil
         if let artifactsURL, !artifactsURL.isEmpty {
             guard let access = env("AWS_ACCESS_KEY_ID"), let secret = env("AWS_SECRET_ACCESS_KEY") else {
