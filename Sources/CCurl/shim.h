@@ -13,6 +13,9 @@ static inline CURLcode reel_curl_setopt_writefn(CURL *h, size_t (*fn)(char *, si
 static inline CURLcode reel_curl_setopt_headerfn(CURL *h, size_t (*fn)(char *, size_t, size_t, void *)) {
     return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fn);
 }
+static inline CURLcode reel_curl_setopt_readfn(CURL *h, size_t (*fn)(char *, size_t, size_t, void *)) {
+    return curl_easy_setopt(h, CURLOPT_READFUNCTION, fn);
+}
 static inline CURLcode reel_curl_setopt_xferinfofn(CURL *h, int (*fn)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t)) {
     return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, fn);
 }

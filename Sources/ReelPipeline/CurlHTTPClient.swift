@@ -10,10 +10,25 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     /// Overrides the client's total timeout for this request.
     public var timeout: Duration?
+    /// Signs the request with libcurl's own AWS Signature V4 (`CURLOPT_AWS_SIGV4`).
+    public var sigV4: SigV4?
 
     public init(method: String = "GET", url: String, headers: [String: String] = [:], body: [UInt8] = [],
                 timeout: Duration? = nil) {
         self.method = method; self.url = url; self.headers = headers; self.body = body; self.timeout = timeout
+    }
+}
+
+/// What libcurl needs to sign a request with AWS Signature V4: `provider` is curl's
+/// `CURLOPT_AWS_SIGV4` string (`aws:amz:REGION:SERVICE`), the keys go in `CURLOPT_USERPWD`.
+public struct SigV4: Sendable {
+    public var provider: String
+    public var accessKey: String
+    public var secretKey: String
+
+    public init(region: String, service: String, accessKey: String, secretKey: String) {
+        provider = "aws:amz:\(region):\(service)"
+        self.accessKey = accessKey; self.secretKey = secretKey
     }
 }
 
@@ -100,12 +115,45 @@ public final class CurlHTTPClient: Sendable {
         } onCancel: { flag.cancel() }
     }
 
+    /// Sends `request` (a PUT, typically) with the file at `path` as its body, streamed from
+    /// disk (`CURLOPT_UPLOAD`), so a large video never sits in memory.
+    public func upload(_ request: HTTPRequest, fromFile path: String) async throws -> HTTPResponse {
+        let options = TransferOptions(connectTimeout: connectTimeout, totalTimeout: request.timeout ?? totalTimeout,
+                                      limit: maxResponseBytes, followRedirects: false)
+        let flag = CancelFlag()
+        return try await withTaskCancellationHandler {
+            try await pool.run { handle in
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    throw HTTPClientError(code: .fileError, message: "cannot open \(path): \(String(cString: strerror(errno)))",
+                                          url: request.url)
+                }
+                defer { close(fd) }
+                var st = stat()
+                guard fstat(fd, &st) == 0 else {
+                    throw HTTPClientError(code: .fileError, message: "cannot stat \(path)", url: request.url)
+                }
+                let t = Transfer(sink: .memory, limit: options.limit, cancel: flag)
+                t.source = (fd, Int64(st.st_size))
+                let status = try handle.perform(request, options, t)
+                return HTTPResponse(status: status, headers: t.headers, body: t.body)
+            }
+        } onCancel: { flag.cancel() }
+    }
+
     /// Streams `url` into the file at `path` (created or truncated), following redirects.
     /// Returns the number of bytes written. Throws `HTTPClientError` on a transport error,
     /// a non-2xx status (`.badStatus`) or a body over `maxBytes` (`.tooLarge`); on any
     /// error the file is removed.
     @discardableResult
     public func download(url: String, to path: String, maxBytes: Int, timeout: Duration? = nil) async throws -> Int {
+        try await download(HTTPRequest(url: url), to: path, maxBytes: maxBytes, timeout: timeout)
+    }
+
+    /// `download(url:to:maxBytes:timeout:)` for a request with headers or a signature.
+    @discardableResult
+    public func download(_ request: HTTPRequest, to path: String, maxBytes: Int, timeout: Duration? = nil) async throws -> Int {
+        let url = request.url
         let options = TransferOptions(connectTimeout: connectTimeout, totalTimeout: timeout ?? totalTimeout,
                                       limit: maxBytes, followRedirects: true)
         let flag = CancelFlag()
@@ -119,7 +167,7 @@ public final class CurlHTTPClient: Sendable {
                 let t = Transfer(sink: .file(fd), limit: maxBytes, cancel: flag)
                 t.requireSuccess = true
                 do {
-                    let status = try handle.perform(HTTPRequest(url: url), options, t)
+                    let status = try handle.perform(request, options, t)
                     if !(200..<300).contains(status) {
                         throw HTTPClientError(code: .badStatus, message: "HTTP status \(status)", url: url)
                     }

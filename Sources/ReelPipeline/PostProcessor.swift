@@ -26,6 +26,8 @@ public struct PostProcessed: Sendable, Equatable {
 public struct PostProcessor: Sendable {
     public let artifactsDir: String
     public let publicBaseURL: String?
+    /// Where finished artifacts are published and what names them in the API.
+    public let store: any ArtifactStore
     let client: CurlHTTPClient
     let ffmpegPath: String
     let ffprobePath: String
@@ -34,13 +36,13 @@ public struct PostProcessor: Sendable {
     let maxVideoBytes: Int
     let logger: Logger
 
-    public init(artifactsDir: String, publicBaseURL: String?, client: CurlHTTPClient, ffmpegPath: String = "ffmpeg",
-                ffprobePath: String? = nil, toolTimeout: Duration = .seconds(120),
+    /// `artifactsDir` is the working directory; `store` defaults to that directory itself.
+    public init(artifactsDir: String, publicBaseURL: String?, store: (any ArtifactStore)? = nil, client: CurlHTTPClient,
+                ffmpegPath: String = "ffmpeg", ffprobePath: String? = nil, toolTimeout: Duration = .seconds(120),
                 downloadTimeout: Duration = .seconds(300), maxVideoBytes: Int = 1 << 30, logger: Logger) {
         self.artifactsDir = URL(fileURLWithPath: artifactsDir).standardizedFileURL.path
-        var base = publicBaseURL.flatMap { $0.isEmpty ? nil : $0 }
-        while base?.hasSuffix("/") == true { base!.removeLast() }
-        self.publicBaseURL = base
+        self.publicBaseURL = normalizedBaseURL(publicBaseURL)
+        self.store = store ?? LocalArtifactStore(directory: artifactsDir, publicBaseURL: publicBaseURL)
         self.client = client
         self.ffmpegPath = ffmpegPath
         // ffprobe ships next to ffmpeg.
@@ -116,6 +118,21 @@ public struct PostProcessor: Sendable {
             }
         }
 
+        // Every run republishes: a crash halfway through publishing leaves nothing missing.
+        let segments = ((try? FileManager.default.contentsOfDirectory(atPath: hls)) ?? [])
+            .filter { $0.hasSuffix(".ts") }.sorted().map { "hls/" + $0 }
+        let files = ["final.mp4", "thumb.jpg", "preview.mp4", Self.lastFrameFile] + segments + ["hls/index.m3u8"]
+        do {
+            try await store.publish(jobID: jobID, files: files, from: dir)
+        } catch let e as Pipeline.StageFailure {
+            throw e
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw Pipeline.StageFailure(code: "ARTIFACT_STORE_FAILED", message: "publishing the artifacts failed: \(error)",
+                                        retryable: true)
+        }
+
         log.info("post-processing done", metadata: ["reel.duration_s": "\(duration)"])
         return PostProcessed(finalVideoURL: url(jobID, "final.mp4"), thumbnailURL: url(jobID, "thumb.jpg"),
                              hlsPlaylistURL: url(jobID, "hls/index.m3u8"), previewVideoURL: url(jobID, "preview.mp4"),
@@ -130,19 +147,24 @@ public struct PostProcessor: Sendable {
     /// artifacts are served at a public base URL, else the PNG as plain base64 (no `data:`
     /// prefix). Nil when there is none (made before last frames were kept, or removed).
     public func lastFrame(ofJob jobID: String) async -> SourceImage? {
-        guard !jobID.contains("/"), !jobID.hasPrefix(".") else { return nil }
+        guard !jobID.isEmpty, !jobID.contains("/"), !jobID.hasPrefix(".") else { return nil }
         let path = artifactsDir + "/" + jobID + "/" + Self.lastFrameFile
         let size = Self.fileSize(path)
-        guard size > 0, size <= Self.maxImageBytes else { return nil }
-        if let publicBaseURL, publicBaseURL.hasPrefix("http") { return .url(url(jobID, Self.lastFrameFile)) }
-        guard let data = try? await onOwnThread({ try Data(contentsOf: URL(fileURLWithPath: path)) }) else { return nil }
-        return .base64(data.base64EncodedString())
+        let servedOverHTTP = publicBaseURL?.hasPrefix("http") == true
+        if size > 0 {
+            guard size <= Self.maxImageBytes else { return nil }
+            if servedOverHTTP { return .url(url(jobID, Self.lastFrameFile)) }
+            guard let data = try? await onOwnThread({ try Data(contentsOf: URL(fileURLWithPath: path)) }) else { return nil }
+            return .base64(data.base64EncodedString())
+        }
+        // Made on another instance: the store has it.
+        guard let bytes = try? await store.read(jobID: jobID, file: Self.lastFrameFile), !bytes.isEmpty,
+              bytes.count <= Self.maxImageBytes else { return nil }
+        if servedOverHTTP { return .url(url(jobID, Self.lastFrameFile)) }
+        return .base64(Data(bytes).base64EncodedString())
     }
 
-    func url(_ jobID: String, _ file: String) -> String {
-        if let publicBaseURL { return publicBaseURL + "/" + jobID + "/" + file }
-        return URL(fileURLWithPath: artifactsDir + "/" + jobID + "/" + file).absoluteString
-    }
+    func url(_ jobID: String, _ file: String) -> String { store.url(jobID: jobID, file: file) }
 
     // MARK: - Steps
 

@@ -22,6 +22,11 @@ public struct JobAPI: Sendable {
     public var socketWriteTimeout: Duration = .seconds(10)
     /// Where `file://` artifacts live (`--artifacts-dir`), served by `/v1/media`.
     public var artifactsDir: String?
+    /// Reads artifacts of a shared store (`s3://…` URLs) for `/v1/media`: given a URL, the job
+    /// it belongs to and a reader of its bytes (nil: no such artifact), or nil when the URL
+    /// is not the store's.
+    public var artifactReader: ArtifactReader?
+    public typealias ArtifactReader = @Sendable (_ url: String) -> (jobID: String, read: @Sendable () async throws -> [UInt8]?)?
     /// An SSE stream with nothing to say sends a comment this often, so proxies keep it open
     /// and a client that vanished is noticed.
     public var sseKeepAlive: Duration = .seconds(15)
@@ -71,7 +76,7 @@ public struct JobAPI: Sendable {
             }
             return ErrorJSON.response(status: HTTPResponse.Status(code: status), code: code, message: message)
         }
-        let media = MediaRoute(api: self, artifactsDir: artifactsDir)
+        let media = MediaRoute(api: self, artifactsDir: artifactsDir, artifactReader: artifactReader)
         router.get("/v1/media") { req, ctx in try await media.handle(req, ctx) }
     }
 

@@ -7,10 +7,12 @@ import Synchronization
 /// `GET /v1/media?url=<artifact url>`: lets the page show artifacts that a browser can't load
 /// by their own URL. `file://` URLs inside `--artifacts-dir` are served to callers who may see
 /// the job (the first path component is the job id); `sim://` URLs of the simulated provider
-/// get one short test-pattern clip and thumbnail, rendered once with ffmpeg.
+/// get one short test-pattern clip and thumbnail, rendered once with ffmpeg. `s3://` URLs of
+/// the shared artifact store are read through it, under the same tenancy rule.
 struct MediaRoute: Sendable {
     let api: JobAPI
     let artifactsDir: String?
+    let artifactReader: JobAPI.ArtifactReader?
     let simulated = SimulatedMedia()
 
     func handle(_ req: Request, _ ctx: BasicWebSocketRequestContext) async throws -> Response {
@@ -23,6 +25,14 @@ struct MediaRoute: Sendable {
             guard ext == "mp4" || ext == "jpg" else { throw ReelError(.notFound, "no simulated media for \(raw.prefix(200))") }
             let bytes = try await simulated.file(ext)
             return Self.file(bytes, ext: ext)
+        }
+        if raw.hasPrefix("s3://") {
+            guard let found = artifactReader?(raw) else {
+                throw ReelError(.notFound, "no media at \(raw.prefix(200)): not in this server's artifact store")
+            }
+            _ = try await api.operations.get(id: found.jobID, caller: caller)  // tenancy: NOT_FOUND for others
+            guard let bytes = try await found.read() else { throw ReelError(.notFound, "no media at \(raw.prefix(200))") }
+            return Self.file(bytes, ext: (raw as NSString).pathExtension.lowercased())
         }
         guard raw.hasPrefix("file://"), let dir = artifactsDir, let url = URL(string: raw), url.isFileURL else {
             throw ReelError(.notFound, "no media at \(raw.prefix(200)): only file:// artifacts under --artifacts-dir are served")

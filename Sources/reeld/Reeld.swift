@@ -65,6 +65,21 @@ struct Reeld: AsyncParsableCommand {
     /// `--artifacts-base-url`, else the environment.
     var artifactsBaseURL: String? { artifactsBaseURLFlag ?? env("REEL_ARTIFACTS_BASE_URL") }
 
+    @Option(name: .customLong("artifacts-url"), help: "Publish artifacts to an S3-compatible bucket, s3://BUCKET[/PREFIX] (keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); default: --artifacts-dir itself. Env: REEL_ARTIFACTS_URL.")
+    var artifactsURLFlag: String?
+    /// `--artifacts-url`, else the environment.
+    var artifactsURL: String? { artifactsURLFlag ?? env("REEL_ARTIFACTS_URL") }
+
+    @Option(name: .customLong("s3-endpoint"), help: "S3 endpoint, path-style (default: https://s3.REGION.amazonaws.com). Env: REEL_S3_ENDPOINT.")
+    var s3EndpointFlag: String?
+    /// `--s3-endpoint`, else the environment.
+    var s3Endpoint: String? { s3EndpointFlag ?? env("REEL_S3_ENDPOINT") }
+
+    @Option(name: .customLong("s3-region"), help: "S3 region for request signing (default us-east-1). Env: REEL_S3_REGION, AWS_REGION.")
+    var s3RegionFlag: String?
+    /// `--s3-region`, else the environment.
+    var s3Region: String { s3RegionFlag ?? env("REEL_S3_REGION") ?? env("AWS_REGION") ?? "us-east-1" }
+
     @Option(help: "Seconds any stage but video generation may take before STAGE_TIMEOUT. Env: REEL_STAGE_TIMEOUT_SECONDS.")
     var stageTimeoutSeconds: Double = Double(env("REEL_STAGE_TIMEOUT_SECONDS") ?? "") ?? 120
 
@@ -151,6 +166,22 @@ struct Reeld: AsyncParsableCommand {
             stageDelay: .milliseconds(simStageMs ?? (provider == "simulated" ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
+        // Its threads start only for a provider or a bucket that needs them.
+        lazy var client = CurlHTTPClient()
+        var artifactStore: (any ArtifactStore)? = nil
+        if let artifactsURL, !artifactsURL.isEmpty {
+            guard let access = env("AWS_ACCESS_KEY_ID"), let secret = env("AWS_SECRET_ACCESS_KEY") else {
+                fail("--artifacts-url needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+            }
+            do {
+                artifactStore = try S3ArtifactStore(artifactsURL: artifactsURL,
+                                                    endpoint: s3Endpoint ?? S3ArtifactStore.awsEndpoint(region: s3Region),
+                                                    region: s3Region, accessKey: access, secretKey: secret,
+                                                    client: client, publicBaseURL: artifactsBaseURL)
+            } catch {
+                fail("--artifacts-url: \(error)")
+            }
+        }
         switch provider {
         case "simulated":
             break
@@ -163,10 +194,10 @@ struct Reeld: AsyncParsableCommand {
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
                 fail("--public-url must be an http(s) URL")
             }
-            let client = CurlHTTPClient()
             videoProvider = KlingProvider(baseURL: providerURL ?? KlingProvider.defaultURL, accessKey: access,
                                           secretKey: secret, client: client, logger: logger)
-            postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, client: client, logger: logger)
+            postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
+                                          client: client, logger: logger)
             pipelineConfig.pollInterval = .milliseconds(providerPollMs)
             pipelineConfig.parkWhileGenerating = true
         default:
@@ -287,6 +318,12 @@ struct Reeld: AsyncParsableCommand {
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
             api.artifactsDir = artifactsDir
+            if let artifactStore {
+                api.artifactReader = { url in
+                    guard let (jobID, file) = artifactStore.locate(url) else { return nil }
+                    return (jobID, { try await artifactStore.read(jobID: jobID, file: file) })
+                }
+            }
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
             if let remote {
                 api.providerCallback = { name, token, body in
