@@ -39,13 +39,14 @@ let package = Package(
             "ReelCore", .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The HTTP/1.1 side (Hummingbird): /metrics, the JSON API, SSE, WebSocket, the dashboard.
+        // The dashboard's files ship as a resource bundle (Reel_ReelWeb.resources) next to reeld.
         .target(name: "ReelWeb", dependencies: [
             "ReelCore", "ReelService", "ReelScheduler", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], resources: [.copy("Dashboard")]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto"]),
         .target(name: "ReelHTTP2", dependencies: [
             "ReelWire", "CNghttp2", "CReelSys", "CReelTLS", .product(name: "Logging", package: "swift-log"),

@@ -7,20 +7,24 @@ import ServiceLifecycle
 import Synchronization
 
 /// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`, and
-/// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and the dashboard.
+/// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and, given its
+/// files, the dashboard.
 public struct WebServer: Sendable {
     let host: String
     let port: Int
     let registry: PrometheusCollectorRegistry
     let healthy: @Sendable () -> Bool
     let api: JobAPI?
+    let dashboard: Dashboard?
     let logger: Logger
     let stopper: WebServerStopper?
 
     /// `stopper` lets the owner stop the server gracefully instead of cancelling it.
     public init(host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-                api: JobAPI? = nil, stopper: WebServerStopper? = nil, healthy: @escaping @Sendable () -> Bool) {
+                api: JobAPI? = nil, dashboard: Dashboard? = nil, stopper: WebServerStopper? = nil,
+                healthy: @escaping @Sendable () -> Bool) {
         self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.api = api
+        self.dashboard = dashboard
         self.stopper = stopper; self.healthy = healthy
     }
 
@@ -46,7 +50,7 @@ public struct WebServer: Sendable {
         let running: @Sendable (any Channel) async -> Void = { channel in await onRunning(channel.localAddress?.port ?? 0) }
         if let api {
             api.addRoutes(to: router)
-            Dashboard.addRoutes(to: router)
+            dashboard?.addRoutes(to: router)
             router.get("/v1/ws") { _, _ -> Response in
                 ErrorJSON.response(status: .upgradeRequired, code: "UPGRADE_REQUIRED",
                                    message: "/v1/ws is a WebSocket: send Upgrade: websocket")

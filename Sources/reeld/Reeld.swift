@@ -174,6 +174,8 @@ struct Reeld: AsyncParsableCommand {
         }
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
+        let dashboard: Dashboard?
+        do throws(ReelError) { dashboard = httpAddress == nil ? nil : try Dashboard.load() } catch { fail(error.message) }
         if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "5", 1) }
 
         let store: PostgresJobStore
@@ -267,7 +269,8 @@ struct Reeld: AsyncParsableCommand {
                 }
             }
             let httpServer = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
-                                       stopper: webStopper, healthy: { health.status == HealthState.serving })
+                                       dashboard: dashboard, stopper: webStopper,
+                                       healthy: { health.status == HealthState.serving })
             let logger = logger
             http = Task {
                 do {
