@@ -15,18 +15,23 @@ RUN export DEBIAN_FRONTEND=noninteractive \
 WORKDIR /src
 COPY . .
 # The Swift runtime is linked statically so the runtime image needs only the C libraries.
+# Resource bundles (Reel_ReelWeb.resources: the dashboard's files) go next to the binaries,
+# where Bundle.module looks for them.
 RUN swift build -c release --static-swift-stdlib \
  && bin="$(swift build -c release --static-swift-stdlib --show-bin-path)" \
  && mkdir -p /out \
  && cp "$bin/reeld" "$bin/reelctl" /out/ \
+ && cp -R "$bin"/*.resources /out/ \
  && if [ -x "$bin/reel-bench" ]; then cp "$bin/reel-bench" /out/; fi
 
 # ---- runtime ----
 FROM debian:bookworm-slim
+# The libraries reeld links and ffmpeg, which post-processing (ffmpeg, ffprobe) and the simulated
+# provider's media run. Tests/interop/test_docker_image.py holds this list against `ldd reeld`.
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
-      libnghttp2-14 libpq5 libcurl4 libprotobuf-c1 libstdc++6 ca-certificates tzdata \
+      libnghttp2-14 libpq5 libcurl4 libprotobuf-c1 libssl3 libstdc++6 ffmpeg ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin reel
 COPY --from=build /out/ /usr/local/bin/

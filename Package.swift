@@ -44,6 +44,7 @@ let package = Package(
             "ReelCore", .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The HTTP/1.1 side (Hummingbird): /metrics, the JSON API, SSE, WebSocket, the dashboard.
+        // The dashboard's files ship as a resource bundle (Reel_ReelWeb.resources) next to reeld.
         .target(name: "ReelWeb", dependencies: [
             "ReelCore", "ReelJSON", "ReelWire", "ReelService", .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -51,7 +52,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], resources: [.copy("Dashboard")]),
         .target(name: "ReelWire", dependencies: ["ReelCore", "CReelProto", "CProtobufC"]),
         // The epoll loop threads that the gRPC server and the gRPC client both run on.
         .target(name: "ReelEventLoop", dependencies: ["CReelSys"]),

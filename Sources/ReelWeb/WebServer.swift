@@ -6,13 +6,15 @@ import Prometheus
 import ServiceLifecycle
 
 /// Reel's HTTP/1.1 side (Hummingbird): `/metrics` in Prometheus text format, `/healthz`, and
-/// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and the dashboard.
+/// with a `JobAPI` the JSON API, Server-Sent Events, the `/v1/ws` WebSocket and, given its
+/// files, the dashboard.
 public struct WebServer: Sendable {
     let host: String
     let port: Int
     let registry: PrometheusCollectorRegistry
     let healthy: @Sendable () -> Bool
     let api: JobAPI?
+    let dashboard: Dashboard?
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
     /// How long a graceful shutdown may wait for open requests (an SSE or WebSocket client
@@ -21,9 +23,10 @@ public struct WebServer: Sendable {
 
     /// `onRunning` gets the bound port.
     public init(host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-                api: JobAPI? = nil, shutdownGrace: Duration = .seconds(2),
+                api: JobAPI? = nil, dashboard: Dashboard? = nil, shutdownGrace: Duration = .seconds(2),
                 healthy: @escaping @Sendable () -> Bool, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         self.host = host; self.port = port; self.registry = registry; self.logger = logger; self.api = api
+        self.dashboard = dashboard
         self.shutdownGrace = shutdownGrace; self.healthy = healthy; self.onRunning = onRunning
     }
 
@@ -50,7 +53,7 @@ public struct WebServer: Sendable {
         let running: @Sendable (any Channel) async -> Void = { channel in await onRunning(channel.localAddress?.port ?? 0) }
         if let api {
             api.addRoutes(to: router)
-            Dashboard.addRoutes(to: router)
+            dashboard?.addRoutes(to: router)
             router.get("/v1/ws") { _, _ -> Response in
                 ErrorJSON.response(status: .upgradeRequired, code: "UPGRADE_REQUIRED",
                                    message: "/v1/ws is a WebSocket: send Upgrade: websocket")

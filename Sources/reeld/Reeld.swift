@@ -205,6 +205,8 @@ struct Reeld: AsyncParsableCommand {
         }
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
+        let dashboard: Dashboard?
+        do throws(ReelError) { dashboard = httpAddress == nil ? nil : try Dashboard.load() } catch { fail(error.message) }
         if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "5", 1) }
 
         let store: PostgresJobStore
@@ -333,7 +335,7 @@ struct Reeld: AsyncParsableCommand {
                 }
             }
             let web = WebServer(host: hhost, port: hport, registry: registry, logger: logger, api: api,
-                                healthy: { health.status == HealthState.serving },
+                                dashboard: dashboard, healthy: { health.status == HealthState.serving },
                                 onRunning: { port in logger.info("dashboard on http://\(hhost):\(port)/ (JSON API under /v1)") })
             services.append(.init(service: LoggingFailure(web, what: "HTTP listener on \(hhost):\(hport)", logger: logger),
                                   successTerminationBehavior: .ignore, serviceName: "http"))

@@ -351,14 +351,27 @@ class ReelServer:
                 r = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0,
                                       wait_for_ready=False)
                 if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                last = f"health status {r.status}"
+                    if self._http_listening():
+                        return
+                    last = f"SERVING, but nothing listens on HTTP port {self.http_port} yet"
+                else:
+                    last = f"health status {r.status}"
             except grpc.RpcError as e:
                 last = f"{e.code().name}: {e.details()}"
             time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"reeld {self.name} not SERVING after {timeout}s (last: {last})\n"
                            f"{self.log_tail()}")
+
+    def _http_listening(self) -> bool:
+        """reeld opens its HTTP port in a task of its own after gRPC says SERVING."""
+        if not self.http_port:
+            return True
+        try:
+            socket.create_connection(("127.0.0.1", self.http_port), timeout=1.0).close()
+            return True
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""

@@ -4,7 +4,9 @@ the /v1/ws WebSocket, and bad input of every kind answered for that client only.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -286,6 +288,56 @@ def test_unknown_routes_and_methods_are_json_errors(srv):
     assert b"reel_jobs_created_total" in web.call(srv.http_url, "GET", "/metrics").body
     m = web.call(f"http://127.0.0.1:{srv.metrics_port}", "GET", "/metrics")
     assert m.status == 200 and b"reel_jobs_created_total" in m.body
+
+
+# --------------------------------------------------------------------------- the dashboard's files
+
+DASHBOARD = ri.REPO_ROOT / "Sources" / "ReelWeb" / "Dashboard"
+DASHBOARD_ROUTES = {  # route → (its file in Sources/ReelWeb/Dashboard, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
+}
+
+
+def test_dashboard_routes_serve_its_files(srv):
+    """Each route serves its file from Sources/ReelWeb/Dashboard (shipped in reeld's resource
+    bundle) byte for byte, with its content type and `Cache-Control: no-cache`; no file there
+    goes unserved."""
+    for route, (name, ctype) in DASHBOARD_ROUTES.items():
+        r = web.call(srv.http_url, "GET", route)
+        assert r.status == 200, (route, r)
+        assert r.headers["content-type"] == ctype, (route, r.headers)
+        assert r.headers["cache-control"] == "no-cache", (route, r.headers)
+        assert r.body == (DASHBOARD / name).read_bytes(), f"{route} is not {name}"
+    assert {p.name for p in DASHBOARD.iterdir()} == {name for name, _ in DASHBOARD_ROUTES.values()}
+
+
+def test_reeld_without_its_dashboard_files_says_so_at_start(bin_dir, tmp_path):
+    """A reeld copied without the Reel_ReelWeb.resources directory next to it stops at start,
+    before it touches the database, with an error naming the missing directory. With
+    `--http-listen ''` (no dashboard) it doesn't need the files."""
+    shutil.copy2(bin_dir / "reeld", tmp_path / "reeld")
+    bundle = tmp_path / "Reel_ReelWeb.resources"
+
+    def start(http_listen: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(tmp_path / "reeld"), "--listen", "127.0.0.1:0", "--http-listen", http_listen,
+                               "--database-url", "postgresql://nobody@127.0.0.1:1/none"],
+                              capture_output=True, text=True, timeout=60)
+
+    r = start("127.0.0.1:0")
+    assert r.returncode == 1, r
+    assert f"dashboard's files are missing: no {bundle} " in r.stderr and "cannot use database" not in r.stderr, r.stderr
+    r = start("")
+    assert r.returncode == 1 and "cannot use database" in r.stderr and "dashboard" not in r.stderr, r.stderr
+    shutil.copytree(bin_dir / "Reel_ReelWeb.resources", bundle)
+    r = start("127.0.0.1:0")
+    assert r.returncode == 1 and "cannot use database" in r.stderr and "dashboard" not in r.stderr, r.stderr
+    (bundle / "Dashboard" / "dashboard.js").unlink()
+    r = start("127.0.0.1:0")
+    assert r.returncode == 1 and f"Dashboard/dashboard.js is missing from {bundle}" in r.stderr, r.stderr
 
 
 # --------------------------------------------------------------------------- Server-Sent Events

@@ -1,8 +1,3 @@
-extension DashboardAssets {
-    /// Live updates: the `/v1/ws` WebSocket first; per-job Server-Sent Events when it can't
-    /// connect; polling `GET /v1/jobs/{id}` (ETag-revalidated) when neither works.
-    /// `?live=sse` or `?live=poll` in the page's address forces a fallback.
-    static let js = #"""
 'use strict';
 (() => {
 const STATUSES = ['queued', 'processing', 'script_ready', 'continuity_checked', 'preview_ready', 'final_ready', 'failed', 'cancelled'];
@@ -374,5 +369,3 @@ loadJobs();
 setInterval(() => { if (!document.hidden) loadJobs(); }, 4000);
 window.reelDashboard = { state, live };
 })();
-"""#
-}
