@@ -27,12 +27,6 @@ extension ArtifactStore {
             && !(jobID + file).contains("\0") && !(jobID + file).contains("\\")
     }
 
-    /// Media types of the artifacts the post-processor makes.
-    public static func contentType(of file: String) -> String {
-        let types = ["mp4": "video/mp4", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
-                     "m3u8": "application/vnd.apple.mpegurl", "ts": "video/mp2t", "webm": "video/webm"]
-        return types[(file as NSString).pathExtension.lowercased()] ?? "application/octet-stream"
-    }
 }
 
 /// Strips trailing slashes; an empty base URL is none.

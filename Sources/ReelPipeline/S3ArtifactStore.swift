@@ -1,4 +1,5 @@
 import Foundation
+import ReelCore
 
 /// Artifacts in an S3-compatible bucket (AWS, MinIO, moto…), under `s3://BUCKET/PREFIX/<job>/<file>`.
 /// Requests are path-style (`<endpoint>/<bucket>/<key>`) and signed by libcurl itself
@@ -77,7 +78,7 @@ public struct S3ArtifactStore: ArtifactStore {
         for file in files {
             guard Self.isSafe(jobID: jobID, file: file) else { throw storeError("unsafe artifact name \(jobID)/\(file)") }
             var request = signed("PUT", jobID, file)
-            request.headers["Content-Type"] = Self.contentType(of: file)
+            request.headers["Content-Type"] = ArtifactMediaType.of(file)
             let response = try await client.upload(request, fromFile: dir + "/" + file)
             guard (200..<300).contains(response.status) else {
                 throw storeError("PUT \(request.url): HTTP \(response.status) \(excerpt(response.body))")

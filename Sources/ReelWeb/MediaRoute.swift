@@ -24,7 +24,7 @@ struct MediaRoute: Sendable {
             let ext = (raw as NSString).pathExtension.lowercased()
             guard ext == "mp4" || ext == "jpg" else { throw ReelError(.notFound, "no simulated media for \(raw.prefix(200))") }
             let bytes = try await simulated.file(ext)
-            return Self.file(bytes, ext: ext)
+            return Self.file(bytes, path: "x." + ext)
         }
         if raw.hasPrefix("s3://") {
             guard let found = artifactReader?(raw) else {
@@ -32,7 +32,7 @@ struct MediaRoute: Sendable {
             }
             _ = try await api.operations.get(id: found.jobID, caller: caller)  // tenancy: NOT_FOUND for others
             guard let bytes = try await found.read() else { throw ReelError(.notFound, "no media at \(raw.prefix(200))") }
-            return Self.file(bytes, ext: (raw as NSString).pathExtension.lowercased())
+            return Self.file(bytes, path: raw)
         }
         guard raw.hasPrefix("file://"), let dir = artifactsDir, let url = URL(string: raw), url.isFileURL else {
             throw ReelError(.notFound, "no media at \(raw.prefix(200)): only file:// artifacts under --artifacts-dir are served")
@@ -45,14 +45,12 @@ struct MediaRoute: Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ReelError(.notFound, "no media at \(raw.prefix(200))")
         }
-        return Self.file(Array(data), ext: (path as NSString).pathExtension.lowercased())
+        return Self.file(Array(data), path: path)
     }
 
-    static func file(_ bytes: [UInt8], ext: String) -> Response {
-        let types = ["mp4": "video/mp4", "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
-                     "m3u8": "application/vnd.apple.mpegurl", "ts": "video/mp2t", "webm": "video/webm"]
+    static func file(_ bytes: [UInt8], path: String) -> Response {
         var headers = HTTPFields()
-        headers[.contentType] = types[ext] ?? "application/octet-stream"
+        headers[.contentType] = ArtifactMediaType.of(path)
         headers[.cacheControl] = "private, max-age=3600"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }

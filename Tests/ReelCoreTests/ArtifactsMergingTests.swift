@@ -22,3 +22,14 @@ import ReelCore
         #expect(merged.providerJobID == "200" && merged.providerRequestID == "req-200")
     }
 }
+
+@Suite struct ArtifactMediaTypeTests {
+    @Test func typesByExtensionAndOctetStreamOtherwise() {
+        #expect(ArtifactMediaType.of("job/final.mp4") == "video/mp4")
+        #expect(ArtifactMediaType.of("s3://b/p/j/hls/index.M3U8") == "application/vnd.apple.mpegurl")
+        #expect(ArtifactMediaType.of("last_frame.png") == "image/png")
+        #expect(ArtifactMediaType.of("hls/seg_001.ts") == "video/mp2t")
+        #expect(ArtifactMediaType.of("a.d/noextension") == "application/octet-stream")
+        #expect(ArtifactMediaType.of("notes.txt") == "application/octet-stream")
+    }
+}
