@@ -38,6 +38,7 @@ public enum JobLimits {
     public static let defaultMaxRetries: Int32 = 3
     public static let defaultPageSize: Int32 = 50
     public static let maxPageSize: Int32 = 500
+    public static let maxCreatesPerCall = 1000
 }
 
 extension CreateJobInput {
@@ -111,6 +112,14 @@ public struct JobPage: Sendable, Equatable {
 }
 
 public enum Validate {
+    /// `CreateJobs`: 1 to `JobLimits.maxCreatesPerCall` jobs.
+    public static func batch(count: Int) throws(ReelError) {
+        if count == 0 { throw .invalid("jobs", "must not be empty") }
+        if count > JobLimits.maxCreatesPerCall {
+            throw .invalid("jobs", "must be at most \(JobLimits.maxCreatesPerCall) per call, got \(count)")
+        }
+    }
+
     /// `user_id`/`scene_id`: 1–128 characters of `[A-Za-z0-9_.-]`.
     public static func identifier(_ s: String, field: String) throws(ReelError) {
         if s.isEmpty { throw .invalid(field, "must not be empty") }

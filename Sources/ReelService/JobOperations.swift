@@ -28,6 +28,33 @@ public struct JobOperations: Sendable {
         return job
     }
 
+    /// Many creates in one statement and one commit (`CreateJobs`): each item is validated on its
+    /// own, so one bad item fails alone; the answers come in input order.
+    public func create(_ inputs: [CreateJobInput], caller: Caller) async throws -> [Result<Job, ReelError>] {
+        try Validate.batch(count: inputs.count)
+        var results = [Result<Job, ReelError>?](repeating: nil, count: inputs.count)
+        var valid: [(index: Int, new: NewJob)] = []
+        for (i, input) in inputs.enumerated() {
+            do throws(ReelError) {
+                var new = try input.validated()
+                new.tenantID = caller.tenantID
+                valid.append((i, new))
+            } catch {
+                results[i] = .failure(ReelError(error.code, "jobs[\(i)].\(error.message)"))
+            }
+        }
+        let stored = try await store.createJobs(valid.map(\.new))
+        for ((i, _), (job, event)) in zip(valid, stored) {
+            results[i] = .success(job)
+            if let event {
+                ReelMetrics.jobCreated(type: job.type, tier: job.tier)
+                hub.publish(event)
+            }
+        }
+        if stored.contains(where: { $0.event != nil }) { scheduler?.notifyWork() }
+        return results.map { $0! }
+    }
+
     /// The job's current state, from memory when it is hot (see `HotJobCache`).
     public func get(id rawID: String, caller: Caller) async throws -> Job {
         try await getTellingSource(id: rawID, caller: caller).job

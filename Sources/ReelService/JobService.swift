@@ -34,6 +34,7 @@ public struct JobService: Sendable {
         var r = GRPCRouter()
         let s = self
         r.add("/reel.v1.JobService/CreateJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.create($0, $1) } })
+        r.add("/reel.v1.JobService/CreateJobs", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.createMany($0, $1) } })
         r.add("/reel.v1.JobService/GetJob", GRPCRoute(unary: { call in await s.authorized(call) { try await s.get($0, $1) } },
                                                       inline: { req, metadata in s.getInline(req, metadata) }))
         r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.cancel($0, $1) } })
@@ -90,6 +91,11 @@ public struct JobService: Sendable {
 
     func create(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
         ProtoCodec.encode(try await operations.create(try ProtoCodec.decodeCreateJobRequest(req), caller: caller))
+    }
+
+    func createMany(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {
+        let results = try await operations.create(try ProtoCodec.decodeCreateJobsRequest(req), caller: caller)
+        return ProtoCodec.encode(results.map { $0.mapError { GRPCStatus($0) } })
     }
 
     func get(_ req: [UInt8], _ caller: Caller) async throws -> [UInt8] {

@@ -45,6 +45,10 @@ public final class PostgresJobStore: JobStore {
         try await creates.submit(j)
     }
 
+    public func createJobs(_ jobs: [NewJob]) async throws -> [(job: Job, event: JobEvent?)] {
+        jobs.isEmpty ? [] : try await Self.createJobs(jobs, pool: pool)
+    }
+
     /// One statement for a batch of creates (see `GroupCommit`), answers in input order. A key
     /// used twice, in storage or within the batch, answers with the first job and no event.
     static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, event: JobEvent?)] {

@@ -10,14 +10,23 @@ public enum ProtoCodec {
     // MARK: decoding requests (server side)
 
     public static func decodeCreateJobRequest(_ b: [UInt8]) throws(GRPCStatus) -> CreateJobInput {
-        try unpack(b, reel__v1__create_job_request__unpack, reel__v1__create_job_request__free_unpacked) { m in
-            CreateJobInput(
-                userID: str(m.user_id), sceneID: str(m.scene_id),
-                type: JobType(rawValue: raw(m.type.rawValue)) ?? .unspecified,
-                inputText: str(m.input_text), config: m.config.map { config($0.pointee) } ?? JobConfig(),
-                idempotencyKey: str(m.idempotency_key),
-                tier: Tier(rawValue: raw(m.tier.rawValue)) ?? .unspecified, maxRetries: m.max_retries)
+        try unpack(b, reel__v1__create_job_request__unpack, reel__v1__create_job_request__free_unpacked) { createInput($0) }
+    }
+
+    /// `CreateJobsRequest`: its jobs in order.
+    public static func decodeCreateJobsRequest(_ b: [UInt8]) throws(GRPCStatus) -> [CreateJobInput] {
+        try unpack(b, reel__v1__create_jobs_request__unpack, reel__v1__create_jobs_request__free_unpacked) { m in
+            (0..<m.n_jobs).compactMap { i in m.jobs[i].map { createInput($0.pointee) } }
         }
+    }
+
+    private static func createInput(_ m: Reel__V1__CreateJobRequest) -> CreateJobInput {
+        CreateJobInput(
+            userID: str(m.user_id), sceneID: str(m.scene_id),
+            type: JobType(rawValue: raw(m.type.rawValue)) ?? .unspecified,
+            inputText: str(m.input_text), config: m.config.map { config($0.pointee) } ?? JobConfig(),
+            idempotencyKey: str(m.idempotency_key),
+            tier: Tier(rawValue: raw(m.tier.rawValue)) ?? .unspecified, maxRetries: m.max_retries)
     }
 
     public static func decodeJobID(_ b: [UInt8]) throws(GRPCStatus) -> String {
@@ -128,6 +137,31 @@ public enum ProtoCodec {
         m.jobs = page.jobs.isEmpty ? nil : ptrs
         m.next_page_token = arena.str(page.nextPageToken)
         return pack(&m, reel__v1__list_jobs_response__get_packed_size, reel__v1__list_jobs_response__pack)
+    }
+
+    /// `CreateJobsResponse`: per item the job, or a gRPC status code and message.
+    public static func encode(_ results: [Result<Job, GRPCStatus>]) -> [UInt8] {
+        let arena = CArena()
+        var m = Reel__V1__CreateJobsResponse()
+        reel__v1__create_jobs_response__init(&m)
+        let ptrs = arena.allocArray(UnsafeMutablePointer<Reel__V1__CreateJobResult>?.self, count: results.count)
+        for (i, r) in results.enumerated() {
+            let p = arena.alloc(Reel__V1__CreateJobResult.self)
+            reel__v1__create_job_result__init(p)
+            switch r {
+            case .success(let j):
+                let jp = arena.alloc(Reel__V1__Job.self)
+                fill(&jp.pointee, j, arena)
+                p.pointee.job = jp
+            case .failure(let status):
+                p.pointee.code = Int32(status.code.rawValue)
+                p.pointee.message = arena.str(status.message)
+            }
+            ptrs[i] = p
+        }
+        m.n_results = results.count
+        m.results = results.isEmpty ? nil : ptrs
+        return pack(&m, reel__v1__create_jobs_response__get_packed_size, reel__v1__create_jobs_response__pack)
     }
 
     public static func encodeHealthCheckResponse(status: Int32) -> [UInt8] {

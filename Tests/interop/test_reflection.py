@@ -16,7 +16,7 @@ def test_reflection_lists_services_and_describes_them(reeld):
     assert {"reel.v1.JobService", "reel.v1.SceneService", "grpc.health.v1.Health"} <= services
     pool = DescriptorPool(db)
     svc = pool.FindServiceByName("reel.v1.JobService")
-    assert [m.name for m in svc.methods] == ["CreateJob", "GetJob", "CancelJob", "ListJobs", "RetryJob", "WatchJob"]
+    assert [m.name for m in svc.methods] == ["CreateJob", "CreateJobs", "GetJob", "CancelJob", "ListJobs", "RetryJob", "WatchJob"]
     watch = svc.methods_by_name["WatchJob"]
     assert watch.server_streaming and not watch.client_streaming
     job = pool.FindMessageTypeByName("reel.v1.Job")

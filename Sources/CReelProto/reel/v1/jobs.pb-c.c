@@ -328,6 +328,141 @@ void   reel__v1__create_job_request__free_unpacked
   assert(message->base.descriptor == &reel__v1__create_job_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   reel__v1__create_jobs_request__init
+                     (Reel__V1__CreateJobsRequest         *message)
+{
+  static const Reel__V1__CreateJobsRequest init_value = REEL__V1__CREATE_JOBS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t reel__v1__create_jobs_request__get_packed_size
+                     (const Reel__V1__CreateJobsRequest *message)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__create_jobs_request__pack
+                     (const Reel__V1__CreateJobsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__create_jobs_request__pack_to_buffer
+                     (const Reel__V1__CreateJobsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__CreateJobsRequest *
+       reel__v1__create_jobs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__CreateJobsRequest *)
+     protobuf_c_message_unpack (&reel__v1__create_jobs_request__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__create_jobs_request__free_unpacked
+                     (Reel__V1__CreateJobsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__create_jobs_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__create_job_result__init
+                     (Reel__V1__CreateJobResult         *message)
+{
+  static const Reel__V1__CreateJobResult init_value = REEL__V1__CREATE_JOB_RESULT__INIT;
+  *message = init_value;
+}
+size_t reel__v1__create_job_result__get_packed_size
+                     (const Reel__V1__CreateJobResult *message)
+{
+  assert(message->base.descriptor == &reel__v1__create_job_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__create_job_result__pack
+                     (const Reel__V1__CreateJobResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__create_job_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__create_job_result__pack_to_buffer
+                     (const Reel__V1__CreateJobResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__create_job_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__CreateJobResult *
+       reel__v1__create_job_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__CreateJobResult *)
+     protobuf_c_message_unpack (&reel__v1__create_job_result__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__create_job_result__free_unpacked
+                     (Reel__V1__CreateJobResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__create_job_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__create_jobs_response__init
+                     (Reel__V1__CreateJobsResponse         *message)
+{
+  static const Reel__V1__CreateJobsResponse init_value = REEL__V1__CREATE_JOBS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t reel__v1__create_jobs_response__get_packed_size
+                     (const Reel__V1__CreateJobsResponse *message)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__create_jobs_response__pack
+                     (const Reel__V1__CreateJobsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__create_jobs_response__pack_to_buffer
+                     (const Reel__V1__CreateJobsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__create_jobs_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__CreateJobsResponse *
+       reel__v1__create_jobs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__CreateJobsResponse *)
+     protobuf_c_message_unpack (&reel__v1__create_jobs_response__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__create_jobs_response__free_unpacked
+                     (Reel__V1__CreateJobsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__create_jobs_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   reel__v1__get_job_request__init
                      (Reel__V1__GetJobRequest         *message)
 {
@@ -1861,6 +1996,146 @@ const ProtobufCMessageDescriptor reel__v1__create_job_request__descriptor =
   (ProtobufCMessageInit) reel__v1__create_job_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor reel__v1__create_jobs_request__field_descriptors[1] =
+{
+  {
+    "jobs",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Reel__V1__CreateJobsRequest, n_jobs),
+    offsetof(Reel__V1__CreateJobsRequest, jobs),
+    &reel__v1__create_job_request__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__create_jobs_request__field_indices_by_name[] = {
+  0,   /* field[0] = jobs */
+};
+static const ProtobufCIntRange reel__v1__create_jobs_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor reel__v1__create_jobs_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.CreateJobsRequest",
+  "CreateJobsRequest",
+  "Reel__V1__CreateJobsRequest",
+  "reel.v1",
+  sizeof(Reel__V1__CreateJobsRequest),
+  1,
+  reel__v1__create_jobs_request__field_descriptors,
+  reel__v1__create_jobs_request__field_indices_by_name,
+  1,  reel__v1__create_jobs_request__number_ranges,
+  (ProtobufCMessageInit) reel__v1__create_jobs_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__create_job_result__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobResult, job),
+    &reel__v1__job__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "code",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobResult, code),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "message",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobResult, message),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__create_job_result__field_indices_by_name[] = {
+  1,   /* field[1] = code */
+  0,   /* field[0] = job */
+  2,   /* field[2] = message */
+};
+static const ProtobufCIntRange reel__v1__create_job_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor reel__v1__create_job_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.CreateJobResult",
+  "CreateJobResult",
+  "Reel__V1__CreateJobResult",
+  "reel.v1",
+  sizeof(Reel__V1__CreateJobResult),
+  3,
+  reel__v1__create_job_result__field_descriptors,
+  reel__v1__create_job_result__field_indices_by_name,
+  1,  reel__v1__create_job_result__number_ranges,
+  (ProtobufCMessageInit) reel__v1__create_job_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__create_jobs_response__field_descriptors[1] =
+{
+  {
+    "results",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Reel__V1__CreateJobsResponse, n_results),
+    offsetof(Reel__V1__CreateJobsResponse, results),
+    &reel__v1__create_job_result__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__create_jobs_response__field_indices_by_name[] = {
+  0,   /* field[0] = results */
+};
+static const ProtobufCIntRange reel__v1__create_jobs_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor reel__v1__create_jobs_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.CreateJobsResponse",
+  "CreateJobsResponse",
+  "Reel__V1__CreateJobsResponse",
+  "reel.v1",
+  sizeof(Reel__V1__CreateJobsResponse),
+  1,
+  reel__v1__create_jobs_response__field_descriptors,
+  reel__v1__create_jobs_response__field_indices_by_name,
+  1,  reel__v1__create_jobs_response__number_ranges,
+  (ProtobufCMessageInit) reel__v1__create_jobs_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor reel__v1__get_job_request__field_descriptors[1] =
 {
   {
@@ -2740,9 +3015,10 @@ const ProtobufCEnumDescriptor reel__v1__stage__descriptor =
   reel__v1__stage__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor reel__v1__job_service__method_descriptors[6] =
+static const ProtobufCMethodDescriptor reel__v1__job_service__method_descriptors[7] =
 {
   { "CreateJob", &reel__v1__create_job_request__descriptor, &reel__v1__job__descriptor },
+  { "CreateJobs", &reel__v1__create_jobs_request__descriptor, &reel__v1__create_jobs_response__descriptor },
   { "GetJob", &reel__v1__get_job_request__descriptor, &reel__v1__job__descriptor },
   { "CancelJob", &reel__v1__cancel_job_request__descriptor, &reel__v1__job__descriptor },
   { "ListJobs", &reel__v1__list_jobs_request__descriptor, &reel__v1__list_jobs_response__descriptor },
@@ -2750,12 +3026,13 @@ static const ProtobufCMethodDescriptor reel__v1__job_service__method_descriptors
   { "WatchJob", &reel__v1__watch_job_request__descriptor, &reel__v1__job_event__descriptor },
 };
 const unsigned reel__v1__job_service__method_indices_by_name[] = {
-  2,        /* CancelJob */
+  3,        /* CancelJob */
   0,        /* CreateJob */
-  1,        /* GetJob */
-  3,        /* ListJobs */
-  4,        /* RetryJob */
-  5         /* WatchJob */
+  1,        /* CreateJobs */
+  2,        /* GetJob */
+  4,        /* ListJobs */
+  5,        /* RetryJob */
+  6         /* WatchJob */
 };
 const ProtobufCServiceDescriptor reel__v1__job_service__descriptor =
 {
@@ -2764,7 +3041,7 @@ const ProtobufCServiceDescriptor reel__v1__job_service__descriptor =
   "JobService",
   "Reel__V1__JobService",
   "reel.v1",
-  6,
+  7,
   reel__v1__job_service__method_descriptors,
   reel__v1__job_service__method_indices_by_name
 };
@@ -2776,13 +3053,21 @@ void reel__v1__job_service__create_job(ProtobufCService *service,
   assert(service->descriptor == &reel__v1__job_service__descriptor);
   service->invoke(service, 0, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void reel__v1__job_service__create_jobs(ProtobufCService *service,
+                                        const Reel__V1__CreateJobsRequest *input,
+                                        Reel__V1__CreateJobsResponse_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &reel__v1__job_service__descriptor);
+  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void reel__v1__job_service__get_job(ProtobufCService *service,
                                     const Reel__V1__GetJobRequest *input,
                                     Reel__V1__Job_Closure closure,
                                     void *closure_data)
 {
   assert(service->descriptor == &reel__v1__job_service__descriptor);
-  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__job_service__cancel_job(ProtobufCService *service,
                                        const Reel__V1__CancelJobRequest *input,
@@ -2790,7 +3075,7 @@ void reel__v1__job_service__cancel_job(ProtobufCService *service,
                                        void *closure_data)
 {
   assert(service->descriptor == &reel__v1__job_service__descriptor);
-  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__job_service__list_jobs(ProtobufCService *service,
                                       const Reel__V1__ListJobsRequest *input,
@@ -2798,7 +3083,7 @@ void reel__v1__job_service__list_jobs(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &reel__v1__job_service__descriptor);
-  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__job_service__retry_job(ProtobufCService *service,
                                       const Reel__V1__RetryJobRequest *input,
@@ -2806,7 +3091,7 @@ void reel__v1__job_service__retry_job(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &reel__v1__job_service__descriptor);
-  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__job_service__watch_job(ProtobufCService *service,
                                       const Reel__V1__WatchJobRequest *input,
@@ -2814,7 +3099,7 @@ void reel__v1__job_service__watch_job(ProtobufCService *service,
                                       void *closure_data)
 {
   assert(service->descriptor == &reel__v1__job_service__descriptor);
-  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__job_service__init (Reel__V1__JobService_Service *service,
                                   Reel__V1__JobService_ServiceDestroy destroy)

@@ -23,6 +23,9 @@ typedef struct Reel__V1__JobError Reel__V1__JobError;
 typedef struct Reel__V1__Job Reel__V1__Job;
 typedef struct Reel__V1__JobEvent Reel__V1__JobEvent;
 typedef struct Reel__V1__CreateJobRequest Reel__V1__CreateJobRequest;
+typedef struct Reel__V1__CreateJobsRequest Reel__V1__CreateJobsRequest;
+typedef struct Reel__V1__CreateJobResult Reel__V1__CreateJobResult;
+typedef struct Reel__V1__CreateJobsResponse Reel__V1__CreateJobsResponse;
 typedef struct Reel__V1__GetJobRequest Reel__V1__GetJobRequest;
 typedef struct Reel__V1__CancelJobRequest Reel__V1__CancelJobRequest;
 typedef struct Reel__V1__RetryJobRequest Reel__V1__RetryJobRequest;
@@ -226,6 +229,50 @@ struct  Reel__V1__CreateJobRequest
 #define REEL__V1__CREATE_JOB_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__create_job_request__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, REEL__V1__TIER__TIER_UNSPECIFIED, 0 }
+
+
+/*
+ * Many creates in one call and one commit (at most 1,000); one bad item fails alone.
+ */
+struct  Reel__V1__CreateJobsRequest
+{
+  ProtobufCMessage base;
+  size_t n_jobs;
+  Reel__V1__CreateJobRequest **jobs;
+};
+#define REEL__V1__CREATE_JOBS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__create_jobs_request__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * One item's outcome: `job` when it was created (or its idempotency key returned an earlier
+ * job), else a gRPC status `code` and `message`.
+ */
+struct  Reel__V1__CreateJobResult
+{
+  ProtobufCMessage base;
+  Reel__V1__Job *job;
+  int32_t code;
+  char *message;
+};
+#define REEL__V1__CREATE_JOB_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__create_job_result__descriptor) \
+    , NULL, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * The results in the order of the request's jobs.
+ */
+struct  Reel__V1__CreateJobsResponse
+{
+  ProtobufCMessage base;
+  size_t n_results;
+  Reel__V1__CreateJobResult **results;
+};
+#define REEL__V1__CREATE_JOBS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__create_jobs_response__descriptor) \
+    , 0,NULL }
 
 
 struct  Reel__V1__GetJobRequest
@@ -519,6 +566,63 @@ Reel__V1__CreateJobRequest *
 void   reel__v1__create_job_request__free_unpacked
                      (Reel__V1__CreateJobRequest *message,
                       ProtobufCAllocator *allocator);
+/* Reel__V1__CreateJobsRequest methods */
+void   reel__v1__create_jobs_request__init
+                     (Reel__V1__CreateJobsRequest         *message);
+size_t reel__v1__create_jobs_request__get_packed_size
+                     (const Reel__V1__CreateJobsRequest   *message);
+size_t reel__v1__create_jobs_request__pack
+                     (const Reel__V1__CreateJobsRequest   *message,
+                      uint8_t             *out);
+size_t reel__v1__create_jobs_request__pack_to_buffer
+                     (const Reel__V1__CreateJobsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__CreateJobsRequest *
+       reel__v1__create_jobs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__create_jobs_request__free_unpacked
+                     (Reel__V1__CreateJobsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__CreateJobResult methods */
+void   reel__v1__create_job_result__init
+                     (Reel__V1__CreateJobResult         *message);
+size_t reel__v1__create_job_result__get_packed_size
+                     (const Reel__V1__CreateJobResult   *message);
+size_t reel__v1__create_job_result__pack
+                     (const Reel__V1__CreateJobResult   *message,
+                      uint8_t             *out);
+size_t reel__v1__create_job_result__pack_to_buffer
+                     (const Reel__V1__CreateJobResult   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__CreateJobResult *
+       reel__v1__create_job_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__create_job_result__free_unpacked
+                     (Reel__V1__CreateJobResult *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__CreateJobsResponse methods */
+void   reel__v1__create_jobs_response__init
+                     (Reel__V1__CreateJobsResponse         *message);
+size_t reel__v1__create_jobs_response__get_packed_size
+                     (const Reel__V1__CreateJobsResponse   *message);
+size_t reel__v1__create_jobs_response__pack
+                     (const Reel__V1__CreateJobsResponse   *message,
+                      uint8_t             *out);
+size_t reel__v1__create_jobs_response__pack_to_buffer
+                     (const Reel__V1__CreateJobsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__CreateJobsResponse *
+       reel__v1__create_jobs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__create_jobs_response__free_unpacked
+                     (Reel__V1__CreateJobsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Reel__V1__GetJobRequest methods */
 void   reel__v1__get_job_request__init
                      (Reel__V1__GetJobRequest         *message);
@@ -757,6 +861,15 @@ typedef void (*Reel__V1__JobEvent_Closure)
 typedef void (*Reel__V1__CreateJobRequest_Closure)
                  (const Reel__V1__CreateJobRequest *message,
                   void *closure_data);
+typedef void (*Reel__V1__CreateJobsRequest_Closure)
+                 (const Reel__V1__CreateJobsRequest *message,
+                  void *closure_data);
+typedef void (*Reel__V1__CreateJobResult_Closure)
+                 (const Reel__V1__CreateJobResult *message,
+                  void *closure_data);
+typedef void (*Reel__V1__CreateJobsResponse_Closure)
+                 (const Reel__V1__CreateJobsResponse *message,
+                  void *closure_data);
 typedef void (*Reel__V1__GetJobRequest_Closure)
                  (const Reel__V1__GetJobRequest *message,
                   void *closure_data);
@@ -804,6 +917,10 @@ struct Reel__V1__JobService_Service
                      const Reel__V1__CreateJobRequest *input,
                      Reel__V1__Job_Closure closure,
                      void *closure_data);
+  void (*create_jobs)(Reel__V1__JobService_Service *service,
+                      const Reel__V1__CreateJobsRequest *input,
+                      Reel__V1__CreateJobsResponse_Closure closure,
+                      void *closure_data);
   void (*get_job)(Reel__V1__JobService_Service *service,
                   const Reel__V1__GetJobRequest *input,
                   Reel__V1__Job_Closure closure,
@@ -833,6 +950,7 @@ void reel__v1__job_service__init (Reel__V1__JobService_Service *service,
 #define REEL__V1__JOB_SERVICE__INIT(function_prefix__) \
     { REEL__V1__JOB_SERVICE__BASE_INIT,\
       function_prefix__ ## create_job,\
+      function_prefix__ ## create_jobs,\
       function_prefix__ ## get_job,\
       function_prefix__ ## cancel_job,\
       function_prefix__ ## list_jobs,\
@@ -842,6 +960,10 @@ void reel__v1__job_service__create_job(ProtobufCService *service,
                                        const Reel__V1__CreateJobRequest *input,
                                        Reel__V1__Job_Closure closure,
                                        void *closure_data);
+void reel__v1__job_service__create_jobs(ProtobufCService *service,
+                                        const Reel__V1__CreateJobsRequest *input,
+                                        Reel__V1__CreateJobsResponse_Closure closure,
+                                        void *closure_data);
 void reel__v1__job_service__get_job(ProtobufCService *service,
                                     const Reel__V1__GetJobRequest *input,
                                     Reel__V1__Job_Closure closure,
@@ -908,6 +1030,9 @@ extern const ProtobufCMessageDescriptor reel__v1__job_error__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__job__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__job_event__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__create_job_request__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__create_jobs_request__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__create_job_result__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__create_jobs_response__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__get_job_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__cancel_job_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__retry_job_request__descriptor;
