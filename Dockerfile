@@ -5,7 +5,8 @@
 #     --database-url postgresql://USER@HOST:5432/reel   (or -e REEL_DATABASE_URL=...)
 
 # ---- build ----
-FROM swift:6.0-bookworm AS build
+# The toolchain the project is built and tested with (Swift 6.3 on Debian 12).
+FROM swift:6.3-bookworm AS build
 RUN export DEBIAN_FRONTEND=noninteractive \
  && apt-get update -q \
  && apt-get install -y -q --no-install-recommends \
