@@ -174,6 +174,19 @@ def wait_for_job(stub, job_id: str, want=(pb.JOB_STATUS_FINAL_READY,), timeout: 
         time.sleep(poll)
 
 
+def wait_for(what: str, predicate, timeout: float = 30.0, poll: float = 0.05):
+    """The first truthy value of `predicate()`, polled every `poll` s; AssertionError naming
+    `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
 def wait_until_running(stub, job_id: str, timeout: float = 60.0):
     """Polls until the job has left QUEUED (claimed by a worker) and is not terminal."""
     deadline = time.monotonic() + timeout

@@ -220,17 +220,6 @@ def kling_stats(fake_kling) -> dict:
     return st
 
 
-def wait_for(what, predicate, timeout=30.0, poll=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
-
-
 # --------------------------------------------------------------------------- end to end
 
 
@@ -385,10 +374,10 @@ def test_sdk_handler_sees_a_cancelled_job_as_lost_and_reports_nothing_more(reeld
         return reel_worker.Result("https://cdn.example/never.mp4")
 
     sdk_worker(workers, srv, "py-cancel", handler)
-    wait_for("the handler to start", lambda: "running" in seen, 15)
+    ri.wait_for("the handler to start", lambda: "running" in seen, 15)
     cancelled = srv.stub.CancelJob(pb.CancelJobRequest(id=job.id, reason="test"), timeout=T)
     assert cancelled.status == S.JOB_STATUS_CANCELLED, ri.describe_job(cancelled)
-    wait_for("the handler to notice", lambda: "noticed" in seen, 10)
+    ri.wait_for("the handler to notice", lambda: "noticed" in seen, 10)
     assert seen["cancelled"], "ctx.wait returned without the job being reported lost"
     time.sleep(0.5)
     after = get(srv, job.id)
@@ -422,7 +411,7 @@ def test_sdk_maps_handler_outcomes_to_fail_job(reeld_factory, workers):
     assert (fatal.error.code, fatal.error.message) == ("CONTINUITY_VIOLATION", "the script breaks the bible")
 
     def dead_lettered(job_id):
-        return wait_for(f"{job_id} dead-lettered",
+        return ri.wait_for(f"{job_id} dead-lettered",
                         lambda: (lambda j: j if j.dead_lettered else None)(get(srv, job_id)), 30)
     crash = dead_lettered(jobs["crash"].id)
     assert crash.retry_count == 1 and crash.error.code == "WORKER_ERROR", ri.describe_job(crash)
@@ -520,7 +509,7 @@ def test_sigkilled_worker_job_is_reassigned_after_the_lease_and_completes_once(
     def submitted():
         j = get(srv, job.id)
         return j if j.artifacts.provider_job_id and j.stage == S.STAGE_VIDEO_GENERATION else None
-    mid = wait_for("the Kling task id to be saved", submitted, 30)
+    mid = ri.wait_for("the Kling task id to be saved", submitted, 30)
     assert mid.worker_id == "doomed" and mid.status == S.JOB_STATUS_CONTINUITY_CHECKED, ri.describe_job(mid)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()

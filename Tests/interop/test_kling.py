@@ -96,17 +96,6 @@ def diag(srv, job_id, fk=None) -> str:
     return "\n".join(parts)
 
 
-def wait_until(pred, timeout, what, poll=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(poll)
-
-
 def wait_done(srv, job_id, fk, timeout=30.0, want=(S.JOB_STATUS_FINAL_READY,)):
     try:
         return ri.wait_for_job(srv.stub, job_id, want=want, timeout=timeout)
@@ -285,9 +274,9 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
     jobs = [create(srv, f"park{i}") for i in range(2)]
     d = lambda: "\n".join(diag(srv, j.id, fake_kling if i == 0 else None) for i, j in enumerate(jobs))  # noqa: E731
 
-    wait_until(lambda: fake_kling.stats()["refused"].get("1102", 0) >= 1, 15, "no submission reached Kling")
-    wait_until(lambda: metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, 5,
-               'reel_provider_parked{provider="kling"} 1 on /metrics')
+    ri.wait_for("a submission to reach Kling", lambda: fake_kling.stats()["refused"].get("1102", 0) >= 1, 15)
+    ri.wait_for('reel_provider_parked{provider="kling"} 1 on /metrics',
+                lambda: metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, 5)
 
     # Parked: nothing fails, no attempt is burned, and at most one probe per second goes out.
     first = fake_kling.stats()["refused"].get("1102", 0)
@@ -530,8 +519,8 @@ def test_forged_and_mismatched_callbacks_change_nothing(reeld_factory, fake_klin
     srv, _ = start(reeld_factory, fake_kling, tmp_path, "kling-forged", poll_ms=200)
     fake_kling.control(queued_ms=50, stuck=True)
     job = create(srv, "forged")
-    wait_until(lambda: tasks_of(fake_kling, job.id), 15, "no task at Kling")
-    wait_until(lambda: get(srv, job.id).artifacts.provider_job_id, 10, "task id not saved")
+    ri.wait_for("a task at Kling", lambda: tasks_of(fake_kling, job.id), 15)
+    ri.wait_for("the task id to be saved", lambda: get(srv, job.id).artifacts.provider_job_id, 10)
     [task] = tasks_of(fake_kling, job.id)
     url = task["callback_url"]
     base, token = url.rsplit("/", 1)
@@ -621,7 +610,7 @@ def test_progress_while_kling_generates_never_passes_84_nor_goes_back(reeld_fact
     job = create(srv, "progress")
     watcher = ri.Watcher(srv.stub, job.id, after_seq=0, timeout=60)
     watcher.start()
-    wait_until(lambda: get(srv, job.id).artifacts.provider_job_id, 15, "the task id was not saved")
+    ri.wait_for("the task id to be saved", lambda: get(srv, job.id).artifacts.provider_job_id, 15)
     time.sleep(3.5)
     stuck = get(srv, job.id)
     assert stuck.stage == S.STAGE_VIDEO_GENERATION and stuck.progress <= 84, diag(srv, job.id, fake_kling)
@@ -668,7 +657,7 @@ def test_reelctl_get_shows_the_provider_task_and_request_and_metrics_are_exporte
         s = ri.scrape(srv)
         return s if (metric(s, "reel_provider_task_cap", provider="kling") is not None
                      and metric(s, "reel_provider_live_tasks", provider="kling") is not None) else None
-    s = wait_until(exported, 5, "reel_provider_task_cap / reel_provider_live_tasks on /metrics", poll=0.2)
+    s = ri.wait_for("reel_provider_task_cap / reel_provider_live_tasks on /metrics", exported, 5, poll=0.2)
     assert metric(s, "reel_provider_task_cap", provider="kling") == 2, s
     assert metric(s, "reel_provider_live_tasks", provider="kling") in (0, 1), s
     submits = metric(s, "reel_provider_calls_total", provider="kling", call="submit", outcome="0")
