@@ -54,10 +54,11 @@ extension Pipeline {
             if r.kind == "text2video" { image = nil }
         } else {
             let n = (latest?.attempt ?? 0) + 1
-            let probe = GenerationRequest(prompt: "", config: job.config, externalTaskID: "", image: image)
+            // The endpoint family follows what is sent (an image or not), before the ids exist.
+            let shape = GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: "", image: image)
             record = ProviderTaskRecord(provider: name, jobID: job.id, attempt: n,
                                         externalTaskID: ProviderTaskRecord.externalID(jobID: job.id, attempt: n),
-                                        kind: provider.kind(of: probe), callbackToken: ProviderCallbacks.newToken())
+                                        kind: provider.kind(of: shape), callbackToken: ProviderCallbacks.newToken())
             inDoubt = false
         }
         let request = GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: record.externalTaskID,

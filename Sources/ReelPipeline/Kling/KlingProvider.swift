@@ -55,10 +55,11 @@ public struct KlingProvider: VideoProvider {
     public func submit(_ request: GenerationRequest) async throws -> ProviderTask {
         let kind = kind(of: request)
         let payload: [UInt8]
-        do { payload = try KlingWire.encode(body(for: request)) } catch {
+        let body = body(for: request)
+        do { payload = try KlingWire.encode(body) } catch {
             throw ProviderError(.rejected(code: "PROVIDER_BAD_REQUEST"), "cannot encode the request: \(error)")
         }
-        let (env, status) = try await call("POST", "/v1/videos/\(kind)", body: payload, what: "submit", model: body(for: request).modelName)
+        let (env, status) = try await call("POST", "/v1/videos/\(kind)", body: payload, what: "submit", model: body.modelName)
         guard let data = env.data else {
             throw ProviderError(.inDoubt, "submit answered without a task (HTTP \(status))", requestID: env.requestId ?? "")
         }
