@@ -26,6 +26,9 @@ public struct Job: Sendable, Equatable {
     public var lastEventSeq: Int64
     /// The tenant that owns the job ("" when auth is off). Never sent on the wire.
     public var tenantID: String = ""
+    /// Which claim of the job this is (bumped by every claim; not part of the API): the fencing
+    /// number a worker's writes carry (`StateChange.requireFence`).
+    public var fence: Int64 = 0
 
     public init(
         id: String = "", userID: String = "", sceneID: String = "", type: JobType = .unspecified,

@@ -32,6 +32,9 @@ extension JobStatus {
         }
     }
 
+    /// The job has a row in the narrow queue (`job_queue`): queued, or held by a worker.
+    public var isQueuedOrRunning: Bool { self == .queued || isRunning }
+
     /// `failed` is terminal only once dead-lettered; a failed job that will be retried is not.
     public func isTerminal(deadLettered: Bool) -> Bool {
         switch self {

@@ -24,15 +24,21 @@ public protocol JobStore: Sendable {
     func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)]
     /// Jobs `workerID` holds right now: running, under its unexpired lease.
     func heldJobIDs(workerID: String) async throws -> Set<String>
-    /// Extends the lease; false when the worker no longer holds the job.
-    func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool
-    /// Jobs whose lease expired go back to the queue with the attempt counted.
+    /// A worker's heartbeat: leases are held per worker (a reeld's in-process workers, or one
+    /// external worker), not per job. A live lease is extended (`lapsed` false). One that ran
+    /// out (or never was) is taken afresh, after every job the worker still held went back to
+    /// the queue with its attempt counted (`lapsed` true, and what was requeued): those runs
+    /// must stop, and nothing they write counts any more.
+    func workerHeartbeat(workerID: String, leaseMs: Int64) async throws -> (lapsed: Bool, requeued: [(job: Job, event: JobEvent)])
+    /// Jobs whose worker's lease expired go back to the queue with the attempt counted.
     func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)]
     /// Hands back jobs held by this worker (graceful shutdown), without counting an attempt.
     func releaseLeases(workerPrefix: String) async throws -> [(job: Job, event: JobEvent)]
     /// Writes the segment (once per job), bumps the scene's counters and bible version, and
     /// moves the job to `final_ready`, all in one transaction. Running it twice changes nothing.
-    func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
+    /// `fence`: only under that claim of the job (`Job.fence`; nil: any claim of the worker's).
+    /// Finalizations that arrive together share one statement and one commit.
+    func finalize(jobID: String, workerID: String, fence: Int64?, result: JobResult, durationSeconds: Double)
         async throws -> (job: Job, event: JobEvent)?
     /// Stores a new version of the scene's bible (creating the scene if needed). Scenes
     /// belong to a tenant: another tenant's scene of the same id is a different scene.
@@ -53,6 +59,11 @@ extension JobStore {
     }
 
     public func scene(id: String) async throws -> Scene? { try await scene(tenantID: "", id: id) }
+
+    public func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
+        async throws -> (job: Job, event: JobEvent)? {
+        try await finalize(jobID: jobID, workerID: workerID, fence: nil, result: result, durationSeconds: durationSeconds)
+    }
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
         try await claim(workerID: workerID, limit: limit, leaseMs: leaseMs, types: nil)

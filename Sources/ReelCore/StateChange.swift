@@ -16,15 +16,19 @@ public struct StateChange: Sendable, Equatable {
     public var runAfterMs: Int64?
     /// Only the worker holding the lease may write (nil: anyone, e.g. a user's cancel).
     public var requireWorker: String?
+    /// With `requireWorker`: only under this claim of the job (`Job.fence`; nil: any of the
+    /// worker's claims). A run that outlived its claim (the job was requeued and claimed again,
+    /// perhaps by the same worker) writes nothing.
+    public var requireFence: Int64?
 
     public init(status: JobStatus, stage: Stage?, progress: Int32?, message: String,
                 artifacts: Artifacts? = nil, result: JobResult? = nil, error: JobError? = nil,
                 deadLettered: Bool? = nil, retryCount: Int32? = nil, runAfterMs: Int64? = nil,
-                requireWorker: String? = nil) {
+                requireWorker: String? = nil, requireFence: Int64? = nil) {
         self.status = status; self.stage = stage; self.progress = progress; self.message = message
         self.artifacts = artifacts; self.result = result; self.error = error
         self.deadLettered = deadLettered; self.retryCount = retryCount; self.runAfterMs = runAfterMs
-        self.requireWorker = requireWorker
+        self.requireWorker = requireWorker; self.requireFence = requireFence
     }
 }
 

@@ -35,7 +35,8 @@ public struct FailureRecorder: Sendable {
         let (failed, e1) = try await store.apply(
             StateChange(status: .failed, stage: .error, progress: job.progress,
                         message: dead ? "failed: \(message); dead-lettered" : "failed: \(message); will retry",
-                        artifacts: cleared, error: err, deadLettered: dead, requireWorker: workerID), to: job.id)
+                        artifacts: cleared, error: err, deadLettered: dead, requireWorker: workerID,
+                        requireFence: job.fence), to: job.id)
         publish(e1)
         logger.warning("job failed", metadata: ["reel.job_id": "\(job.id)", "error.code": "\(code)", "dead_lettered": "\(dead)"])
         if dead {

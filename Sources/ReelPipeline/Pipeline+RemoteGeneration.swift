@@ -66,6 +66,9 @@ extension Pipeline {
         run.attempt = record
         let startedNote = image == nil ? "submitting to \(name)" : "submitting to \(name) from the previous segment's last frame"
         try await step(run, .continuityChecked, .videoGeneration, 36, startedNote)
+        // Everything up to here is committed before a task is paid for: a job cancelled meanwhile
+        // stops here instead.
+        try await run.writer.flush()
 
         var serverErrors = 0
         func backoff() -> Duration { remote.settings.backoffBase * (1 << min(serverErrors - 1, 10)) }
@@ -174,7 +177,7 @@ extension Pipeline {
         run.providerJobID = t.taskID
         a.providerJobID = t.taskID
         a.providerRequestID = t.requestID
-        try await step(run, .continuityChecked, .videoGeneration, 40, note, artifacts: a)
+        try await step(run, .continuityChecked, .videoGeneration, 40, note, artifacts: a, checkpoint: true)
         return r
     }
 

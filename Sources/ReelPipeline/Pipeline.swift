@@ -101,19 +101,22 @@ public struct Pipeline: Sendable {
         watchdog.finish()
     }
 
-    /// Writes one step of the run. A step that saves an artifact is a checkpoint: it is committed
-    /// before the run goes on, so a retried or restarted job resumes after it. A progress report
-    /// is handed to the run's writer without waiting: it commits with whatever step comes next
-    /// (one commit for both), and watchers see it once it is committed.
+    /// Writes one step of the run. A step is handed to the run's writer without waiting: it
+    /// commits with the steps around it (many jobs' steps share one statement and one commit),
+    /// in order, and watchers see it once it is committed. A `checkpoint` — the provider's task
+    /// id, before the task is followed — is committed before the run goes on, so a restarted
+    /// job follows that task and never pays for another. A stage's artifact is saved with its
+    /// step, so a retried job resumes after the last stage whose step was committed; the run
+    /// flushes before anything that costs money or ends it (a provider submit, finalization).
     func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
-                      artifacts: Artifacts? = nil) async throws {
+                      artifacts: Artifacts? = nil, checkpoint: Bool = false) async throws {
         try Task.checkCancellation()
         let change = StateChange(status: status, stage: stage, progress: progress, message: message,
-                                 artifacts: artifacts, requireWorker: workerID)
-        if artifacts == nil {
-            try run.writer.post(change)
-        } else {
+                                 artifacts: artifacts, requireWorker: workerID, requireFence: run.fence)
+        if checkpoint {
             try await run.writer.commit(change)
+        } else {
+            try run.writer.post(change)
         }
     }
 
@@ -195,7 +198,7 @@ public struct Pipeline: Sendable {
         try await run.writer.flush()
         try Task.checkCancellation()
         let result = JobResult(videoURL: a.finalVideoURL, thumbnailURL: a.thumbnailURL)
-        if let (final, event) = try await store.finalize(jobID: job.id, workerID: workerID, result: result,
+        if let (final, event) = try await store.finalize(jobID: job.id, workerID: workerID, fence: run.fence, result: result,
                                                         durationSeconds: duration) {
             publish(event)
             watchdog.finish()
@@ -214,7 +217,8 @@ public struct Pipeline: Sendable {
                                                                    externalTaskID: external))
             run.providerJobID = task.taskID
             a.providerJobID = task.taskID
-            try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a)
+            try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a,
+                           checkpoint: true)
         } else {
             // Never submit twice: a retried or restarted job polls the generation it already paid for.
             run.providerJobID = a.providerJobID
@@ -291,10 +295,12 @@ public struct Pipeline: Sendable {
 final class RunState: @unchecked Sendable {
     // Safety: created per run and used by that run's stages task alone (the watchdog never reads it).
     let writer: RunWriter
+    /// The claim this run works under (`Job.fence`): its writes count only while it is current.
+    let fence: Int64
     var providerJobID: String?
     /// The provider attempt this run follows (real providers).
     var attempt: ProviderTaskRecord?
-    init(writer: RunWriter) { self.writer = writer }
+    init(writer: RunWriter) { self.writer = writer; fence = writer.job.fence }
 }
 
 /// Cancels a run whose current stage overruns its limit, and says which stage it was.

@@ -44,6 +44,7 @@ public actor Scheduler {
     }
 
     public func start() {
+        loops.append(Task { await self.heartbeatLoop() })
         loops.append(Task { await self.dispatchLoop() })
         loops.append(Task { await self.reapLoop() })
         // One timer for the periodic poll, rather than one armed and cancelled per wake-up
@@ -140,6 +141,10 @@ public actor Scheduler {
             throw ReelError(.failedPrecondition, "worker \(hello.workerID) is already connected")
         }
         // A worker that reconnects still holds the jobs it leased before: they take its slots.
+        // Its lease: extended if live (it keeps what it held), else taken afresh after what it
+        // held went back to the queue.
+        let (_, requeued) = try await store.workerHeartbeat(workerID: hello.workerID, leaseMs: config.leaseMs)
+        for (_, event) in requeued { hub.publish(event) }
         let held = try await store.heldJobIDs(workerID: hello.workerID)
         guard external[hello.workerID] == nil else {
             throw ReelError(.failedPrecondition, "worker \(hello.workerID) is already connected")
@@ -196,12 +201,7 @@ public actor Scheduler {
         let id = job.id
         let slot = Slot(jobID: id, scheduler: self)
         running[id] = Task {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.runner(job, slot) }
-                group.addTask { await self.heartbeat(jobID: id) }
-                await group.next()
-                group.cancelAll()
-            }
+            await self.runner(job, slot)
             self.finished(id)
         }
     }
@@ -213,20 +213,27 @@ public actor Scheduler {
         notifyWork()
     }
 
-    /// Renews the lease every third of its length; a lease that can't be renewed stops the job.
-    private nonisolated func heartbeat(jobID: String) async {
+    /// Renews this reeld's worker lease every third of its length: one write per interval for
+    /// all the jobs it runs, not one per job. A lease found lapsed (the process stalled past
+    /// it) has had its jobs requeued by then: their runs here stop, and a fresh lease is taken.
+    private func heartbeatLoop() async {
         let every = Duration.milliseconds(max(config.leaseMs / 3, 50))
-        while !Task.isCancelled {
-            try? await Task.sleep(for: every)
-            if Task.isCancelled { return }
+        while !stopping && !Task.isCancelled {
             do {
-                if try await !store.renewLease(jobID: jobID, workerID: config.workerID, leaseMs: config.leaseMs) {
-                    logger.info("lease lost; stopping job", metadata: ["reel.job_id": "\(jobID)"])
-                    return  // ends the task group, which cancels the runner
+                let (lapsed, requeued) = try await store.workerHeartbeat(workerID: config.workerID, leaseMs: config.leaseMs)
+                for (job, event) in requeued {
+                    hub.publish(event)
+                    running[job.id]?.cancel()
+                    ReelMetrics.jobRetried(stage: job.stage, error: "LEASE_EXPIRED")
+                }
+                if lapsed && !requeued.isEmpty {
+                    logger.warning("worker lease had lapsed; its jobs were requeued", metadata: ["jobs": "\(requeued.count)"])
+                    notifyWork()
                 }
             } catch {
-                logger.warning("lease renewal failed", metadata: ["reel.job_id": "\(jobID)", "error": "\(error)"])
+                logger.warning("lease renewal failed", metadata: ["error": "\(error)"])
             }
+            try? await Task.sleep(for: every)
         }
     }
 

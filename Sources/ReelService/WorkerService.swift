@@ -64,16 +64,21 @@ struct WorkerService: Sendable {
         let (workerID, ids) = try ProtoCodec.decodeHeartbeatRequest(req)
         try Validate.identifier(workerID, field: "worker_id")
         if ids.count > Int(WorkerHello.maxSlots) { throw ReelError.invalid("job_ids", "at most \(WorkerHello.maxSlots)") }
+        let asked = try ids.map { try Validate.jobID($0, field: "job_ids") }
+        // One lease per worker: renewing it renews every job the worker holds.
+        let (_, requeued) = try await store.workerHeartbeat(workerID: workerID, leaseMs: await scheduler.leaseMs)
+        for (_, event) in requeued { hub.publish(event) }
+        let held = try await store.heldJobIDs(workerID: workerID)
         var renewed: [String] = [], lost: [String] = []
-        for raw in ids {
-            let id = try Validate.jobID(raw, field: "job_ids")
-            if try await store.renewLease(jobID: id, workerID: workerID, leaseMs: await scheduler.leaseMs) {
+        for id in asked {
+            if held.contains(id) {
                 renewed.append(id)
             } else {
                 lost.append(id)
                 await scheduler.released(workerID: workerID, jobID: id)
             }
         }
+        if !requeued.isEmpty { scheduler.notifyWork() }
         return ProtoCodec.encodeHeartbeatResponse(renewed: renewed, lost: lost)
     }
 

@@ -3,7 +3,7 @@ import Foundation
 
 /// Decodes rows selected with `SQL.jobColumns` / `SQL.eventColumns`.
 enum JobRow {
-    static let columnCount = 42
+    static let columnCount = 43
 
     static func decode(_ r: [String?]) -> Job {
         precondition(r.count >= columnCount, "a job row has \(columnCount) columns (SQL.jobColumns), got \(r.count)")
@@ -31,6 +31,7 @@ enum JobRow {
             workerID: s(35), createdAtUnixMs: i64(36), startedAtUnixMs: i64(37), completedAtUnixMs: i64(38),
             lastEventSeq: i64(39))
         job.tenantID = s(40)
+        job.fence = i64(42)
         return job
     }
 
@@ -74,6 +75,18 @@ enum JobRow {
         }
         out.append(UInt8(ascii: "}"))
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Like `textArray`, with NULL for nil.
+    static func nullableTextArray(_ values: [String?]) -> String {
+        guard values.contains(where: { $0 == nil }) else { return textArray(values.map { $0! }) }
+        let inner = values.map { v in v.map { textArray([$0]).dropFirst().dropLast() }.map(String.init) ?? "NULL" }
+        return "{" + inner.joined(separator: ",") + "}"
+    }
+
+    /// What a change to `status` does to the job's `job_queue` row (`SQL.queueEffects`).
+    static func queueAction(_ status: JobStatus) -> String {
+        status == .queued ? "enqueue" : status.isQueuedOrRunning ? "" : "dequeue"
     }
 
     /// The statuses in which a worker holds a job, as a text[] literal.

@@ -245,5 +245,48 @@ enum Migrations {
         -- The provider's request id of the submit that made the job's task (support tickets name it).
         ALTER TABLE jobs ADD COLUMN provider_request_id text NOT NULL DEFAULT '';
         """),
+        (12, "a narrow queue beside the wide job record; leases per worker with a fencing number", """
+        -- What a claim scans, and what a reaper needs, lives in a narrow table of its own: one row per
+        -- job that is queued (worker_id NULL) or running (worker_id set), removed when the job ends.
+        -- No index of `jobs` covers a column that changes after create, so every later update of
+        -- the wide record is a HOT update (no index entries, little WAL).
+        CREATE TABLE job_queue (
+            job_id        uuid PRIMARY KEY,
+            tenant_id     text NOT NULL,
+            user_id       text NOT NULL,
+            type          text NOT NULL,
+            tier          text NOT NULL,
+            priority_key  bigint NOT NULL,
+            run_at        timestamptz NOT NULL,
+            worker_id     text,
+            fence         bigint NOT NULL DEFAULT 0
+        ) WITH (fillfactor = 80);
+        CREATE INDEX job_queue_ready ON job_queue (priority_key) WHERE worker_id IS NULL;
+        CREATE INDEX job_queue_ready_user ON job_queue (user_id, priority_key) WHERE worker_id IS NULL;
+        CREATE INDEX job_queue_running ON job_queue (worker_id) WHERE worker_id IS NOT NULL;
+        -- A lease is held by a worker (a reeld's in-process workers, or one external worker) and
+        -- renewed by its heartbeat, not per job; a job's `fence` is bumped by every claim, so a
+        -- worker writing for a claim that has been superseded changes nothing.
+        CREATE TABLE worker_leases (
+            worker_id   text PRIMARY KEY,
+            expires_at  timestamptz NOT NULL
+        );
+        ALTER TABLE jobs ADD COLUMN fence bigint NOT NULL DEFAULT 0;
+        -- A job's row takes ~8 versions in its life, each HOT only if its page has room: half of
+        -- each new page is left for them (pruning reclaims the dead versions as it goes).
+        ALTER TABLE jobs SET (fillfactor = 50);
+        INSERT INTO worker_leases (worker_id, expires_at)
+        SELECT worker_id, max(lease_expires_at) FROM jobs
+        WHERE lease_expires_at IS NOT NULL AND status IN ('processing', 'script_ready', 'continuity_checked', 'preview_ready')
+        GROUP BY worker_id;
+        INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at, worker_id)
+        SELECT id, tenant_id, user_id, type, tier, priority_key, run_at,
+               CASE WHEN status = 'queued' THEN NULL ELSE worker_id END
+        FROM jobs WHERE status IN ('queued', 'processing', 'script_ready', 'continuity_checked', 'preview_ready');
+        DROP INDEX jobs_ready;
+        DROP INDEX jobs_ready_user;
+        DROP INDEX jobs_leases;
+        ALTER TABLE jobs DROP COLUMN lease_expires_at;
+        """),
     ]
 }

@@ -10,6 +10,7 @@ public final class PostgresJobStore: JobStore {
     private let creates: GroupCommit<NewJob, (job: Job, event: JobEvent?)>
     typealias ChangeResult = Result<(job: Job, event: JobEvent), any Error>
     private let changes: GroupCommit<([StateChange], String), [ChangeResult]>
+    private let finals: GroupCommit<Finalization, (job: Job, event: JobEvent)?>
 
     public init(url: String, poolSize: Int, logger: Logger) throws {
         let pool = try PGPool(url: url, size: poolSize)
@@ -21,6 +22,7 @@ public final class PostgresJobStore: JobStore {
             try await Self.createJobs(jobs, pool: pool).map { .success($0) }
         }
         changes = GroupCommit(maxWriters: max(2, poolSize / 4)) { batch in try await Self.apply(batch, pool: pool) }
+        finals = GroupCommit(maxWriters: max(1, poolSize / 8)) { batch in try await Self.finalize(batch, pool: pool) }
     }
 
     /// Applies pending migrations in order; safe to run from several processes at once.
@@ -132,53 +134,68 @@ public final class PostgresJobStore: JobStore {
         list.isEmpty ? [] : try await changes.submit((list, jobID))
     }
 
-    /// A batch of state changes in one transaction, rows locked in job-id order (so that two
-    /// batches never deadlock; one job's changes keep their order); a change the table or the
-    /// lease refuses fails alone. The batch goes out in libpq pipeline mode: one round trip and
-    /// one commit for all of it. Each input is one job's list of changes, answered in order; a
-    /// list that is a plain run of steps (`isChain`) is one statement: one row update with the
-    /// last state and one event row per step.
+    /// A batch of state changes in one transaction, in libpq pipeline mode: one round trip
+    /// and one commit for all of it. Each input is one job's list of changes, answered in
+    /// order. Every list that is a plain run of steps (`isChain`) — what running jobs write —
+    /// goes into ONE statement for the whole batch (`SQL.applyChains`: one row update per job,
+    /// one event insert for all their steps); other changes (failures, cancels, retries) are a
+    /// statement each, in job-id order. A change the table or the lease refuses fails alone.
     static func apply(_ batch: [([StateChange], String)], pool: PGPool) async throws -> [Result<[ChangeResult], any Error>] {
         try await pool.withConnection { c in
-            if batch.count == 1 && batch[0].0.count == 1 {
+            if batch.count == 1 && batch[0].0.count == 1 && !isChain(batch[0].0) {
                 return [.success([Result { try Self.apply(batch[0].0[0], to: batch[0].1, on: c) }])]
             }
             var out: [[ChangeResult?]] = batch.map { [ChangeResult?](repeating: nil, count: $0.0.count) }
-            // One statement per change, or per chain (index -1).
-            var order: [(input: Int, index: Int)] = []
-            for (i, (list, _)) in batch.enumerated() {
-                if isChain(list) {
-                    order.append((i, -1))
+            var chains: [Int] = []
+            var chained = Set<String>()
+            var singles: [(input: Int, index: Int)] = []
+            for (i, (list, jobID)) in batch.enumerated() {
+                // One chain per job per statement: a second list for the same job goes after it.
+                if isChain(list) && chained.insert(jobID).inserted {
+                    chains.append(i)
                     continue
                 }
                 for (k, ch) in list.enumerated() {
                     do {
                         if let p = ch.progress { try Validate.progress(p) }
-                        order.append((i, k))
+                        singles.append((i, k))
                     } catch { out[i][k] = .failure(error) }
                 }
             }
-            order.sort { (batch[$0.input].1, $0.input, $0.index) < (batch[$1.input].1, $1.input, $1.index) }
-            let rows = try c.pipeline(order.map { o in
-                let (list, jobID) = batch[o.input]
-                return o.index < 0 ? (SQL.applyChain, chainParams(list, jobID: jobID))
-                                   : (SQL.applyChange, changeParams(list[o.index], jobID: jobID))
-            })
-            for ((i, k), r) in zip(order, rows) {
-                let (list, jobID) = batch[i]
-                if k < 0 {
-                    if r.rows.count == list.count {
-                        let job = JobRow.decode(r.rows[0])
-                        for (n, row) in r.rows.enumerated() {
-                            out[i][n] = .success((job, JobRow.decodeEvent(Array(row[JobRow.columnCount...]))))
-                        }
-                    } else {
-                        // The first step was refused (cancelled, lease lost): so is every step after it.
-                        let why: any Error
-                        do { why = try refusal(list[0], jobID: jobID, on: c) } catch { why = error }
-                        for n in list.indices { out[i][n] = .failure(why) }
+            singles.sort { (batch[$0.input].1, $0.input, $0.index) < (batch[$1.input].1, $1.input, $1.index) }
+            var statements: [(sql: String, params: [String?])] = []
+            if !chains.isEmpty { statements.append((SQL.applyChains, chainsParams(chains.map { batch[$0] }))) }
+            statements += singles.map { o in (SQL.applyChange, changeParams(batch[o.input].0[o.index], jobID: batch[o.input].1)) }
+            let rows = try c.pipeline(statements)
+            var results = rows[...]
+            if !chains.isEmpty {
+                var written = Set<Int>()
+                for row in results.removeFirst().rows {
+                    guard let ord = row[0].flatMap({ Int($0) }) else { continue }
+                    let i = chains[ord]
+                    let list = batch[i].0
+                    let job = JobRow.decode(Array(row.dropFirst()))
+                    let at = Int64(row[JobRow.columnCount + 1] ?? "") ?? 0
+                    let first = job.lastEventSeq - Int64(list.count)
+                    for (n, ch) in list.enumerated() {
+                        let event = JobEvent(jobID: job.id, seq: first + Int64(n) + 1, status: ch.status, stage: ch.stage ?? job.stage,
+                                             progress: ch.progress ?? job.progress, message: ch.message, atUnixMs: at,
+                                             deadLettered: job.deadLettered)
+                        out[i][n] = .success((job, event))
                     }
-                } else if let row = r.first {
+                    written.insert(i)
+                }
+                for i in chains where !written.contains(i) {
+                    // The first step was refused (cancelled, lease lost): so is every step after it.
+                    let (list, jobID) = batch[i]
+                    let why: any Error
+                    do { why = try refusal(list[0], jobID: jobID, on: c) } catch { why = error }
+                    for n in list.indices { out[i][n] = .failure(why) }
+                }
+            }
+            for ((i, k), r) in zip(singles, results) {
+                let (list, jobID) = batch[i]
+                if let row = r.first {
                     out[i][k] = .success(JobRow.decodeWithEvent(row))
                 } else {
                     do { out[i][k] = .failure(try refusal(list[k], jobID: jobID, on: c)) } catch { out[i][k] = .failure(error) }
@@ -188,14 +205,15 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
-    /// A list of two or more plain steps of a running job by one worker: each with a stage and
+    /// A list of one or more plain steps of a running job by one worker: each with a stage and
     /// a valid progress, no error, result, retry or dead-letter, no terminal or queued status,
     /// and each step a transition the table allows from the one before. Applied as one
     /// statement, it changes exactly what the steps one by one would.
     static func isChain(_ list: [StateChange]) -> Bool {
-        guard list.count >= 2, let worker = list[0].requireWorker else { return false }
+        guard !list.isEmpty, let worker = list[0].requireWorker else { return false }
+        let fence = list[0].requireFence
         for (k, ch) in list.enumerated() {
-            guard ch.requireWorker == worker, ch.stage != nil, let p = ch.progress, (try? Validate.progress(p)) != nil,
+            guard ch.requireWorker == worker, ch.requireFence == fence, ch.stage != nil, let p = ch.progress, (try? Validate.progress(p)) != nil,
                   ch.error == nil, ch.result == nil, ch.deadLettered == nil, ch.retryCount == nil, ch.runAfterMs == nil,
                   ch.status.isRunning else { return false }
             if k > 0 && !list[k - 1].status.canTransition(to: ch.status) { return false }
@@ -203,17 +221,33 @@ public final class PostgresJobStore: JobStore {
         return true
     }
 
-    private static func chainParams(_ list: [StateChange], jobID: String) -> [String?] {
-        let last = list[list.count - 1]
+    /// `SQL.applyChains`' parameters for runs of steps of several jobs (`ord` = the position here).
+    private static func chainsParams(_ inputs: [([StateChange], String)]) -> [String?] {
+        func col(_ f: (([StateChange], String)) -> String?) -> String { JobRow.nullableTextArray(inputs.map(f)) }
+        func int(_ v: some Sequence<Int64>) -> String { "{" + v.map(String.init).joined(separator: ",") + "}" }
         // A step with artifacts writes all of them, so the last such step decides every column.
-        let a = list.last(where: { $0.artifacts != nil })?.artifacts
+        func art(_ f: @escaping (Artifacts) -> String) -> String {
+            col { list, _ in list.last(where: { $0.artifacts != nil })?.artifacts.map(f) }
+        }
+        let last = { (l: ([StateChange], String)) in l.0[l.0.count - 1] }
+        var evOrd: [Int64] = [], evK: [Int64] = [], evProgress: [Int64] = []
+        var evStatus: [String] = [], evStage: [String] = [], evMessage: [String] = []
+        for (o, (list, _)) in inputs.enumerated() {
+            for (k, ch) in list.enumerated() {
+                evOrd.append(Int64(o)); evK.append(Int64(k + 1)); evProgress.append(Int64(ch.progress ?? 0))
+                evStatus.append(ch.status.name); evStage.append(ch.stage?.name ?? ""); evMessage.append(ch.message)
+            }
+        }
         return [
-            jobID, JobRow.textArray(JobStatus.sources(of: list[0].status).map(\.name)), last.requireWorker,
-            last.status.name, last.stage?.name, last.progress.map { String($0) }, last.message,
-        ] + JobRow.artifactParams(a) + [
-            String(list.count), JobRow.textArray(list.map(\.status.name)), JobRow.textArray(list.map { $0.stage?.name ?? "" }),
-            "{" + list.map { String($0.progress ?? 0) }.joined(separator: ",") + "}", JobRow.textArray(list.map(\.message)),
-            a?.providerRequestID,
+            col { $0.1 }, col { l in JobStatus.sources(of: l.0[0].status).map(\.name).joined(separator: ",") },
+            col { $0.0[0].requireWorker }, col { $0.0[0].requireFence.map(String.init) },
+            col { last($0).status.name }, col { last($0).stage?.name }, col { last($0).progress.map { String($0) } },
+            col { last($0).message },
+            art(\.expandedScript), art(\.validationResult), art(\.previewVideoURL), art(\.finalVideoURL),
+            art(\.thumbnailURL), art(\.hlsPlaylistURL), art(\.providerJobID), art(\.providerRequestID),
+            int(inputs.map { Int64($0.0.count) }), int(inputs.indices.map { Int64($0) }),
+            int(evOrd), int(evK), JobRow.textArray(evStatus), JobRow.textArray(evStage), int(evProgress),
+            JobRow.textArray(evMessage),
         ]
     }
 
@@ -234,7 +268,8 @@ public final class PostgresJobStore: JobStore {
             ch.result.map { String($0.durationSeconds) }, ch.result.map { String($0.updatedBibleVersion) },
             ch.error?.code, ch.error?.message, ch.error?.details, ch.error.map { $0.stage.name },
             ch.deadLettered.map { $0 ? "true" : "false" }, ch.retryCount.map(String.init), ch.runAfterMs.map(String.init),
-            ch.status.isRunning ? "true" : "false", terminal ? "true" : "false", a?.providerRequestID,
+            JobRow.queueAction(ch.status), terminal ? "true" : "false", a?.providerRequestID,
+            ch.requireFence.map(String.init),
         ]
     }
 
@@ -244,6 +279,9 @@ public final class PostgresJobStore: JobStore {
         let status = JobStatus(name: cur[0] ?? "") ?? .unspecified
         if let w = ch.requireWorker, status.canTransition(to: ch.status) {
             if cur[1] != w { return ReelError(.failedPrecondition, "job \(jobID) is no longer held by \(w)", jobID: jobID) }
+            if let f = ch.requireFence, cur[3] != String(f) {
+                return ReelError(.failedPrecondition, "job \(jobID) was claimed again since \(w)'s claim \(f)", jobID: jobID)
+            }
             if cur[2] != "true" { return ReelError(.failedPrecondition, "job \(jobID): the lease of \(w) has expired", jobID: jobID) }
         }
         return ReelError(.failedPrecondition, "job \(jobID) is \(status.name); it cannot become \(ch.status.name)", jobID: jobID)
@@ -258,51 +296,95 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func heldJobIDs(workerID: String) async throws -> Set<String> {
-        try await pool.withConnection { c in Set(try c.query(SQL.heldBy, [workerID, JobRow.runningStatuses]).rows.compactMap { $0[0] }) }
+        try await pool.withConnection { c in Set(try c.query(SQL.heldByWorker, [workerID]).rows.compactMap { $0[0] }) }
     }
 
-    public func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool {
-        try await pool.withConnection { c in
-            try !c.query(SQL.renewLease, [jobID, workerID, String(leaseMs), JobRow.runningStatuses]).rows.isEmpty
+    public func workerHeartbeat(workerID: String, leaseMs: Int64) async throws -> (lapsed: Bool, requeued: [(job: Job, event: JobEvent)]) {
+        let live = try await pool.withConnection { c in
+            try !c.query(SQL.renewWorkerLease, [workerID, String(leaseMs)]).rows.isEmpty
         }
+        if live { return (false, []) }
+        // Lapsed (or new): whatever the worker still held goes back to the queue first, so that
+        // the fresh lease can't bring a run that was given up back to life.
+        var requeued: [(job: Job, event: JobEvent)] = []
+        while true {
+            let batch = try await requeue(prefix: nil, expired: false, counted: true, worker: workerID)
+            requeued += batch
+            if batch.isEmpty { break }
+        }
+        try await pool.withConnection { c in _ = try c.query(SQL.takeWorkerLease, [workerID, String(leaseMs)]) }
+        return (true, requeued)
     }
 
     public func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)] {
-        try await requeue(prefix: nil, expired: true)
+        let requeued = try await requeue(prefix: nil, expired: true, counted: true, worker: nil)
+        if requeued.isEmpty { try await pool.withConnection { c in _ = try c.query(SQL.pruneWorkerLeases, []) } }
+        return requeued
     }
 
     public func releaseLeases(workerPrefix: String) async throws -> [(job: Job, event: JobEvent)] {
-        try await requeue(prefix: workerPrefix, expired: false)
+        var all: [(job: Job, event: JobEvent)] = []
+        while true {
+            let batch = try await requeue(prefix: workerPrefix, expired: false, counted: false, worker: nil)
+            all += batch
+            if batch.isEmpty { return all }
+        }
     }
 
-    private func requeue(prefix: String?, expired: Bool) async throws -> [(job: Job, event: JobEvent)] {
+    private func requeue(prefix: String?, expired: Bool, counted: Bool, worker: String?) async throws -> [(job: Job, event: JobEvent)] {
         // Lease loss is `running → queued` in the transition table.
         let sources = JobRow.textArray(JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name))
         return try await pool.withConnection { c in
-            try c.query(SQL.requeueLeases, [prefix, expired ? "true" : "false", expired ? "true" : "false", sources])
+            try c.query(SQL.requeueLeases, [prefix, expired ? "true" : "false", counted ? "true" : "false", sources, worker])
                 .rows.map(JobRow.decodeWithEvent)
         }
     }
 
-    public func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double)
+    public func finalize(jobID: String, workerID: String, fence: Int64?, result: JobResult, durationSeconds: Double)
         async throws -> (job: Job, event: JobEvent)? {
-        try await pool.withConnection { c in
-            try c.transaction { () throws -> (job: Job, event: JobEvent)? in
-                guard let cur = try c.query(SQL.lockJob, [jobID]).first else { throw ReelError.notFound(jobID: jobID) }
-                if cur[0] == JobStatus.finalReady.name { return nil }  // finalized already: nothing changes
-                guard let seg = try c.query(SQL.insertSegment, [jobID, result.videoURL, result.thumbnailURL,
-                                                                String(durationSeconds)]).first,
-                      let segmentID = seg[0], let sceneID = seg[1], let tenantID = seg[2] else {
-                    throw ReelError(.failedPrecondition, "job \(jobID) already has a segment", jobID: jobID)
+        try await finals.submit(Finalization(jobID: jobID, workerID: workerID, fence: fence, result: result,
+                                             durationSeconds: durationSeconds))
+    }
+
+    struct Finalization: Sendable {
+        let jobID: String
+        let workerID: String
+        let fence: Int64?
+        let result: JobResult
+        let durationSeconds: Double
+    }
+
+    /// Finalizations that arrive together share one statement (`SQL.finalizeJobs`) and one
+    /// commit. A job the statement did not finalize is looked at on its own: finalized already
+    /// (nil: nothing changes), or why its worker may not.
+    static func finalize(_ batch: [Finalization], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent)?, any Error>] {
+        func col(_ f: (Finalization) -> String?) -> String { JobRow.nullableTextArray(batch.map(f)) }
+        let final = StateChange(status: .finalReady, stage: .completed, progress: 100, message: "final video ready")
+        let params: [String?] = [
+            col(\.jobID), col(\.workerID), col { $0.fence.map(String.init) }, col(\.result.videoURL),
+            col(\.result.thumbnailURL), "{" + batch.map { String($0.durationSeconds) }.joined(separator: ",") + "}",
+            JobRow.textArray(JobStatus.sources(of: .finalReady).map(\.name)),
+            final.status.name, final.stage?.name, final.progress.map { String($0) }, final.message,
+        ]
+        return try await pool.withConnection { c in
+            var done: [String: (job: Job, event: JobEvent)] = [:]
+            for row in try c.query(SQL.finalizeJobs, params).rows {
+                let (job, event) = JobRow.decodeWithEvent(row)
+                done[job.id] = (job, event)
+            }
+            return batch.map { f in
+                if let d = done.removeValue(forKey: f.jobID) { return .success(d) }
+                return Result {
+                    guard let cur = try c.query(SQL.statusByID, [f.jobID]).first else { throw ReelError.notFound(jobID: f.jobID) }
+                    if cur[0] == JobStatus.finalReady.name { return nil }  // finalized already: nothing changes
+                    if let n = try c.query(SQL.segmentCount, [f.jobID]).first?[0], n != "0" {
+                        throw ReelError(.failedPrecondition, "job \(f.jobID) already has a segment", jobID: f.jobID)
+                    }
+                    var ch = final
+                    ch.requireWorker = f.workerID
+                    ch.requireFence = f.fence
+                    throw try refusal(ch, jobID: f.jobID, on: c)
                 }
-                let bible = try c.query(SQL.bumpScene, [sceneID, String(durationSeconds), tenantID]).first?[0].flatMap { Int32($0) } ?? 0
-                var r = result
-                r.segmentID = segmentID
-                r.durationSeconds = durationSeconds
-                r.updatedBibleVersion = bible
-                let change = StateChange(status: .finalReady, stage: .completed, progress: 100, message: "final video ready",
-                                         result: r, requireWorker: workerID)
-                return try Self.apply(change, to: jobID, on: c)
             }
         }
     }

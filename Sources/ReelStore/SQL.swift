@@ -13,7 +13,7 @@ enum SQL {
     (extract(epoch FROM created_at) * 1000)::int8,
     COALESCE((extract(epoch FROM started_at) * 1000)::int8, 0),
     COALESCE((extract(epoch FROM completed_at) * 1000)::int8, 0),
-    last_event_seq, tenant_id, provider_request_id
+    last_event_seq, tenant_id, provider_request_id, fence
     """
 
     /// The event columns in the order `JobRow.decodeEvent` reads them.
@@ -62,6 +62,9 @@ enum SQL {
         FROM input i ORDER BY i.ord
         ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *
+    ), q AS (
+        INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at)
+        SELECT id, tenant_id, user_id, type, tier, priority_key, run_at FROM ins
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
         SELECT id, 1, status, stage, progress, message, created_at FROM ins
@@ -72,7 +75,35 @@ enum SQL {
 
     static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2 AND tenant_id = $3"
     static let jobByID = "SELECT \(jobColumns) FROM jobs WHERE id = $1::uuid"
-    static let statusByID = "SELECT status, worker_id, (lease_expires_at > now())::text FROM jobs WHERE id = $1::uuid"
+    /// Status, holder, whether the holder's lease is live, and the claim's fencing number.
+    static let statusByID = """
+    SELECT j.status, j.worker_id,
+           EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker_id = j.worker_id AND l.expires_at > now())::text, j.fence
+    FROM jobs j WHERE j.id = $1::uuid
+    """
+
+    /// The condition under which a worker's write counts: it holds the job under the claim
+    /// `fence` names (nil: any of its claims) and its lease is live.
+    static func heldBy(worker: String, fence: String, alias j: String = "jobs") -> String {
+        """
+        \(j).worker_id = \(worker) AND (\(fence)::int8 IS NULL OR \(j).fence = \(fence)::int8)
+              AND EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker_id = \(worker) AND l.expires_at > now())
+        """
+    }
+
+    /// What a change does to the job's row in `job_queue` ($n: `JobRow.queueAction`): a job back
+    /// to `queued` gets its row (ready again at `run_at`), a job that ends loses it.
+    static func queueEffects(actionParam n: Int) -> String {
+        """
+        , qi AS (
+            INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at)
+            SELECT id, tenant_id, user_id, type, tier, priority_key, run_at FROM u WHERE $\(n) = 'enqueue'
+            ON CONFLICT (job_id) DO UPDATE SET worker_id = NULL, run_at = EXCLUDED.run_at
+        ), qd AS (
+            DELETE FROM job_queue q USING u WHERE q.job_id = u.id AND $\(n) = 'dequeue'
+        )
+        """
+    }
 
     /// Newest first; keyset pagination on (created_at, id). Empty filters match everything.
     static let listJobs = """
@@ -118,119 +149,165 @@ enum SQL {
             dead_lettered = COALESCE($24::bool, dead_lettered),
             retry_count = COALESCE($25::int, retry_count),
             run_at = CASE WHEN $2 = 'queued' THEN now() + make_interval(secs => COALESCE($26::int8, 0) / 1000.0) ELSE run_at END,
-            lease_expires_at = CASE WHEN $27::bool THEN lease_expires_at ELSE NULL END,
             completed_at = CASE WHEN $28::bool THEN now() ELSE NULL END,
             last_event_seq = last_event_seq + 1,
             updated_at = now()
         WHERE id = $1::uuid AND status = ANY($6::text[])
-          AND ($7::text IS NULL OR (worker_id = $7 AND lease_expires_at > now()))
+          AND ($7::text IS NULL OR (\(heldBy(worker: "$7", fence: "$30"))))
         RETURNING *
-    ), ev AS (
+    )\(queueEffects(actionParam: 27)), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
         SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
     )
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
 
-    /// A run of steps of one running job (`PostgresJobStore.isChain`) in one statement: the row
-    /// takes the last step's state (`$4`–`$14`, artifacts of the last step that had them) once,
-    /// and each step ($16–$19, in order) gets its event row with the next seq. The first step
-    /// must be allowed from the stored status ($2) under the worker's unexpired lease ($3), as
-    /// in `applyChange`; the steps after it were checked against the transition table by the
-    /// caller. Answers one row per event: the job as it ends up, then the event's columns.
-    static let applyChain = """
-    WITH u AS (
-        UPDATE jobs SET
-            status = $4, stage = COALESCE($5, stage), progress = COALESCE($6::int, progress), message = $7,
-            \(setArtifacts(requestIDParam: 20)),
-            completed_at = NULL,
-            last_event_seq = last_event_seq + $15::int,
-            updated_at = now()
-        WHERE id = $1::uuid AND status = ANY($2::text[]) AND worker_id = $3 AND lease_expires_at > now()
-        RETURNING *
+    /// Runs of steps of many running jobs (`PostgresJobStore.isChain`) in one statement: one
+    /// `UPDATE … FROM unnest` for the rows and one `INSERT … SELECT FROM unnest` for the events.
+    /// Per job ($1–$18, one element each): its row takes the last step's state once (artifacts
+    /// of the last step that had them; NULL keeps a column), and `n` steps get event rows with
+    /// the next seqs. The first step must be allowed from the stored status (`sources`, the
+    /// names joined by commas) under the worker's claim and live lease, as in `applyChange`;
+    /// the steps after it were checked against the transition table by the caller. The steps
+    /// themselves come flattened ($19–$24: the job's `ord`, the step's 1-based index `k`).
+    /// Rows are locked in id order, so two batches never deadlock. Answers one row per job
+    /// written: its `ord`, the job as it ends up, and the time of the change.
+    static let applyChains = """
+    WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int[], $8::text[],
+                             $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                             $16::text[], $17::int[], $18::int[])
+            AS t(id, sources, worker, fence, status, stage, progress, message,
+                 expanded_script, validation_result, preview_video_url, final_video_url, thumbnail_url, hls_playlist_url,
+                 provider_job_id, provider_request_id, n, ord)
+    ), locked AS (
+        SELECT j.id FROM jobs j JOIN input i ON i.id = j.id
+        WHERE j.status = ANY(string_to_array(i.sources, ',')) AND \(heldBy(worker: "i.worker", fence: "i.fence", alias: "j"))
+        ORDER BY j.id FOR UPDATE OF j
+    ), u AS (
+        UPDATE jobs j SET
+            status = i.status, stage = i.stage, progress = i.progress, message = i.message,
+            expanded_script = COALESCE(i.expanded_script, j.expanded_script),
+            validation_result = COALESCE(i.validation_result, j.validation_result),
+            preview_video_url = COALESCE(i.preview_video_url, j.preview_video_url),
+            final_video_url = COALESCE(i.final_video_url, j.final_video_url),
+            thumbnail_url = COALESCE(i.thumbnail_url, j.thumbnail_url),
+            hls_playlist_url = COALESCE(i.hls_playlist_url, j.hls_playlist_url),
+            provider_job_id = COALESCE(i.provider_job_id, j.provider_job_id),
+            provider_request_id = COALESCE(i.provider_request_id, j.provider_request_id),
+            completed_at = NULL, last_event_seq = j.last_event_seq + i.n, updated_at = now()
+        FROM input i JOIN locked l ON l.id = i.id
+        WHERE j.id = i.id
+        RETURNING j.*, i.n AS steps, i.ord AS ord
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
-        SELECT u.id, u.last_event_seq - $15::int + e.ord, e.status, e.stage, e.progress, e.message, u.dead_lettered, u.updated_at
-        FROM u, unnest($16::text[], $17::text[], $18::int[], $19::text[]) WITH ORDINALITY AS e(status, stage, progress, message, ord)
-        RETURNING job_id, seq, status, stage, progress, message, at, dead_lettered
+        SELECT u.id, u.last_event_seq - u.steps + e.k, e.status, e.stage, e.progress, e.message, u.dead_lettered, u.updated_at
+        FROM unnest($19::int[], $20::int[], $21::text[], $22::text[], $23::int[], $24::text[])
+            AS e(ord, k, status, stage, progress, message)
+        JOIN u ON u.ord = e.ord
     )
-    SELECT j.*, ev.job_id::text, ev.seq, ev.status, ev.stage, ev.progress, ev.message,
-           (extract(epoch FROM ev.at) * 1000)::int8, ev.dead_lettered
-    FROM (SELECT \(jobColumns) FROM u) j, ev ORDER BY ev.seq
+    SELECT ord, \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
 
-    /// Claims ready jobs for `$1`, `$2` at most, under a lease of `$3` ms. Fair first: every
-    /// user's best ready job (a loose index scan over `jobs_ready_user`) goes ahead of any
-    /// user's second, so one user's flood can't starve another's single job; the rest follow
-    /// in plain `priority_key` order. SKIP LOCKED lets several claimers share the queue.
+    /// Claims ready jobs for `$1`, `$2` at most, under the worker's lease of `$3` ms, in one
+    /// statement over the narrow `job_queue`. Fair first: every user's best ready job (a loose
+    /// index scan over `job_queue_ready_user`) goes ahead of any user's second, so one user's
+    /// flood can't starve another's single job; the rest follow in plain `priority_key` order.
+    /// SKIP LOCKED lets several claimers share the queue. Each claim bumps the job's `fence`.
+    /// The claim renews the worker's lease, or takes it afresh when it had none or holds nothing;
+    /// a worker whose lease lapsed while it held jobs claims nothing until those are requeued
+    /// (`workerHeartbeat`), so no job is left held by a lease that came back to life.
     static let claim = """
-    WITH RECURSIVE users AS (
-        (SELECT user_id FROM jobs WHERE status = 'queued' ORDER BY user_id LIMIT 1)
+    WITH RECURSIVE lease AS (
+        INSERT INTO worker_leases (worker_id, expires_at) VALUES ($1, now() + make_interval(secs => $3::int8 / 1000.0))
+        ON CONFLICT (worker_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+        WHERE worker_leases.expires_at > now() OR NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.worker_id = $1)
+        RETURNING 1
+    ), users AS (
+        (SELECT user_id FROM job_queue WHERE worker_id IS NULL ORDER BY user_id LIMIT 1)
         UNION ALL
-        SELECT (SELECT j.user_id FROM jobs j WHERE j.status = 'queued' AND j.user_id > u.user_id
-                ORDER BY j.user_id LIMIT 1)
+        SELECT (SELECT q.user_id FROM job_queue q WHERE q.worker_id IS NULL AND q.user_id > u.user_id
+                ORDER BY q.user_id LIMIT 1)
         FROM users u WHERE u.user_id IS NOT NULL
     ), heads AS (
-        SELECT h.id, h.priority_key FROM users u
+        SELECT h.job_id, h.priority_key FROM users u
         CROSS JOIN LATERAL (
-            SELECT id, priority_key FROM jobs j
-            WHERE j.status = 'queued' AND j.user_id = u.user_id AND j.run_at <= now()
-              AND ($5::text[] IS NULL OR j.type = ANY($5::text[]))
-            ORDER BY j.priority_key LIMIT 1) h
+            SELECT job_id, priority_key FROM job_queue q
+            WHERE q.worker_id IS NULL AND q.user_id = u.user_id AND q.run_at <= now()
+              AND ($5::text[] IS NULL OR q.type = ANY($5::text[]))
+            ORDER BY q.priority_key LIMIT 1) h
         WHERE u.user_id IS NOT NULL
         ORDER BY h.priority_key LIMIT $4::int
     ), rest AS (
-        SELECT id, priority_key FROM jobs WHERE status = 'queued' AND run_at <= now()
+        SELECT job_id, priority_key FROM job_queue WHERE worker_id IS NULL AND run_at <= now()
           AND ($5::text[] IS NULL OR type = ANY($5::text[]))
         ORDER BY priority_key LIMIT $4::int
     ), ranked AS (
-        SELECT id, min(round) AS round, min(priority_key) AS priority_key FROM (
-            SELECT id, 0 AS round, priority_key FROM heads
-            UNION ALL SELECT id, 1, priority_key FROM rest) both_rounds
-        GROUP BY id
+        SELECT job_id, min(round) AS round, min(priority_key) AS priority_key FROM (
+            SELECT job_id, 0 AS round, priority_key FROM heads
+            UNION ALL SELECT job_id, 1, priority_key FROM rest) both_rounds
+        GROUP BY job_id
     ), c AS (
         -- More candidates ($4) than slots ($2), so concurrent claimers skip each other's locks.
-        SELECT j.id FROM jobs j JOIN ranked r ON r.id = j.id WHERE j.status = 'queued'
+        SELECT q.job_id FROM job_queue q JOIN ranked r ON r.job_id = q.job_id
+        WHERE q.worker_id IS NULL AND EXISTS (SELECT 1 FROM lease)
         ORDER BY r.round, r.priority_key LIMIT $2::int
-        FOR UPDATE OF j SKIP LOCKED
+        FOR UPDATE OF q SKIP LOCKED
+    ), qu AS (
+        UPDATE job_queue q SET worker_id = $1, fence = q.fence + 1 FROM c WHERE q.job_id = c.job_id
+        RETURNING q.job_id, q.fence
     ), u AS (
         UPDATE jobs j SET status = 'processing', stage = 'script_expansion',
             message = 'claimed by ' || $1 || CASE WHEN j.retry_count > 0 THEN ' (attempt ' || (j.retry_count + 1) || ')' ELSE '' END,
-            worker_id = $1, lease_expires_at = now() + make_interval(secs => $3::int8 / 1000.0),
+            worker_id = $1, fence = qu.fence,
             started_at = COALESCE(j.started_at, now()), last_event_seq = j.last_event_seq + 1, updated_at = now()
-        FROM c WHERE j.id = c.id
+        FROM qu WHERE j.id = qu.job_id AND j.status = 'queued'
         RETURNING j.*
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
         SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
     )
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
-    JOIN ranked USING (id) ORDER BY ranked.round, ranked.priority_key
+    JOIN ranked ON ranked.job_id = u.id ORDER BY ranked.round, ranked.priority_key
     """
 
-    /// Only an unexpired lease is extended: once it ran out the job is the reaper's.
-    static let renewLease = """
-    UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3::int8 / 1000.0)
-    WHERE id = $1::uuid AND worker_id = $2 AND status = ANY($4::text[]) AND lease_expires_at > now()
+    /// A worker's heartbeat: its lease is extended while it is live. One that has lapsed is
+    /// not: the caller requeues what the worker held, then takes a fresh one (`takeWorkerLease`).
+    static let renewWorkerLease = """
+    UPDATE worker_leases SET expires_at = now() + make_interval(secs => $2::int8 / 1000.0)
+    WHERE worker_id = $1 AND expires_at > now()
     RETURNING 1
     """
+    static let takeWorkerLease = """
+    INSERT INTO worker_leases (worker_id, expires_at) VALUES ($1, now() + make_interval(secs => $2::int8 / 1000.0))
+    ON CONFLICT (worker_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    """
+    /// Leases of workers long gone that hold nothing any more.
+    static let pruneWorkerLeases = """
+    DELETE FROM worker_leases l WHERE l.expires_at < now() - interval '1 minute'
+      AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.worker_id = l.worker_id)
+    """
 
-    /// Running jobs whose lease has run out ($2 = true), or that this worker hands back ($1 prefix):
-    /// back to the queue, the attempt counted ($3) or not.
+    /// Running jobs whose worker's lease has run out ($2 = true), that this worker hands back
+    /// ($1 prefix), or that one worker held when its lease lapsed ($5): back to the queue, the
+    /// attempt counted ($3) or not.
     static let requeueLeases = """
     WITH x AS (
-        SELECT id FROM jobs
-        WHERE status = ANY($4::text[])
-          AND (($2::bool AND lease_expires_at < now()) OR ($1::text IS NOT NULL AND worker_id LIKE $1 || '%'))
-        ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED
+        SELECT q.job_id FROM job_queue q
+        WHERE q.worker_id IS NOT NULL
+          AND (($2::bool AND NOT EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker_id = q.worker_id AND l.expires_at > now()))
+               OR ($1::text IS NOT NULL AND q.worker_id LIKE $1 || '%') OR q.worker_id = $5::text)
+        ORDER BY q.job_id LIMIT 500 FOR UPDATE OF q SKIP LOCKED
     ), u AS (
         UPDATE jobs j SET status = 'queued', stage = 'pending',
             message = CASE WHEN $3::bool THEN 'lease of ' || j.worker_id || ' expired; requeued'
                            ELSE 'handed back by ' || j.worker_id || ' at shutdown; requeued' END,
             retry_count = j.retry_count + CASE WHEN $3::bool THEN 1 ELSE 0 END,
-            lease_expires_at = NULL, run_at = now(), last_event_seq = j.last_event_seq + 1, updated_at = now()
-        FROM x WHERE j.id = x.id
+            run_at = now(), last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM x WHERE j.id = x.job_id AND j.status = ANY($4::text[])
         RETURNING j.*
+    ), qu AS (
+        UPDATE job_queue q SET worker_id = NULL, run_at = u.run_at FROM u WHERE q.job_id = u.id
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
         SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
@@ -238,18 +315,58 @@ enum SQL {
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
 
-    static let insertSegment = """
-    INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
-    SELECT id, tenant_id, scene_id, $2, $3, $4::float8, expanded_script FROM jobs WHERE id = $1::uuid
-    ON CONFLICT (job_id) DO NOTHING
-    RETURNING id::text, scene_id, tenant_id
+    /// Finalization of many jobs in one statement (DESIGN §5): each job held by its worker
+    /// gets its segment (once per job), the scene counters move once per scene for all of its
+    /// jobs in the batch (each job gets its own bible version, in job-id order), the job goes
+    /// to `final_ready` with its event, and leaves the queue. Scenes and jobs are locked in key
+    /// order first, so batches never deadlock. Per job ($1–$6): id, worker, fence (NULL: any
+    /// claim), video and thumbnail URLs, duration; $7 the statuses final_ready may follow,
+    /// $8–$11 the final state. Answers the jobs finalized; a job missing was refused.
+    static let finalizeJobs = """
+    WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::float8[])
+            AS t(id, worker, fence, video_url, thumbnail_url, duration)
+    ), locked AS (
+        SELECT j.id, j.tenant_id, j.scene_id, j.expanded_script, i.video_url, i.thumbnail_url, i.duration
+        FROM jobs j JOIN input i ON i.id = j.id
+        WHERE j.status = ANY($7::text[]) AND \(heldBy(worker: "i.worker", fence: "i.fence", alias: "j"))
+        ORDER BY j.id FOR UPDATE OF j
+    ), scenes_locked AS (
+        SELECT s.tenant_id, s.id FROM scenes s
+        WHERE (s.tenant_id, s.id) IN (SELECT tenant_id, scene_id FROM locked)
+        ORDER BY s.tenant_id, s.id FOR NO KEY UPDATE OF s
+    ), seg AS (
+        INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
+        SELECT id, tenant_id, scene_id, video_url, thumbnail_url, duration, expanded_script FROM locked
+        WHERE (SELECT count(*) FROM scenes_locked) >= 0
+        ON CONFLICT (job_id) DO NOTHING
+        RETURNING id, job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds
+    ), per_scene AS (
+        SELECT tenant_id, scene_id, count(*)::int AS n, sum(duration_seconds) AS total FROM seg GROUP BY tenant_id, scene_id
+    ), sc AS (
+        UPDATE scenes s SET segment_count = s.segment_count + p.n, total_duration_seconds = s.total_duration_seconds + p.total,
+            bible_version = s.bible_version + p.n, updated_at = now()
+        FROM per_scene p WHERE s.tenant_id = p.tenant_id AND s.id = p.scene_id
+        RETURNING s.tenant_id, s.id, s.bible_version - p.n AS base
+    ), numbered AS (
+        SELECT seg.*, row_number() OVER (PARTITION BY seg.tenant_id, seg.scene_id ORDER BY seg.job_id) AS rn FROM seg
+    ), u AS (
+        UPDATE jobs j SET status = $8, stage = $9, progress = $10::int, message = $11,
+            result_segment_id = n.id::text, result_video_url = n.video_url, result_thumbnail_url = n.thumbnail_url,
+            result_duration_seconds = n.duration_seconds, result_bible_version = sc.base + n.rn,
+            completed_at = now(), last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM numbered n JOIN sc ON sc.tenant_id = n.tenant_id AND sc.id = n.scene_id
+        WHERE j.id = n.job_id
+        RETURNING j.*
+    ), qd AS (
+        DELETE FROM job_queue q USING u WHERE q.job_id = u.id
+    ), ev AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+    )
+    SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
     """
-    static let bumpScene = """
-    UPDATE scenes SET segment_count = segment_count + 1, total_duration_seconds = total_duration_seconds + $2::float8,
-        bible_version = bible_version + 1, updated_at = now()
-    WHERE tenant_id = $3 AND id = $1 RETURNING bible_version
-    """
-    static let lockJob = "SELECT status FROM jobs WHERE id = $1::uuid FOR UPDATE"
+
     static let segmentCount = "SELECT count(*) FROM segments WHERE job_id = $1::uuid"
 
     /// A new bible version: the scene is created at version 1 or moves to the next version.
@@ -274,7 +391,7 @@ enum SQL {
     /// Ready-queue depth and the longest wait (since the job became runnable) per tier.
     static let queueStats = """
     SELECT tier, count(*), COALESCE(extract(epoch FROM now() - min(run_at)), 0)::float8
-    FROM jobs WHERE status = 'queued' GROUP BY tier
+    FROM job_queue WHERE worker_id IS NULL GROUP BY tier
     """
     static let ping = "SELECT 1"
 
@@ -307,8 +424,9 @@ enum SQL {
     RETURNING id::text, tenant_id, prefix, admin, rate_limit_per_second, (extract(epoch FROM created_at) * 1000)::int8, revoked_at IS NOT NULL
     """
 
-    static let heldBy = """
-    SELECT id::text FROM jobs WHERE worker_id = $1 AND status = ANY($2::text[]) AND lease_expires_at > now()
+    static let heldByWorker = """
+    SELECT q.job_id::text FROM job_queue q
+    WHERE q.worker_id = $1 AND EXISTS (SELECT 1 FROM worker_leases l WHERE l.worker_id = $1 AND l.expires_at > now())
     """
 
     // MARK: provider tasks (DESIGN §5): attempts, account slots, callback tokens

@@ -259,7 +259,10 @@ struct PostgresJobStoreTests {
             WITH ins AS (
               INSERT INTO jobs (user_id, scene_id, type, status, stage, input_text, idempotency_key, tier, priority_key)
               SELECT 'flood', 's1', 'scene_creation', 'queued', 'pending', 'x' || g, 'k' || g, 'standard', g
-              FROM generate_series(1, 5000) g RETURNING id)
+              FROM generate_series(1, 5000) g RETURNING *),
+            q AS (
+              INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at)
+              SELECT id, tenant_id, user_id, type, tier, priority_key, run_at FROM ins)
             INSERT INTO job_events (job_id, seq, status, stage, progress, message) SELECT id, 1, 'queued', 'pending', 0, 'queued' FROM ins
             """)
         let single = try await store.createJob(newJob(user: "quiet", text: "just one")).job
@@ -280,7 +283,7 @@ struct PostgresJobStoreTests {
         // It was enqueued ten minutes ago: its key is what PriorityScore gives for that time.
         let tenMinutesAgo = Int64(Date().timeIntervalSince1970 * 1000) - 600_000
         let key = PriorityScore(tier: .standard, type: .continuation, firstJobToday: false).sortKey(enqueuedAtUnixMs: tenMinutesAgo)
-        _ = try await store.scalar("UPDATE jobs SET priority_key = \(key) WHERE id = '\(old.id)'")
+        _ = try await store.scalar("UPDATE job_queue SET priority_key = \(key) WHERE job_id = '\(old.id)'")
         for i in 0..<20 { _ = try await store.createJob(newJob(user: "ager", text: "fresh \(i)", type: .sceneCreation)) }
         let first = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000)
         #expect(first.map(\.job.id) == [old.id], "20 points of score are worth 2 minutes; it waited 10")
@@ -291,7 +294,9 @@ struct PostgresJobStoreTests {
         let (job, _) = try await store.createJob(newJob())
         _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 1)
         try await Task.sleep(for: .milliseconds(50))
-        #expect(try await store.renewLease(jobID: job.id, workerID: "other", leaseMs: 1000) == false)
+        // Another worker's heartbeat holds nothing of this job.
+        #expect(try await store.workerHeartbeat(workerID: "other", leaseMs: 1000).requeued.isEmpty)
+        #expect(try await store.heldJobIDs(workerID: "other").isEmpty)
         let requeued = try await store.requeueExpiredLeases()
         #expect(requeued.map(\.job.id) == [job.id])
         let j = try await store.job(id: job.id)!
@@ -299,7 +304,8 @@ struct PostgresJobStoreTests {
         #expect(try await store.requeueExpiredLeases().isEmpty)
         // Handing back at shutdown does not count an attempt.
         _ = try await store.claim(workerID: "reeld-1-w", limit: 1, leaseMs: 60_000)
-        #expect(try await store.renewLease(jobID: job.id, workerID: "reeld-1-w", leaseMs: 60_000))
+        #expect(try await store.workerHeartbeat(workerID: "reeld-1-w", leaseMs: 60_000).lapsed == false)
+        #expect(try await store.heldJobIDs(workerID: "reeld-1-w") == [job.id])
         #expect(try await store.releaseLeases(workerPrefix: "reeld-1").count == 1)
         #expect(try await store.job(id: job.id)!.retryCount == 1)
     }
@@ -311,7 +317,7 @@ struct PostgresJobStoreTests {
         try await Task.sleep(for: .milliseconds(50))
         // No reaper has run: the job is still `processing` under w's name, but the lease is gone.
         #expect(try await store.job(id: job.id)!.status == .processing)
-        #expect(try await store.renewLease(jobID: job.id, workerID: "w", leaseMs: 60_000) == false)
+        #expect(try await store.heldJobIDs(workerID: "w").isEmpty)
         await #expect(throws: ReelError.self) {
             try await store.apply(StateChange(status: .scriptReady, stage: .scriptExpansion, progress: 25, message: "late",
                                               requireWorker: "w"), to: job.id)
@@ -326,7 +332,8 @@ struct PostgresJobStoreTests {
         // A live lease is renewed as before.
         #expect(try await store.requeueExpiredLeases().map(\.job.id) == [job.id])
         _ = try await store.claim(workerID: "w2", limit: 1, leaseMs: 60_000)
-        #expect(try await store.renewLease(jobID: job.id, workerID: "w2", leaseMs: 60_000))
+        #expect(try await store.workerHeartbeat(workerID: "w2", leaseMs: 60_000).lapsed == false)
+        #expect(try await store.heldJobIDs(workerID: "w2") == [job.id])
     }
 
     @Test func scenesBelongToATenant() async throws {
