@@ -104,12 +104,13 @@ public struct Pipeline: Sendable {
     /// Writes one step of the run. A step that saves an artifact is a checkpoint: it is committed
     /// before the run goes on, so a retried or restarted job resumes after it. A progress report
     /// is handed to the run's writer without waiting: it commits with whatever step comes next
-    /// (one commit for both), and watchers see it once it is committed.
+    /// (one commit for both), and watchers see it once it is committed. `progressReport`: the step
+    /// only moves progress within the previous step's status and stage (the writer coalesces those).
     func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
-                      artifacts: Artifacts? = nil) async throws {
+                      artifacts: Artifacts? = nil, progressReport: Bool = false) async throws {
         try Task.checkCancellation()
         let change = StateChange(status: status, stage: stage, progress: progress, message: message,
-                                 artifacts: artifacts, requireWorker: workerID)
+                                 artifacts: artifacts, requireWorker: workerID, progressReport: progressReport)
         if artifacts == nil {
             try run.writer.post(change)
         } else {
@@ -238,7 +239,8 @@ public struct Pipeline: Sendable {
                     if reported != lastProgress {
                         lastProgress = reported
                         let p = min(max(40 + reported * 45 / 100, 40), 84)
-                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(reported)%)")
+                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(reported)%)",
+                                       progressReport: true)
                     }
                 }
             }
