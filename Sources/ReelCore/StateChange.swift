@@ -20,15 +20,20 @@ public struct StateChange: Sendable, Equatable {
     /// worker's claims). A run that outlived its claim (the job was requeued and claimed again,
     /// perhaps by the same worker) writes nothing.
     public var requireFence: Int64?
+    /// A progress report: the step keeps the previous step's status and stage and only moves
+    /// progress (e.g. while a provider generates). A run's writer may coalesce such reports
+    /// (DESIGN §2: at most one per job per 100 ms, the latest value, a stage's last one always
+    /// written); the store writes what it is given either way.
+    public var progressReport: Bool
 
     public init(status: JobStatus, stage: Stage?, progress: Int32?, message: String,
                 artifacts: Artifacts? = nil, result: JobResult? = nil, error: JobError? = nil,
                 deadLettered: Bool? = nil, retryCount: Int32? = nil, runAfterMs: Int64? = nil,
-                requireWorker: String? = nil, requireFence: Int64? = nil) {
+                requireWorker: String? = nil, requireFence: Int64? = nil, progressReport: Bool = false) {
         self.status = status; self.stage = stage; self.progress = progress; self.message = message
         self.artifacts = artifacts; self.result = result; self.error = error
         self.deadLettered = deadLettered; self.retryCount = retryCount; self.runAfterMs = runAfterMs
-        self.requireWorker = requireWorker; self.requireFence = requireFence
+        self.requireWorker = requireWorker; self.requireFence = requireFence; self.progressReport = progressReport
     }
 }
 

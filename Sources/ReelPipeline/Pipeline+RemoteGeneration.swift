@@ -230,7 +230,8 @@ extension Pipeline {
                 let p = GenerationTimes.progress(elapsed: ContinuousClock.now - started, expected: expected)
                 if p > last {
                     last = p
-                    try await step(run, .continuityChecked, .videoGeneration, p, "generating video at \(name)")
+                    try await step(run, .continuityChecked, .videoGeneration, p, "generating video at \(name)",
+                                   progressReport: true)
                 }
             }
         }

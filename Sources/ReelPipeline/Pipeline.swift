@@ -108,11 +108,13 @@ public struct Pipeline: Sendable {
     /// job follows that task and never pays for another. A stage's artifact is saved with its
     /// step, so a retried job resumes after the last stage whose step was committed; the run
     /// flushes before anything that costs money or ends it (a provider submit, finalization).
+    /// `progressReport`: the step only moves progress within the previous step's status and
+    /// stage (the writer coalesces those).
     func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
-                      artifacts: Artifacts? = nil, checkpoint: Bool = false) async throws {
+                      artifacts: Artifacts? = nil, checkpoint: Bool = false, progressReport: Bool = false) async throws {
         try Task.checkCancellation()
-        let change = StateChange(status: status, stage: stage, progress: progress, message: message,
-                                 artifacts: artifacts, requireWorker: workerID, requireFence: run.fence)
+        let change = StateChange(status: status, stage: stage, progress: progress, message: message, artifacts: artifacts,
+                                 requireWorker: workerID, requireFence: run.fence, progressReport: progressReport)
         if checkpoint {
             try await run.writer.commit(change)
         } else {
@@ -242,7 +244,8 @@ public struct Pipeline: Sendable {
                     if reported != lastProgress {
                         lastProgress = reported
                         let p = min(max(40 + reported * 45 / 100, 40), 84)
-                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(reported)%)")
+                        try await step(run, .continuityChecked, .videoGeneration, p, "generating video (\(reported)%)",
+                                       progressReport: true)
                     }
                 }
             }

@@ -4,19 +4,27 @@ import Foundation
 import Logging
 import Synchronization
 
-/// LISTENs for the job events every reeld writes (a trigger NOTIFYs each `job_events` row
-/// while more than one reeld is alive: `PostgresJobStore.touchInstance`), so a watcher
-/// connected to one process sees a job run by another. A connection and a
+/// LISTENs for the job events every reeld writes (a trigger NOTIFYs each statement's
+/// `job_events` rows while more than one reeld is alive: `PostgresJobStore.touchInstance`), so
+/// a watcher connected to one process sees a job run by another. A connection and a
 /// thread of its own; reconnects by itself.
 public final class EventListener: Sendable {
     static let channel = "reel_job_events"
     private let url: String
     private let logger: Logger
-    private let onEvent: @Sendable (JobEvent) -> Void
+    private let onPayload: @Sendable (String) -> Void
     private let stopped = Atomic<Bool>(false)
 
-    public init(url: String, logger: Logger, onEvent: @escaping @Sendable (JobEvent) -> Void) {
-        self.url = url; self.logger = logger; self.onEvent = onEvent
+    /// `onEvent` gets each event of each notification, in the order they were sent.
+    public convenience init(url: String, logger: Logger, onEvent: @escaping @Sendable (JobEvent) -> Void) {
+        self.init(url: url, logger: logger, onPayload: { payload in
+            for event in Self.decode(payload) { onEvent(event) }
+        })
+    }
+
+    /// `onPayload` gets each notification's payload as sent (tests count them).
+    init(url: String, logger: Logger, onPayload: @escaping @Sendable (String) -> Void) {
+        self.url = url; self.logger = logger; self.onPayload = onPayload
     }
 
     public func start() {
@@ -57,12 +65,12 @@ public final class EventListener: Sendable {
             while let note = PQnotifies(conn) {
                 let payload = String(cString: note.pointee.extra)
                 PQfreemem(note)
-                if let event = Self.decode(payload) { onEvent(event) }
+                onPayload(payload)
             }
         }
     }
 
-    /// `reel_notify_job_event()`'s payload (migration 4): the event's columns by name.
+    /// One event in a notification: its columns by name (`reel_notify_job_events()`, migration 11).
     struct Payload: Decodable {
         var jobID: String
         var seq: Int64
@@ -76,12 +84,23 @@ public final class EventListener: Sendable {
         enum CodingKeys: String, CodingKey {
             case jobID = "job_id", seq, status, stage, progress, message, atUnixMs = "at_unix_ms", deadLettered = "dead_lettered"
         }
+
+        var event: JobEvent {
+            JobEvent(jobID: jobID, seq: seq, status: JobStatus(name: status ?? "") ?? .unspecified,
+                     stage: Stage(name: stage ?? "") ?? .unspecified, progress: progress ?? 0,
+                     message: message ?? "", atUnixMs: atUnixMs ?? 0, deadLettered: deadLettered ?? false)
+        }
     }
 
-    static func decode(_ payload: String) -> JobEvent? {
-        guard let p = try? JSONDecoder().decode(Payload.self, from: Data(payload.utf8)) else { return nil }
-        return JobEvent(jobID: p.jobID, seq: p.seq, status: JobStatus(name: p.status ?? "") ?? .unspecified,
-                        stage: Stage(name: p.stage ?? "") ?? .unspecified, progress: p.progress ?? 0,
-                        message: p.message ?? "", atUnixMs: p.atUnixMs ?? 0, deadLettered: p.deadLettered ?? false)
+    /// A notification's events: a JSON array of them (migration 11: one notification per
+    /// statement), or one event as an object (the per-row trigger of migrations 4 and 7).
+    /// Anything else: none.
+    static func decode(_ payload: String) -> [JobEvent] {
+        let data = Data(payload.utf8)
+        let decoder = JSONDecoder()
+        if payload.first == "[" {
+            return ((try? decoder.decode([Payload].self, from: data)) ?? []).map(\.event)
+        }
+        return (try? decoder.decode(Payload.self, from: data)).map { [$0.event] } ?? []
     }
 }

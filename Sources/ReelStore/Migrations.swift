@@ -245,6 +245,51 @@ enum Migrations {
         -- The provider's request id of the submit that made the job's task (support tickets name it).
         ALTER TABLE jobs ADD COLUMN provider_request_id text NOT NULL DEFAULT '';
         """),
+        (11, "one NOTIFY per statement of events; no foreign key on events", """
+        -- The per-row trigger ran once per event row and NOTIFYed each one. A statement-level
+        -- trigger sees all of a statement's rows at once (its transition table) and sends them in
+        -- one notification, a JSON array of the events (more than one only when the array would
+        -- pass pg_notify's 8000-byte limit), and still only while more than one reeld is alive.
+        DROP TRIGGER job_events_notify ON job_events;
+        DROP FUNCTION reel_notify_job_event();
+        CREATE FUNCTION reel_notify_job_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            e record;
+            msg text;
+            item text;
+            chunk text := '';
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM new_events)
+               OR (SELECT count(*) FROM reel_instances WHERE last_seen > now() - interval '30 seconds') < 2 THEN
+                RETURN NULL;
+            END IF;
+            FOR e IN SELECT * FROM new_events ORDER BY job_id, seq LOOP
+                -- A message is cut to 1500 characters, or to 200 when those escape to too many bytes.
+                msg := left(e.message, 1500);
+                IF octet_length(to_json(msg)::text) > 7000 THEN msg := left(e.message, 200); END IF;
+                item := json_build_object(
+                    'job_id', e.job_id, 'seq', e.seq, 'status', e.status, 'stage', e.stage,
+                    'progress', e.progress, 'message', msg, 'dead_lettered', e.dead_lettered,
+                    'at_unix_ms', (extract(epoch FROM e.at) * 1000)::int8)::text;
+                -- A payload is shorter than 8000 bytes: "[" chunk "," item "]".
+                IF chunk <> '' AND octet_length(chunk) + octet_length(item) + 3 > 7999 THEN
+                    PERFORM pg_notify('reel_job_events', '[' || chunk || ']');
+                    chunk := '';
+                END IF;
+                chunk := CASE WHEN chunk = '' THEN item ELSE chunk || ',' || item END;
+            END LOOP;
+            IF chunk <> '' THEN
+                PERFORM pg_notify('reel_job_events', '[' || chunk || ']');
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER job_events_notify AFTER INSERT ON job_events
+            REFERENCING NEW TABLE AS new_events
+            FOR EACH STATEMENT EXECUTE FUNCTION reel_notify_job_events();
+        -- Every event insert paid a foreign-key check on jobs; events are only written by the
+        -- statements that update (or insert) their job, which is check enough.
+        ALTER TABLE job_events DROP CONSTRAINT IF EXISTS job_events_job_id_fkey;
+        """),
         (12, "a narrow queue beside the wide job record; leases per worker with a fencing number", """
         -- What a claim scans, and what a reaper needs, lives in a narrow table of its own: one row per
         -- job that is queued (worker_id NULL) or running (worker_id set), removed when the job ends.

@@ -300,20 +300,28 @@ public final class PostgresJobStore: JobStore {
     }
 
     public func workerHeartbeat(workerID: String, leaseMs: Int64) async throws -> (lapsed: Bool, requeued: [(job: Job, event: JobEvent)]) {
-        let live = try await pool.withConnection { c in
-            try !c.query(SQL.renewWorkerLease, [workerID, String(leaseMs)]).rows.isEmpty
+        let sources = Self.requeueSources
+        return try await pool.withConnection { c in
+            try c.transaction { () throws -> (lapsed: Bool, requeued: [(job: Job, event: JobEvent)]) in
+                // The worker's lease row, locked: a claim for this worker (which renews it) waits
+                // until this decision is committed, so nothing it claims can be taken for a lapse.
+                _ = try c.query(SQL.ensureWorkerLease, [workerID])
+                let live = try c.query(SQL.lockWorkerLease, [workerID]).first?[0] == "t"
+                var requeued: [(job: Job, event: JobEvent)] = []
+                if !live {
+                    // Lapsed (or new): whatever the worker still held goes back to the queue before
+                    // the fresh lease, which can't bring a run that was given up back to life.
+                    while true {
+                        let batch = try c.query(SQL.requeueLeases, [nil, "false", "true", sources, workerID]).rows
+                            .map(JobRow.decodeWithEvent)
+                        requeued += batch
+                        if batch.isEmpty { break }
+                    }
+                }
+                _ = try c.query(SQL.takeWorkerLease, [workerID, String(leaseMs)])
+                return (!live, requeued)
+            }
         }
-        if live { return (false, []) }
-        // Lapsed (or new): whatever the worker still held goes back to the queue first, so that
-        // the fresh lease can't bring a run that was given up back to life.
-        var requeued: [(job: Job, event: JobEvent)] = []
-        while true {
-            let batch = try await requeue(prefix: nil, expired: false, counted: true, worker: workerID)
-            requeued += batch
-            if batch.isEmpty { break }
-        }
-        try await pool.withConnection { c in _ = try c.query(SQL.takeWorkerLease, [workerID, String(leaseMs)]) }
-        return (true, requeued)
     }
 
     public func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)] {
@@ -331,9 +339,11 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    /// Lease loss is `running → queued` in the transition table.
+    static let requeueSources = JobRow.textArray(JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name))
+
     private func requeue(prefix: String?, expired: Bool, counted: Bool, worker: String?) async throws -> [(job: Job, event: JobEvent)] {
-        // Lease loss is `running → queued` in the transition table.
-        let sources = JobRow.textArray(JobStatus.allCases.filter { $0.isRunning && $0.canTransition(to: .queued) }.map(\.name))
+        let sources = Self.requeueSources
         return try await pool.withConnection { c in
             try c.query(SQL.requeueLeases, [prefix, expired ? "true" : "false", counted ? "true" : "false", sources, worker])
                 .rows.map(JobRow.decodeWithEvent)

@@ -271,13 +271,11 @@ enum SQL {
     JOIN ranked ON ranked.job_id = u.id ORDER BY ranked.round, ranked.priority_key
     """
 
-    /// A worker's heartbeat: its lease is extended while it is live. One that has lapsed is
-    /// not: the caller requeues what the worker held, then takes a fresh one (`takeWorkerLease`).
-    static let renewWorkerLease = """
-    UPDATE worker_leases SET expires_at = now() + make_interval(secs => $2::int8 / 1000.0)
-    WHERE worker_id = $1 AND expires_at > now()
-    RETURNING 1
-    """
+    /// A worker's heartbeat (`PostgresJobStore.workerHeartbeat`, one transaction): the lease row
+    /// made if missing and locked; if it had lapsed, what the worker held is requeued; then the
+    /// lease is extended.
+    static let ensureWorkerLease = "INSERT INTO worker_leases (worker_id, expires_at) VALUES ($1, '-infinity') ON CONFLICT DO NOTHING"
+    static let lockWorkerLease = "SELECT expires_at > now() FROM worker_leases WHERE worker_id = $1 FOR UPDATE"
     static let takeWorkerLease = """
     INSERT INTO worker_leases (worker_id, expires_at) VALUES ($1, now() + make_interval(secs => $2::int8 / 1000.0))
     ON CONFLICT (worker_id) DO UPDATE SET expires_at = EXCLUDED.expires_at

