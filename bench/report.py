@@ -154,17 +154,33 @@ def main():
                          f"({report.get('errors_by_code')})")
         return report["throughput_rps"]
 
-    # 1. CreateJob vs pgbench INSERT
+    # 1. CreateJob vs pgbench INSERT, at two concurrencies (equal on both sides); CreateJobs
     create = read_json(f"{R}/create.json")
     ins = pgbench_tps(read_text(f"{R}/pgbench_insert.txt"))
-    row(f"CreateJob durable req/s, {cfg.get('conc')} in flight  vs  pgbench INSERT…RETURNING",
-        ok_rps(create), ins[0] if ins else None, 1.0, unit="/s",
-        detail={"reel_latency_ms": create and create["latency_ms"], "pgbench_tps": ins and ins[0]})
+    pairs = [(cfg.get("conc"), create, ins)]
+    if cfg.get("conc_low") is not None and cfg.get("conc_low") != cfg.get("conc"):
+        pairs.insert(0, (cfg.get("conc_low"), read_json(f"{R}/create_low.json"),
+                         pgbench_tps(read_text(f"{R}/pgbench_insert_low.txt"))))
+    for conc, rep, pgb in pairs:
+        row(f"CreateJob durable req/s, {conc} in flight  vs  pgbench INSERT…RETURNING, {conc} clients",
+            ok_rps(rep), pgb[0] if pgb else None, 1.0, unit="/s",
+            detail={"in_flight": conc, "reel_latency_ms": rep and rep["latency_ms"], "pgbench_tps": pgb and pgb[0]})
 
     insn = pgbench_tps(read_text(f"{R}/pgbench_insert_notify.txt"))
     if insn:
         row("  CreateJob  vs  the same INSERT with a per-row NOTIFY trigger (what bounds it)", ok_rps(create), insn[0],
             None, unit="/s", detail={"pgbench_tps": insn[0]})
+
+    batch = read_json(f"{R}/create_batch.json")
+    batch_target = 10000.0
+    jobs_rate = None
+    if batch and ok_rps(batch) is not None:
+        jobs_rate = batch.get("jobs_per_s")
+    size = (batch and batch.get("batch")) or cfg.get("batch") or 1000
+    row(f"CreateJobs committed jobs/s, {size:,} per call, {cfg.get('batch_conc', '?')} calls in flight", jobs_rate, batch_target, ratio=(jobs_rate / batch_target) if jobs_rate else None,
+        met=jobs_rate is not None and jobs_rate >= batch_target, goal_text=f">= {batch_target:,.0f}/s", unit="/s",
+        detail={"calls_per_s": batch and batch["throughput_rps"], "call_latency_ms": batch and batch["latency_ms"],
+                "jobs": batch and batch.get("jobs"), "batch": size})
 
     # 2. GetJob vs nghttpd
     h2r = h2load_result(read_text(f"{R}/h2load_reel.txt"))
@@ -175,7 +191,7 @@ def main():
                          f"{h.get('status_non_2xx', 0)} non-2xx — figure not used")
     good = lambda h: h["rps"] if h and h["succeeded"] >= 0.99 * max(h["total"], 1) and not h.get("status_non_2xx") else None
     load = f"h2load -c{cfg.get('h2_c')} -m{cfg.get('h2_m')} -t{cfg.get('h2_t')}"
-    row(f"GetJob req/s, {load}  vs  nghttpd static file", good(h2r), good(h2n), 0.5, unit="/s",
+    row(f"GetJob req/s, {load}  vs  nghttpd static file", good(h2r), good(h2n), 0.6, unit="/s",
         detail={"reel": h2r, "nghttpd": h2n, "nghttpd_threads": cfg.get("nghttpd_threads")})
     get = read_json(f"{R}/get.json")
     row(f"GetJob req/s, reel-bench get (cross-check)  vs  nghttpd", ok_rps(get), good(h2n), None, unit="/s",
@@ -198,32 +214,42 @@ def main():
         else:
             row(f"{name} latency p50 / p99 at half peak", None, None, goal_text="(report)")
 
-    # 4. end to end
+    # 4. end to end, against the minimal queue, the peers and the Reel-shaped claim ceiling
     e2e = read_json(f"{R}/e2e.json")
     e2e_rps = ok_rps(e2e)
-    claim = pgbench_tps(read_text(f"{R}/pgbench_claim.txt"))
-    claim_rate = None
-    if claim:
-        tps, n, _ = claim
-        done_txt = read_text(f"{R}/claim_done.txt")
-        rows_txt = read_text(f"{R}/claim_rows.txt")
+
+    def queue_rate(name, knob, what):
+        """(jobs/s, tps) of a pgbench queue script: transactions that found no queued row don't count."""
+        q = pgbench_tps(read_text(f"{R}/pgbench_{name}.txt"))
+        if not q:
+            return None, None
+        tps, n, _ = q
+        done_txt = read_text(f"{R}/{name}_done.txt")
+        rows_txt = read_text(f"{R}/{name}_rows.txt")
         done = int(done_txt.strip()) if done_txt and done_txt.strip().isdigit() else None
         preloaded = int(rows_txt.strip()) if rows_txt and rows_txt.strip().isdigit() else None
-        claim_rate = tps
+        rate = tps
         if done is not None and n:
-            claim_rate = tps * done / n  # transactions that found no row don't count
+            rate = tps * done / n
             if preloaded and done >= preloaded:
-                notes.append("the claim queue ran dry: the claim ceiling is a lower bound (raise BENCH_CLAIM_ROWS)")
-    row(f"e2e no-op jobs/s (create→FINAL_READY)  vs  pgbench SKIP LOCKED claim+complete",
-        e2e_rps, claim_rate, 1.0, unit="/s",
-        detail={"e2e_latency_ms": e2e and e2e["latency_ms"], "claim_tps": claim and claim[0]})
-    for peer in ("pgqueuer", "celery"):
+                notes.append(f"{what} ran dry: its figure is a lower bound (raise {knob})")
+        return rate, tps
+
+    minq_rate, minq_tps = queue_rate("minq", "BENCH_MINQ_ROWS", "the minimal queue")
+    row(f"e2e no-op jobs/s (create→FINAL_READY)  vs  minimal queue (claim+done+event per txn)",
+        e2e_rps, minq_rate, 0.5, unit="/s",
+        detail={"e2e_latency_ms": e2e and e2e["latency_ms"], "minq_tps": minq_tps, "clients": cfg.get("conc"),
+                "rows": cfg.get("minq_rows")})
+    for peer, goal in (("pgqueuer", 1.0), ("celery", 5.0)):
         p = read_json(f"{R}/{peer}.json")
         prate = p["jobs_per_s"] if p and p.get("jobs") else None
         if p and p.get("timed_out"):
             notes.append(f"{peer}: timed out; {p['jobs']} jobs done")
         label = {"pgqueuer": "pgqueuer (same PostgreSQL)", "celery": "Celery + Redis"}[peer]
-        row(f"e2e no-op jobs/s  vs  {label}", e2e_rps, prate, 1.0, unit="/s", detail={"peer": p})
+        row(f"e2e no-op jobs/s  vs  {label}", e2e_rps, prate, goal, unit="/s", detail={"peer": p})
+    claim_rate, claim_tps = queue_rate("claim", "BENCH_CLAIM_ROWS", "the claim queue")
+    row("e2e no-op jobs/s  vs  Reel-shaped claim ceiling (claim.sql on a copy of jobs)",
+        e2e_rps, claim_rate, None, unit="/s", detail={"claim_tps": claim_tps, "clients": cfg.get("conc")})
 
     # 5. WatchJob fan-out
     wr = read_json(f"{R}/watchers.json")
@@ -237,15 +263,18 @@ def main():
             target, 1.0, detail={"watchers_per_job": n, "jobs": w["jobs"], "streams_ok": w["streams_ok"],
                                  "open_ms": w["open_ms"], "failed": wr["failed"], "errors": wr["errors_by_code"]})
         p99 = wr["latency_ms"]["p99"] if wr["ok"] else None
-        row(f"WatchJob event delivery p99 ms ({wr['ok']:,} deliveries)", p99, 50.0,
+        row(f"WatchJob event delivery p99 ms at {n:,} watchers ({wr['ok']:,} deliveries)", p99, 50.0,
             ratio=(50.0 / p99) if p99 else None, met=p99 is not None and p99 <= 50.0, goal_text="<= 50 ms", unit=" ms",
             detail={"latency_ms": wr["latency_ms"]})
         if wr["failed"]:
             notes.append(f"watchers: {wr['failed']} failures {wr['errors_by_code']} e.g. {wr['error_examples']}")
-        if mem and n:
+        if not mem or not n:
+            row("WatchJob memory per watcher (reeld RSS peak − before) / watchers", None, 8.0, met=False,
+                goal_text="<= 8 KiB")
+        else:
             per = (mem["rss_peak_kb"] - mem["rss_before_kb"]) / n
-            row("WatchJob memory per watcher (reeld RSS peak − before) / watchers", round(per, 1), None,
-                goal_text="(report)", unit=" KiB", detail=mem)
+            row("WatchJob memory per watcher (reeld RSS peak − before) / watchers", round(per, 1), 8.0,
+                ratio=(8.0 / per) if per > 0 else None, met=per <= 8.0, goal_text="<= 8 KiB", unit=" KiB", detail=mem)
             if mem.get("wall_s"):
                 notes.append(f"during the {n:,}-watcher run ({mem['wall_s']:.0f} s) reeld used "
                              f"{mem.get('reeld_cpu_ticks', 0) / 100 / mem['wall_s']:.2f} cores and reel-bench "
@@ -253,6 +282,8 @@ def main():
     else:
         row(f"WatchJob concurrent watchers on one reeld (target {target:,})", None, target, 1.0)
         row("WatchJob event delivery p99 ms", None, 50.0, met=False, goal_text="<= 50 ms")
+        row("WatchJob memory per watcher (reeld RSS peak − before) / watchers", None, 8.0, met=False,
+            goal_text="<= 8 KiB")
     if small and small.get("watchers") and small["ok"]:
         row(f"WatchJob event delivery p99 ms at {small['watchers']['watchers']:,} watchers (for comparison)",
             small["latency_ms"]["p99"], None, goal_text="(report)", unit=" ms",

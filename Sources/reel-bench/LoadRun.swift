@@ -49,6 +49,9 @@ struct WorkerTally: Sendable {
     /// The first message seen for each failure key.
     var errorExamples: [String: String] = [:]
     var lastDone: ContinuousClock.Instant?
+    /// Items the measured requests completed (create-batch: jobs committed, counted even when
+    /// other items of the same call failed); one per OK request in the other modes.
+    var items = 0
 
     mutating func fail(_ key: String, _ detail: String) {
         errors[key, default: 0] += 1
@@ -58,6 +61,7 @@ struct WorkerTally: Sendable {
     mutating func merge(_ other: WorkerTally) {
         latenciesMs.append(contentsOf: other.latenciesMs)
         ok += other.ok
+        items += other.items
         errors.merge(other.errors, uniquingKeysWith: +)
         errorExamples.merge(other.errorExamples) { mine, _ in mine }
         if let t = other.lastDone { lastDone = lastDone.map { max($0, t) } ?? t }
@@ -97,9 +101,20 @@ final class Pacer: Sendable {
 /// is issued to its answer.
 enum ClosedLoop {
     typealias Operation = @Sendable (_ calls: JobCalls, _ worker: Int) async -> Outcome
+    /// A request that completes several items (a batch): its outcome and how many items it completed.
+    typealias CountedOperation = @Sendable (_ calls: JobCalls, _ worker: Int) async -> (Outcome, items: Int)
 
     static func run(calls: [JobCalls], concurrency: Int, window: RunWindow, pacer: Pacer? = nil,
                     operation: @escaping Operation) async -> WorkerTally {
+        await run(calls: calls, concurrency: concurrency, window: window, pacer: pacer, counted: { calls, worker in
+            let outcome = await operation(calls, worker)
+            if case .ok = outcome { return (outcome, 1) }
+            return (outcome, 0)
+        })
+    }
+
+    static func run(calls: [JobCalls], concurrency: Int, window: RunWindow, pacer: Pacer? = nil,
+                    counted operation: @escaping CountedOperation) async -> WorkerTally {
         await withTaskGroup(of: WorkerTally.self) { group in
             for (c, connection) in calls.enumerated() {
                 for w in 0..<concurrency {
@@ -116,7 +131,7 @@ enum ClosedLoop {
     }
 
     private static func work(calls: JobCalls, worker: Int, window: RunWindow, pacer: Pacer?,
-                             operation: Operation) async -> WorkerTally {
+                             operation: CountedOperation) async -> WorkerTally {
         var tally = WorkerTally()
         while true {
             if let pacer {
@@ -133,10 +148,11 @@ enum ClosedLoop {
             if start >= window.end || Task.isCancelled { break }
             let measured = start >= window.measureStart
             if measured && !window.budget.take() { break }
-            let outcome = await operation(calls, worker)
+            let (outcome, items) = await operation(calls, worker)
             if measured {
                 let done = ContinuousClock.now
                 tally.lastDone = done
+                tally.items += items
                 switch outcome {
                 case .ok:
                     tally.ok += 1

@@ -19,6 +19,33 @@ enum Operations {
         }
     }
 
+    /// CreateJobs with `batch` new jobs per call (inputs no earlier request used), spread like
+    /// `create`'s. The call is OK when every item came back with a job; the jobs it returned count
+    /// as committed items either way (the server commits a batch's valid items together).
+    static func createBatch(runID: String, batch: Int, users: Int, scenes: Int = 1) -> ClosedLoop.CountedOperation {
+        let counterBox = SendableCounter()
+        return { calls, _ in
+            let first = counterBox.next(batch)
+            let inputs = (0..<batch).map { newJob(runID: runID, n: first + $0, users: users, scenes: scenes) }
+            let answer: CreateJobsAnswer
+            do {
+                answer = try await calls.createJobs(inputs)
+            } catch {
+                return (.from(error), 0)
+            }
+            if answer.results != batch {
+                return (.failed("WRONG_COUNT", detail: "CreateJobs answered \(answer.results) results for \(batch) jobs"),
+                        answer.jobs)
+            }
+            if let f = answer.failures.first {
+                let key = "ITEM_" + GRPCStatus.Code(rawValue: f.code).name
+                return (.failed(key, detail: "\(answer.failures.count) of \(batch) items failed; jobs[\(f.index)]: \(f.message)"),
+                        answer.jobs)
+            }
+            return (.ok, answer.jobs)
+        }
+    }
+
     /// GetJob of one job, again and again.
     static func get(id: String) -> ClosedLoop.Operation {
         { calls, _ in
@@ -65,6 +92,8 @@ enum Operations {
 final class SendableCounter: Sendable {
     private let counter = Atomic<Int>(0)
     func next() -> Int { counter.wrappingAdd(1, ordering: .relaxed).oldValue }
+    /// Reserves `n` consecutive numbers; returns the first.
+    func next(_ n: Int) -> Int { counter.wrappingAdd(n, ordering: .relaxed).oldValue }
 }
 
 /// The newest event of one watch stream (written on the loop thread, read after the stream ends).

@@ -8,6 +8,7 @@ import Glibc
 
 enum BenchMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     case create, get, e2e, watchers
+    case createBatch = "create-batch"
 }
 
 /// A failure before any load ran (can't connect, server not serving …): exit 1.
@@ -24,6 +25,10 @@ struct ReelBench: AsyncParsableCommand {
         Modes:
           create    CreateJob with unique inputs, user ids spread over --users:
                     durable create throughput.
+          create-batch
+                    CreateJobs with --batch new jobs per call (one statement and
+                    one commit on the server): committed jobs/s. A call is OK
+                    when every item came back with a job; latency is per call.
           get       creates one job, then GetJob it again and again.
           e2e       CreateJob, then WatchJob until the stream ends; OK when the
                     job reached FINAL_READY. Latency: create → final event.
@@ -51,7 +56,9 @@ struct ReelBench: AsyncParsableCommand {
         kind), elapsed_s, throughput_rps (ok / elapsed_s), latency_ms {p50,
         p90, p99, p999, max, mean}, histogram [{le_ms, count}] (counts per
         1-2-5 bucket, not cumulative), unit; with --rate also rate_rps and
-        late; watchers mode adds watchers
+        late; create-batch adds batch, jobs (committed: items answered with
+        a job, in measured calls) and jobs_per_s (jobs / elapsed_s);
+        watchers mode adds watchers
         {watchers, jobs, streams_ok, open_count, open_ms {...}}.
 
         Only loopback addresses unless --allow-remote.
@@ -91,6 +98,10 @@ struct ReelBench: AsyncParsableCommand {
                                + "whose row every create and finalization updates).", valueName: "n"))
     var scenes = 1
 
+    @Option(help: ArgumentHelp("create-batch: jobs per CreateJobs call (default 1000, the server's limit).",
+                               valueName: "n"))
+    var batch: Int?
+
     @Option(help: "watchers: WatchJob streams per job.")
     var watchers = 100
 
@@ -127,9 +138,13 @@ struct ReelBench: AsyncParsableCommand {
         if watchers < 1 || watchers > 1_000_000 { throw ValidationError("--watchers must be 1-1000000") }
         if threads < 1 || threads > 64 { throw ValidationError("--threads must be 1-64") }
         if jobID != nil && mode != .watchers { throw ValidationError("--job-id applies to the watchers mode only") }
+        if let batch {
+            if mode != .createBatch { throw ValidationError("--batch applies to the create-batch mode only") }
+            if batch < 1 || batch > 100_000 { throw ValidationError("--batch must be 1-100000") }
+        }
         if let rate {
             if !rate.isFinite || rate <= 0 || rate > 10_000_000 { throw ValidationError("--rate must be a number > 0") }
-            if mode == .watchers { throw ValidationError("--rate applies to create, get and e2e") }
+            if mode == .watchers { throw ValidationError("--rate applies to create, create-batch, get and e2e") }
         }
     }
 
@@ -221,6 +236,15 @@ struct ReelBench: AsyncParsableCommand {
             pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.create(runID: runID, users: users, scenes: scenes))
+        case .createBatch:
+            let size = batch ?? 1000
+            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
+            pacer = rate.map { Pacer(rate: $0, start: .now) }
+            tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
+                                         counted: Operations.createBatch(runID: runID, batch: size, users: users,
+                                                                         scenes: scenes))
+            report.unit = "CreateJobs calls of \(size) jobs"
+            report.batch = size
         case .get:
             let id = try await setupJob(setup, runID: runID)
             window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
@@ -263,6 +287,7 @@ struct ReelBench: AsyncParsableCommand {
         }
         let finished = max(tally.lastDone ?? .now, window.measureStart)
         report.ok = tally.ok
+        if report.batch != nil { report.jobs = tally.items }
         report.errorsByCode = tally.errors
         report.errorExamples = tally.errorExamples
         report.elapsedSeconds = milliseconds(finished - window.measureStart) / 1000

@@ -115,6 +115,31 @@ def test_create_mode_reports_durable_creates(bench_bin, fast_reeld):
     assert int(users) == min(5, report["ok"]), f"jobs should spread over --users 5, got {users}"
 
 
+def test_create_batch_mode_reports_committed_jobs(bench_bin, fast_reeld):
+    before = sum(job_counts(fast_reeld.db_url).values())
+    report = bench_json(bench_bin, "create-batch", fast_reeld.target, "--batch", "50", "--duration", "2",
+                        "--connections", "2", "--concurrency", "2", "--users", "7", "--scenes", "3")
+    check_report(report, "create-batch", 2, 2)   # ok, latency and histogram count calls
+    assert report["batch"] == 50
+    # Every OK call is 50 new committed jobs (unique inputs), and nothing failed.
+    assert report["jobs"] == 50 * report["ok"], report
+    assert report["jobs_per_s"] == pytest.approx(report["jobs"] / report["elapsed_s"], rel=0.01), report
+    created = sum(job_counts(fast_reeld.db_url).values()) - before
+    # The warmup is 0, so every call the run made was measured: the database agrees.
+    assert created == report["jobs"], f"{created} jobs stored, report says {report['jobs']}"
+    users = ri.psql_value(fast_reeld.db_url, "SELECT count(DISTINCT user_id) || '|' || count(DISTINCT scene_id) "
+                                             "FROM jobs WHERE user_id LIKE 'bench-user-%'")
+    assert users == "7|3", f"jobs should spread over --users 7 and --scenes 3: {users}"
+
+
+def test_create_batch_mode_counts_refused_batches(bench_bin, fast_reeld):
+    # Over the server's 1,000-item limit: every call is INVALID_ARGUMENT, no job is committed.
+    report = bench_json(bench_bin, "create-batch", fast_reeld.target, "--batch", "1001", "--requests", "3",
+                        "--concurrency", "1")
+    assert report["ok"] == 0 and report["jobs"] == 0, report
+    assert report["errors_by_code"] == {"INVALID_ARGUMENT": 3}, report
+
+
 def test_get_mode_stops_at_requests_count(bench_bin, fast_reeld):
     before = sum(job_counts(fast_reeld.db_url).values())
     report = bench_json(bench_bin, "get", fast_reeld.target, "--requests", "300",
@@ -212,6 +237,8 @@ def test_unknown_job_id_is_a_setup_failure(bench_bin, fast_reeld):
     (["nosuchmode"], "nosuchmode"),
     (["get", "--connections", "0"], "--connections"),
     (["get", "--job-id", "x"], "--job-id"),
+    (["create", "--batch", "10"], "--batch"),
+    (["create-batch", "--batch", "0"], "--batch"),
 ])
 def test_usage_errors_exit_2(bench_bin, args, says):
     r = run_bench(bench_bin, *args)
