@@ -6,6 +6,8 @@ SET client_min_messages = warning;
 DROP TABLE IF EXISTS bench_jobs, bench_queue, bench_queue_events;
 CREATE TABLE bench_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 CREATE TABLE bench_queue (LIKE jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+-- jobs keeps its ready queue in job_queue now; the claim script scans this copy as Reel once did.
+CREATE INDEX ON bench_queue (priority_key) WHERE status = 'queued';
 CREATE TABLE bench_queue_events (LIKE job_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 -- The same insert with a per-row NOTIFY trigger, as reeld's job_events has: shows what the NOTIFY
 -- queue lock (held from pre-commit until the commit is flushed) leaves of the insert rate.
