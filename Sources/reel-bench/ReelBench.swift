@@ -227,49 +227,47 @@ struct ReelBench: AsyncParsableCommand {
         var report = BenchReport(mode: mode.rawValue, address: "\(target)", connections: connections,
                                  concurrency: concurrency, ok: 0, errorsByCode: [:], elapsedSeconds: 0,
                                  latency: LatencySummary(samples: []), unit: "requests")
+        // The job that get and watchers use is made before the clock of the run starts.
+        var setupID: String?
+        switch mode {
+        case .get: setupID = try await setupJob(setup, runID: runID)
+        case .watchers:
+            if let jobID {
+                do {
+                    setupID = try await setup.getJob(id: jobID).id
+                } catch {
+                    throw SetupFailure(message: "cannot watch job \(jobID): \(describe(error))")
+                }
+            } else {
+                setupID = try await setupJob(setup, runID: runID)
+            }
+        default: break
+        }
         let tally: WorkerTally
-        let window: RunWindow
-        var pacer: Pacer?
+        let window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
+        let pacer = rate.map { Pacer(rate: $0, start: .now) }  // --rate is refused for watchers
         switch mode {
         case .create:
-            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.create(runID: runID, users: users, scenes: scenes))
         case .createBatch:
             let size = batch ?? 1000
-            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          counted: Operations.createBatch(runID: runID, batch: size, users: users,
                                                                          scenes: scenes))
             report.unit = "CreateJobs calls of \(size) jobs"
             report.batch = size
         case .get:
-            let id = try await setupJob(setup, runID: runID)
-            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            pacer = rate.map { Pacer(rate: $0, start: .now) }
+            let id = setupID!
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.get(id: id))
         case .e2e:
-            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
-            pacer = rate.map { Pacer(rate: $0, start: .now) }
             tally = await ClosedLoop.run(calls: calls, concurrency: concurrency, window: window, pacer: pacer,
                                          operation: Operations.endToEnd(runID: runID, users: users, scenes: scenes,
                                                                         watchTimeout: callTimeout))
             report.unit = "jobs (create → FINAL_READY)"
         case .watchers:
-            let id: String
-            if let jobID {
-                do {
-                    id = try await setup.getJob(id: jobID).id
-                } catch {
-                    throw SetupFailure(message: "cannot watch job \(jobID): \(describe(error))")
-                }
-            } else {
-                id = try await setupJob(setup, runID: runID)
-            }
-            window = RunWindow(warmup: warmupD, duration: durationD, maxRequests: requests)
+            let id = setupID!
             if jobID == nil { _ = window.budget.take() }  // the setup job is the first of the budget
             let result = await WatchersRun.run(calls: calls, watchers: watchers, firstJobID: id, fixedJob: jobID != nil,
                                                window: window, runID: runID, users: users)
