@@ -8,6 +8,13 @@ import Glibc
 final class PGConnection {
     private var conn: OpaquePointer?
     private var prepared: [String: String] = [:]
+    /// Names of prepared statements are never reused on a connection: the cache may be dropped
+    /// (after an error that may have lost it) while the server still holds the old names.
+    private var preparedCount = 0
+    private func nextStatementName() -> String {
+        preparedCount += 1
+        return "s\(preparedCount)"
+    }
     let url: String
 
     init(url: String) throws(ReelError) {
@@ -51,7 +58,7 @@ final class PGConnection {
         if let n = prepared[sql] {
             name = n
         } else {
-            name = "s\(prepared.count)"
+            name = nextStatementName()
             let res = PQprepare(conn, name, sql, Int32(params.count), nil)
             _ = try consume(res, sql: sql)
             prepared[sql] = name
@@ -66,7 +73,7 @@ final class PGConnection {
         do {
             return try consume(res, sql: sql)
         } catch {
-            // A failed prepare inside an aborted transaction must not leave a stale name.
+            // The statements may be gone with the session: prepare afresh, under new names.
             if error.code == .unavailable { prepared.removeAll() }
             throw error
         }
@@ -79,7 +86,7 @@ final class PGConnection {
     func pipeline(_ statements: [(sql: String, params: [String?])]) throws(ReelError) -> [PGRows] {
         // Prepare what this connection hasn't seen yet (once per statement per connection).
         for st in statements where prepared[st.sql] == nil {
-            let name = "s\(prepared.count)"
+            let name = nextStatementName()
             _ = try consume(PQprepare(conn, name, st.sql, Int32(st.params.count), nil), sql: st.sql)
             prepared[st.sql] = name
         }

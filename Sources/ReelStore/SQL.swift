@@ -39,7 +39,8 @@ enum SQL {
             AS t(user_id, scene_id, type, input_text, target_duration_seconds, quality, model, style_overrides,
                  idempotency_key, tier, max_retries, first_key, later_key, tenant_id, ord)
     ), new_scenes AS (
-        INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input
+        -- In key order, so two batches making the same new scenes wait for each other, never deadlock.
+        INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input ORDER BY 1, 2
         ON CONFLICT (tenant_id, id) DO NOTHING
         RETURNING tenant_id, id, bible_version
     ), first_today AS (

@@ -144,3 +144,25 @@ struct SetOrientedWriteTests {
         #expect(Double(hot) >= 0.6 * Double(upd), "no index of jobs covers a column a step changes (\(hot) of \(upd) HOT)")
     }
 }
+
+@Suite(.enabled(if: baseURL != nil, "needs REEL_TEST_DATABASE_URL"))
+struct PreparedStatementTests {
+    /// A conflict (a deadlock or serialization failure, answered UNAVAILABLE so the caller
+    /// retries) drops the connection's cache of prepared statements; the statements prepared
+    /// after it must not reuse a name the server still holds (that failed every later new
+    /// statement on the connection with 42P05 "prepared statement already exists").
+    @Test func aConflictDoesNotPoisonTheConnection() async throws {
+        let (store, url) = try await TestDatabase.freshStoreAndURL()
+        defer { store.close() }
+        let pool = try PGPool(url: url, size: 1)
+        defer { pool.close() }
+        try await pool.withConnection { c in
+            _ = try c.query("SELECT $1::int + 1", ["1"])
+            #expect(throws: ReelError.self) {
+                try c.query("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$", [])
+            }
+            #expect(try c.query("SELECT $1::int * 2", ["21"]).first?[0] == "42")
+            #expect(try c.query("SELECT $1::int + 1", ["1"]).first?[0] == "2")
+        }
+    }
+}
