@@ -30,6 +30,11 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     private var bytesSinceProgress = 0
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var wantsWritable = false
+    /// Loop-owned streams that ended after sending messages: their trailers wait until the DATA
+    /// already queued on the connection is out (see `finishOwned`), and a loop turn has passed.
+    private var trailersLater: [ServerStream] = []
+    private var trailersTurnPassed = false
+    private var trailersTurnScheduled = false
 
     init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext, tls: TLSSession? = nil) {
         self.context = context
@@ -162,7 +167,13 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
                     var data: UnsafePointer<UInt8>?
                     let n = nghttp2_session_mem_send(session, &data)
                     if n < 0 { close(); return }
-                    if n == 0 { break }
+                    if n == 0 {
+                        if trailersTurnPassed && !trailersLater.isEmpty {
+                            releaseTrailers()
+                            continue
+                        }
+                        break
+                    }
                     out.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
                 }
             }
@@ -201,6 +212,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         closed = true
         for (_, s) in streams { abandon(s) }
         streams.removeAll()
+        trailersLater = []
         loop.deregister(fd: fd)
         Glibc.close(fd)
         context.connectionClosed(self)
@@ -563,11 +575,51 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     }
 
     /// `LoopStream.finish`: the owner's status.
+    /// A fan-out ends thousands of streams at once (a job's terminal event): their trailers —
+    /// and the stream closing they set off at both ends — go after the DATA queued on the
+    /// connection, in a later loop turn, so that the last message reaches every stream of the
+    /// loop before any of them spends time closing. Each stream still gets its trailers right
+    /// after its own messages.
     func finishOwned(_ s: ServerStream, _ status: GRPCStatus) {
         guard !s.finished, !closed else { return }
         s.onEnd = {}  // the owner knows
-        finishStream(s, status)
+        if s.headersSent {
+            s.finished = true
+            server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
+            s.laterTrailers = status
+            trailersLater.append(s)
+            if !trailersTurnScheduled {
+                trailersTurnScheduled = true
+                let me = UncheckedBox(self)
+                loop.execute {
+                    me.value.trailersTurnPassed = true
+                    me.value.flushSoon()
+                }
+            }
+        } else {
+            finishStream(s, status)
+        }
         ended(s)
+    }
+
+    private func releaseTrailers() {
+        let list = trailersLater
+        trailersLater = []
+        trailersTurnPassed = false
+        trailersTurnScheduled = false
+        for s in list {
+            guard let status = s.laterTrailers, streams[s.id] === s else { continue }
+            s.laterTrailers = nil
+            if s.dataAttached {
+                s.trailers = status
+                if s.deferred {
+                    s.deferred = false
+                    nghttp2_session_resume_data(session, s.id)
+                }
+            } else {
+                submitTrailers(s, status)
+            }
+        }
     }
 
     /// `LoopSendTarget`: a handler's message that needs no waiter.

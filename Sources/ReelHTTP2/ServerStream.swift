@@ -30,6 +30,8 @@ final class ServerStream {
     /// Framed messages waiting for nghttp2, shared with other streams (a fan-out's one encoding).
     var outbound = OutboundQueue()
     var trailers: GRPCStatus?
+    /// A loop-owned stream's status, waiting for the connection's queued DATA (`finishOwned`).
+    var laterTrailers: GRPCStatus?
     var finished = false
     /// nghttp2 has a data provider for the stream (it will call `readData`); `deferred`: it is
     /// paused, waiting for bytes.
