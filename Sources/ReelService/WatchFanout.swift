@@ -115,25 +115,23 @@ final class WatchFanout: Sendable {
                 part.count += 1
                 return part
             }
-            let part = WatchPart(loop: loop)
+            let part = WatchPart(fanout: self, jobID: jobID, loop: loop)
             part.count = 1
             g[jobID]!.parts[loop.id] = part
             return part
         }
     }
 
-    /// A watcher is done: the last one of a job unsubscribes.
-    fileprivate func leave(_ jobID: String, _ part: WatchPart) {
+    /// `n` watchers of `part` are done: the last one of a job unsubscribes.
+    fileprivate func leave(_ jobID: String, _ part: WatchPart, _ n: Int) {
         groups.withLock { g in
-            guard var group = g[jobID], group.parts[part.loop.id] === part else { return }
-            part.count -= 1
-            if part.count == 0 { group.parts[part.loop.id] = nil }
-            group.count -= 1
-            if group.count == 0 {
-                hub.unsubscribe(jobID: jobID, token: group.token)
+            guard g[jobID]?.parts[part.loop.id] === part else { return }
+            part.count -= n
+            if part.count == 0 { g[jobID]!.parts[part.loop.id] = nil }
+            g[jobID]!.count -= n
+            if g[jobID]!.count == 0 {
+                hub.unsubscribe(jobID: jobID, token: g[jobID]!.token)
                 g[jobID] = nil
-            } else {
-                g[jobID] = group
             }
         }
     }
@@ -146,8 +144,12 @@ final class WatchFanout: Sendable {
         }
         guard !parts.isEmpty else { return }
         let framed = framedEvents.framed(event)
-        for part in parts {
-            part.loop.execute { part.deliver(event, framed) }
+        for (i, part) in parts.enumerated() {
+            // Each loop gets a buffer of its own: every stream that queues it takes a reference,
+            // and one buffer counted from two cores at once ping-pongs its cache line between
+            // them (retain/release were a quarter of reeld's CPU in a 10,000-watcher profile).
+            let mine = i == 0 ? framed : framed.withUnsafeBufferPointer { Array($0) }
+            part.loop.execute { part.deliver(event, mine) }
         }
     }
 
@@ -241,18 +243,44 @@ private final class GroupReceiver: JobEventReceiver, Sendable {
 /// only under the fanout's lock.
 final class WatchPart: @unchecked Sendable {
     // Safety: see above.
+    unowned let fanout: WatchFanout
+    let jobID: String
     let loop: any WatchLoop
     var members: [Watcher] = []
     var dead = 0
     var count = 0
+    /// In a delivery pass: watchers that ended in it, told to the fanout once at its end (a
+    /// job's terminal event ends all of them at once).
+    private var passing = false
+    private var endedInPass = 0
 
-    init(loop: any WatchLoop) { self.loop = loop }
+    init(fanout: WatchFanout, jobID: String, loop: any WatchLoop) {
+        self.fanout = fanout; self.jobID = jobID; self.loop = loop
+    }
+
+    /// A watcher here is done.
+    func ended() {
+        dead += 1
+        if passing {
+            endedInPass += 1
+        } else {
+            fanout.leave(jobID, self, 1)
+        }
+    }
 
     /// An event for every watcher here, in one pass.
     func deliver(_ e: JobEvent, _ framed: [UInt8]) {
         if dead > 0 {
             members.removeAll { $0.phase == .done }
             dead = 0
+        }
+        passing = true
+        defer {
+            passing = false
+            if endedInPass > 0 {
+                fanout.leave(jobID, self, endedInPass)
+                endedInPass = 0
+            }
         }
         for w in members { w.take(e, framed) }
     }
@@ -387,7 +415,6 @@ final class Watcher: @unchecked Sendable {
         phase = .done
         held = []
         if let status { stream.finish(status) }
-        part.dead += 1
-        fanout.leave(jobID, part)
+        part.ended()
     }
 }
