@@ -30,6 +30,9 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     private var bytesSinceProgress = 0
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var wantsWritable = false
+    /// Streams whose provider `readData` ended, until nghttp2 reports that frame sent (nghttp2
+    /// sends a frame before it reads the next: one at a time, no lookup by id per frame).
+    private var ending: [ServerStream] = []
     /// Loop-owned streams that ended after sending messages: their trailers wait until the DATA
     /// already queued on the connection is out (see `finishOwned`), and a loop turn has passed.
     private var trailersLater: [ServerStream] = []
@@ -213,6 +216,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         for (_, s) in streams { abandon(s) }
         streams.removeAll()
         trailersLater = []
+        ending = []
         loop.deregister(fd: fd)
         Glibc.close(fd)
         context.connectionClosed(self)
@@ -436,6 +440,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
 
     private func onStreamClose(_ streamID: Int32, _ errorCode: UInt32) -> Int32 {
         if let s = streams.removeValue(forKey: streamID) {
+            if s.dataEnding, let i = ending.firstIndex(where: { $0 === s }) { ending.remove(at: i) }
             abandon(s)
         }
         return 0
@@ -497,8 +502,10 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     /// this callback, so that a new one may be submitted here): what was queued or decided since
     /// goes out now.
     private func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
-        guard UInt32(frame.pointee.hd.type) == NGHTTP2_DATA.rawValue, let s = streams[frame.pointee.hd.stream_id],
-              s.dataEnding else { return 0 }
+        guard UInt32(frame.pointee.hd.type) == NGHTTP2_DATA.rawValue, !ending.isEmpty else { return 0 }
+        let id = frame.pointee.hd.stream_id
+        guard let i = ending.firstIndex(where: { $0.id == id }) else { return 0 }
+        let s = ending.remove(at: i)
         s.dataEnding = false
         s.dataAttached = false
         if s.queuedBytes > 0 {
@@ -720,6 +727,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         }
         flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
         s.dataEnding = true
+        ending.append(s)
         return n
     }
 
