@@ -250,22 +250,27 @@ final class WatchPart: @unchecked Sendable {
     var dead = 0
     var count = 0
     /// In a delivery pass: watchers that ended in it, told to the fanout once at its end (a
-    /// job's terminal event ends all of them at once).
+    /// job's terminal event ends all of them at once), and the streams they end, ended in the
+    /// loop's next turn.
     private var passing = false
     private var endedInPass = 0
+    private var closing: [(Watcher, GRPCStatus)] = []
 
     init(fanout: WatchFanout, jobID: String, loop: any WatchLoop) {
         self.fanout = fanout; self.jobID = jobID; self.loop = loop
     }
 
-    /// A watcher here is done.
-    func ended() {
+    /// A watcher here is done; `status` (if any) ends its stream. In a delivery pass that
+    /// waits for the loop's next turn: the pass's messages to the other watchers, and the
+    /// flush that sends them, come first (ending a stream costs more than writing to it).
+    func ended(_ w: Watcher, _ status: GRPCStatus?) {
         dead += 1
-        if passing {
-            endedInPass += 1
-        } else {
-            fanout.leave(jobID, self, 1)
+        guard passing else {
+            if let status { w.stream.finish(status) }
+            return fanout.leave(jobID, self, 1)
         }
+        endedInPass += 1
+        if let status { closing.append((w, status)) }
     }
 
     /// An event for every watcher here, in one pass.
@@ -275,15 +280,23 @@ final class WatchPart: @unchecked Sendable {
             dead = 0
         }
         passing = true
-        defer {
-            passing = false
-            if endedInPass > 0 {
-                fanout.leave(jobID, self, endedInPass)
-                endedInPass = 0
-            }
-        }
         for w in members { w.take(e, framed) }
+        passing = false
+        if endedInPass > 0 {
+            fanout.leave(jobID, self, endedInPass)
+            endedInPass = 0
+        }
+        if !closing.isEmpty {
+            let list = UncheckedClosing(list: closing)
+            closing = []
+            loop.execute { for (w, status) in list.list { w.stream.finish(status) } }
+        }
     }
+}
+
+private struct UncheckedClosing: @unchecked Sendable {
+    // Safety: handed to the watchers' own loop, the only place they are touched.
+    let list: [(Watcher, GRPCStatus)]
 }
 
 private struct UncheckedWatchers: @unchecked Sendable {
@@ -414,7 +427,6 @@ final class Watcher: @unchecked Sendable {
         guard phase != .done else { return }
         phase = .done
         held = []
-        if let status { stream.finish(status) }
-        part.ended()
+        part.ended(self, status)
     }
 }
