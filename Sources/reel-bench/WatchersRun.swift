@@ -17,9 +17,9 @@ enum WatchersRun {
         var finished: ContinuousClock.Instant?
     }
 
-    /// Samples recorded on the loop threads, as events arrive: one recorder per connection, so
-    /// that the threads receiving the events never contend for a lock or a reference count (one
-    /// shared recorder put a cache line in play between them 10,000 times per event).
+    /// Samples recorded on the loop threads, as events arrive: one recorder per connection (a
+    /// connection's callbacks run on one thread), so that the threads receiving the events do
+    /// not share a lock and a reference count that each event touches 10,000 times.
     final class Recorder: Sendable {
         struct State {
             var deliveriesMs: [Double] = []
@@ -184,7 +184,7 @@ enum WatchersRun {
     /// strings, no allocation). One process here stands in for 10,000 clients that would each
     /// decode their own message: building 10,000 events per event on the two cores reeld runs
     /// on measured the load generator as much as the server (the decode and its allocations
-    /// were a quarter of reel-bench's CPU in a profile).
+    /// were about a fifth of reel-bench's CPU in a profile of this run).
     struct EventScan {
         var seq: Int64 = 0
         var atUnixMs: Int64 = 0
