@@ -31,4 +31,11 @@ public struct GRPCCall: Sendable {
 
     /// The stream has ended (the client went away, a deadline passed).
     public var isGone: Bool { sink.isGone }
+
+    /// Gives the stream to code on its loop: `body` runs there with it (nil if it has ended),
+    /// and from then on its owner ends it — the status this handler returns is ignored.
+    public func handOff(_ body: @escaping @Sendable (LoopStream?) -> Void) {
+        let id = sink.streamID
+        sink.connection.withValue { conn in conn.handOff(streamID: id, body) }
+    }
 }

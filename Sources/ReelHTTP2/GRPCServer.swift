@@ -14,9 +14,29 @@ final class GRPCServerCore: Sendable {
     let logger: Logger
     let inFlight = Atomic<Int>(0)
     let onCallFinished: GRPCServer.CallObserver?
+    /// Open connections per loop.
+    private let connections: Mutex<[Int]>
 
     init(config: GRPCServerConfig, router: GRPCRouter, logger: Logger, onCallFinished: GRPCServer.CallObserver?) {
         self.config = config; self.router = router; self.logger = logger; self.onCallFinished = onCallFinished
+        connections = Mutex([Int](repeating: 0, count: max(1, config.loops)))
+    }
+
+    /// The loop a connection accepted on `loop` should live on: the one with the fewest
+    /// connections (the accepting one when it is among them). The kernel spreads connections
+    /// over the loops' listening sockets by a hash of their addresses, which with a few
+    /// connections often leaves one loop — one core — with most of them.
+    func placeConnection(acceptedOn loop: Int) -> Int {
+        connections.withLock { c in
+            var best = loop
+            for i in c.indices where c[i] < c[best] { best = i }
+            c[best] += 1
+            return best
+        }
+    }
+
+    func connectionClosed(loop: Int) {
+        connections.withLock { $0[loop] -= 1 }
     }
 
     func callStarted() { inFlight.add(1, ordering: .relaxed) }
@@ -31,6 +51,9 @@ final class GRPCServerCore: Sendable {
 final class LoopContext: LoopHandler, LoopTicker {
     let loop: EventLoop
     let core: GRPCServerCore
+    let index: Int
+    /// Every loop's context, this one's included (set before the loops start).
+    var peers: [LoopBound<LoopContext>] = []
     var listenFD: Int32
     var connections: [Int32: HTTP2Connection] = [:]
     /// Calls' deadlines, soonest first. A call that ends before its deadline leaves its entry
@@ -39,29 +62,45 @@ final class LoopContext: LoopHandler, LoopTicker {
     private var deadlines = DeadlineHeap()
     private var lastIdleCheck = ContinuousClock.now
 
-    init(loop: EventLoop, core: GRPCServerCore, listenFD: Int32) {
-        self.loop = loop; self.core = core; self.listenFD = listenFD
+    init(loop: EventLoop, core: GRPCServerCore, listenFD: Int32, index: Int) {
+        self.loop = loop; self.core = core; self.listenFD = listenFD; self.index = index
     }
 
-    /// The listening socket is readable: accept everything pending.
+    /// The listening socket is readable: accept everything pending, each connection for the
+    /// loop that has the fewest.
     func handle(events: UInt32) {
         while listenFD >= 0 {
             let fd = reel_accept_nonblocking(listenFD)
             if fd < 0 { return }
-            var tls: TLSSession? = nil
-            if let ctx = core.config.tls {
-                guard let t = TLSSession(context: ctx, fd: fd) else { close(fd); continue }
-                tls = t
+            let target = core.placeConnection(acceptedOn: index)
+            if target == index || target >= peers.count {
+                adopt(fd)
+            } else {
+                peers[target].withValue { $0.adopt(fd) }
             }
-            let conn = HTTP2Connection(fd: fd, loop: loop, server: core, context: self, tls: tls)
-            connections[fd] = conn
-            loop.register(fd: fd, handler: conn, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
-            conn.start()
         }
+    }
+
+    /// Serves the accepted socket `fd` on this loop.
+    func adopt(_ fd: Int32) {
+        var tls: TLSSession? = nil
+        if let ctx = core.config.tls {
+            guard let t = TLSSession(context: ctx, fd: fd) else {
+                close(fd)
+                core.connectionClosed(loop: index)
+                return
+            }
+            tls = t
+        }
+        let conn = HTTP2Connection(fd: fd, loop: loop, server: core, context: self, tls: tls)
+        connections[fd] = conn
+        loop.register(fd: fd, handler: conn, events: UInt32(REEL_EPOLLIN | REEL_EPOLLRDHUP))
+        conn.start()
     }
 
     func connectionClosed(_ c: HTTP2Connection) {
         connections[c.fd] = nil
+        core.connectionClosed(loop: index)
     }
 
     func armDeadline(_ at: ContinuousClock.Instant, conn: HTTP2Connection, stream: Int32) {
@@ -118,9 +157,13 @@ public final class GRPCServer: Sendable {
             }
             if port == 0 { port = Int(reel_local_port(fd)) }
             let loop = EventLoop(index: i)
-            let ctx = LoopContext(loop: loop, core: core, listenFD: fd)
+            let ctx = LoopContext(loop: loop, core: core, listenFD: fd, index: i)
             loops.append(loop)
             contexts.append(LoopBound(ctx, loop: loop))
+        }
+        for c in contexts {
+            let peers = contexts
+            c.withValue { $0.peers = peers }
         }
         self.loops = loops
         self.contexts = contexts

@@ -30,6 +30,14 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
     private var bytesSinceProgress = 0
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var wantsWritable = false
+    /// Streams whose provider `readData` ended, until nghttp2 reports that frame sent (nghttp2
+    /// sends a frame before it reads the next: one at a time, no lookup by id per frame).
+    private var ending: [ServerStream] = []
+    /// Loop-owned streams that ended after sending messages: their trailers wait until the DATA
+    /// already queued on the connection is out (see `finishOwned`), and a loop turn has passed.
+    private var trailersLater: [ServerStream] = []
+    private var trailersTurnPassed = false
+    private var trailersTurnScheduled = false
 
     init(fd: Int32, loop: EventLoop, server: GRPCServerCore, context: LoopContext, tls: TLSSession? = nil) {
         self.context = context
@@ -54,6 +62,9 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, streamID, errorCode, ud in
             HTTP2Connection.from(ud).onStreamClose(streamID, errorCode)
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, ud in
+            HTTP2Connection.from(ud).onFrameSent(frame!)
         }
         var opt: OpaquePointer?
         nghttp2_option_new(&opt)
@@ -159,7 +170,13 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
                     var data: UnsafePointer<UInt8>?
                     let n = nghttp2_session_mem_send(session, &data)
                     if n < 0 { close(); return }
-                    if n == 0 { break }
+                    if n == 0 {
+                        if trailersTurnPassed && !trailersLater.isEmpty {
+                            releaseTrailers()
+                            continue
+                        }
+                        break
+                    }
                     out.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
                 }
             }
@@ -198,6 +215,8 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         closed = true
         for (_, s) in streams { abandon(s) }
         streams.removeAll()
+        trailersLater = []
+        ending = []
         loop.deregister(fd: fd)
         Glibc.close(fd)
         context.connectionClosed(self)
@@ -211,6 +230,15 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         let waiters = s.waiters
         s.waiters = []
         for w in waiters { w.resume(throwing: StreamGoneError()) }
+        ended(s)
+    }
+
+    /// A loop-owned stream is over (whoever ended it): counted once, and its owner told.
+    private func ended(_ s: ServerStream) {
+        guard s.loopOwned, let onEnd = s.onEnd else { return }
+        s.onEnd = nil
+        server.callEnded()
+        onEnd()
     }
 
     // MARK: nghttp2 callbacks
@@ -376,12 +404,23 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
             _ = fail(s, GRPCStatus(.internal, s.messages.isEmpty ? "no request message" : "too many request messages"))
             return
         }
+        if let onLoop = route.onLoop {
+            // A streaming call served from the loop thread: its handler keeps the stream.
+            let request = s.messages[0]
+            s.messages = []
+            takeOver(s)
+            if onLoop(request, s.metadata, LoopStream(connection: self, stream: s)) { return }
+            s.loopOwned = false
+            s.onEnd = nil
+            server.callEnded()
+            s.messages = [request]
+        }
         if let inline = route.inline, let answer = inline(s.messages[0], s.metadata) {
             // Answered here, on the loop thread: no task, no hop to the pool and back.
             s.messages = []
             switch answer {
             case .message(let m):
-                s.outbound = GRPCFraming.frame(m)
+                s.outbound.append(GRPCFraming.frame(m))
                 submitHeaders(s, extra: [], withBody: true)
                 s.finished = true
                 s.trailers = .ok
@@ -401,6 +440,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
 
     private func onStreamClose(_ streamID: Int32, _ errorCode: UInt32) -> Int32 {
         if let s = streams.removeValue(forKey: streamID) {
+            if s.dataEnding, let i = ending.firstIndex(where: { $0 === s }) { ending.remove(at: i) }
             abandon(s)
         }
         return 0
@@ -412,11 +452,9 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         s.headersSent = true
         if s.httpStatus == 200 && extra.isEmpty && withBody {
             // Every successful call's response headers: made once (nghttp2 copies them).
-            var provider = nghttp2_data_provider()
-            provider.read_callback = { _, streamID, buf, length, flags, _, ud in
-                HTTP2Connection.from(ud).readData(streamID, buf!, length, flags!)
-            }
+            var provider = dataProvider(s)
             _ = nghttp2_submit_response(session, s.id, StaticHeaders.ok.nv, StaticHeaders.ok.count, &provider)
+            s.dataAttached = true
             return
         }
         var headers: [(String, String)] = [(":status", String(s.httpStatus)), ("content-type", "application/grpc"),
@@ -424,13 +462,67 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         headers.append(contentsOf: extra)
         withNV(headers) { nv in
             if withBody {
-                var provider = nghttp2_data_provider()
-                provider.read_callback = { _, streamID, buf, length, flags, _, ud in
-                    HTTP2Connection.from(ud).readData(streamID, buf!, length, flags!)
-                }
+                var provider = dataProvider(s)
                 _ = nghttp2_submit_response(session, s.id, nv.baseAddress, nv.count, &provider)
+                s.dataAttached = true
             } else {
                 _ = nghttp2_submit_response(session, s.id, nv.baseAddress, nv.count, nil)
+            }
+        }
+    }
+
+    /// Where nghttp2 reads the stream's DATA from: `readData`, with the stream itself as the
+    /// source (no lookup by id per frame; the stream outlives its provider, which nghttp2 drops
+    /// when the stream closes).
+    private func dataProvider(_ s: ServerStream) -> nghttp2_data_provider {
+        var provider = nghttp2_data_provider()
+        provider.source.ptr = Unmanaged.passUnretained(s).toOpaque()
+        provider.read_callback = { _, _, buf, length, flags, source, ud in
+            HTTP2Connection.from(ud).readData(Unmanaged<ServerStream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue(),
+                                              buf!, length, flags!)
+        }
+        return provider
+    }
+
+    /// Bytes were queued on a stream whose headers are out: make sure nghttp2 will read them.
+    /// (A provider that just ended is still attached until its last frame is sent; `onFrameSent`
+    /// takes over then.)
+    private func dataQueued(_ s: ServerStream) {
+        if !s.dataAttached {
+            var provider = dataProvider(s)
+            _ = nghttp2_submit_data(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), s.id, &provider)
+            s.dataAttached = true
+        } else if s.deferred {
+            s.deferred = false
+            nghttp2_session_resume_data(session, s.id)
+        }
+    }
+
+    /// nghttp2 sent a frame. The last DATA frame of a provider that ran dry detaches it (before
+    /// this callback, so that a new one may be submitted here): what was queued or decided since
+    /// goes out now.
+    private func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        guard UInt32(frame.pointee.hd.type) == NGHTTP2_DATA.rawValue, !ending.isEmpty else { return 0 }
+        let id = frame.pointee.hd.stream_id
+        guard let i = ending.firstIndex(where: { $0.id == id }) else { return 0 }
+        let s = ending.remove(at: i)
+        s.dataEnding = false
+        s.dataAttached = false
+        if s.queuedBytes > 0 {
+            dataQueued(s)
+        } else if let status = s.trailers {
+            s.trailers = nil
+            submitTrailers(s, status)
+        }
+        return 0
+    }
+
+    private func submitTrailers(_ s: ServerStream, _ status: GRPCStatus) {
+        if status.code == .ok && status.message.isEmpty {
+            _ = nghttp2_submit_trailer(session, s.id, StaticHeaders.okTrailers.nv, StaticHeaders.okTrailers.count)
+        } else {
+            withNV(statusHeaders(status)) { nv in
+                _ = nghttp2_submit_trailer(session, s.id, nv.baseAddress, nv.count)
             }
         }
     }
@@ -455,6 +547,88 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
                    highWater: server.config.streamHighWater)
     }
 
+    // MARK: loop-owned streams
+
+    /// Hands the stream to code on the loop (`GRPCCall.handOff`): nil when it has ended.
+    func handOff(streamID: Int32, _ body: (LoopStream?) -> Void) {
+        guard let s = streams[streamID], !s.finished, !s.loopOwned, !closed else { return body(nil) }
+        takeOver(s)
+        body(LoopStream(connection: self, stream: s))
+    }
+
+    private func takeOver(_ s: ServerStream) {
+        s.loopOwned = true
+        s.onEnd = {}
+        server.callStarted()
+    }
+
+    /// `LoopStream.write`: `framed` queued on the stream (not copied), unless the stream is gone
+    /// or (`evenIfFull` aside) over its high-water mark.
+    func writeOwned(_ s: ServerStream, _ framed: [UInt8], evenIfFull: Bool) -> LoopStream.Write {
+        guard !s.finished, !closed else { return .gone }
+        let queued = s.credit.pending.add(framed.count, ordering: .relaxed).newValue
+        if queued > server.config.streamHighWater && !evenIfFull {
+            s.credit.pending.subtract(framed.count, ordering: .relaxed)
+            return .full
+        }
+        s.outbound.append(framed)
+        if !s.headersSent {
+            submitHeaders(s, extra: [], withBody: true)
+        } else {
+            dataQueued(s)
+        }
+        flushSoon()
+        return .sent
+    }
+
+    /// `LoopStream.finish`: the owner's status.
+    /// A fan-out ends thousands of streams at once (a job's terminal event): their trailers —
+    /// and the stream closing they set off at both ends — go after the DATA queued on the
+    /// connection, in a later loop turn, so that the last message reaches every stream of the
+    /// loop before any of them spends time closing. Each stream still gets its trailers right
+    /// after its own messages.
+    func finishOwned(_ s: ServerStream, _ status: GRPCStatus) {
+        guard !s.finished, !closed else { return }
+        s.onEnd = {}  // the owner knows
+        if s.headersSent {
+            s.finished = true
+            server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
+            s.laterTrailers = status
+            trailersLater.append(s)
+            if !trailersTurnScheduled {
+                trailersTurnScheduled = true
+                let me = UncheckedBox(self)
+                loop.execute {
+                    me.value.trailersTurnPassed = true
+                    me.value.flushSoon()
+                }
+            }
+        } else {
+            finishStream(s, status)
+        }
+        ended(s)
+    }
+
+    private func releaseTrailers() {
+        let list = trailersLater
+        trailersLater = []
+        trailersTurnPassed = false
+        trailersTurnScheduled = false
+        for s in list {
+            guard let status = s.laterTrailers, streams[s.id] === s else { continue }
+            s.laterTrailers = nil
+            if s.dataAttached {
+                s.trailers = status
+                if s.deferred {
+                    s.deferred = false
+                    nghttp2_session_resume_data(session, s.id)
+                }
+            } else {
+                submitTrailers(s, status)
+            }
+        }
+    }
+
     /// `LoopSendTarget`: a handler's message that needs no waiter.
     func enqueue(streamID: Int32, _ bytes: [UInt8]) {
         enqueue(streamID: streamID, bytes, waiter: nil)
@@ -467,12 +641,11 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
             waiter?.resume(throwing: StreamGoneError())
             return
         }
-        s.outbound.append(contentsOf: framed)
+        s.outbound.append(framed)
         if !s.headersSent {
             submitHeaders(s, extra: [], withBody: true)
-        } else if s.deferred {
-            s.deferred = false
-            nghttp2_session_resume_data(session, s.id)
+        } else {
+            dataQueued(s)
         }
         if let waiter {
             if s.queuedBytes <= server.config.streamHighWater {
@@ -484,17 +657,28 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         flushSoon()
     }
 
+    /// The handler task's status. A stream handed to the loop is ended by its owner instead.
     func finish(streamID: Int32, status: GRPCStatus) {
-        guard let s = streams[streamID], !s.finished, !closed else { return }
+        guard let s = streams[streamID], !s.loopOwned else { return }
+        finishStream(s, status)
+    }
+
+    private func finishStream(_ s: ServerStream, _ status: GRPCStatus) {
+        guard !s.finished, !closed else { return }
         if !s.headersSent {
             respondTrailersOnly(s, status)
         } else {
             s.finished = true
-            s.trailers = status
             server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
-            if s.deferred {
-                s.deferred = false
-                nghttp2_session_resume_data(session, s.id)
+            if s.dataAttached {
+                // After the DATA still queued: `readData` sends them when it runs dry.
+                s.trailers = status
+                if s.deferred {
+                    s.deferred = false
+                    nghttp2_session_resume_data(session, s.id)
+                }
+            } else {
+                submitTrailers(s, status)
             }
         }
         flushSoon()
@@ -509,52 +693,41 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         let waiters = s.waiters
         s.waiters = []
         for w in waiters { w.resume(throwing: StreamGoneError()) }
-        s.outbound = []
-        s.outboundOffset = 0
-        finish(streamID: streamID, status: status)
+        s.outbound.removeAll()
+        finishStream(s, status)
+        ended(s)
     }
 
-    private func readData(_ streamID: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
+    /// nghttp2 asks for a DATA frame's payload. When the queue runs dry the provider ends
+    /// (EOF without END_STREAM: the stream stays open) instead of deferring: nghttp2 then drops
+    /// the stream from its send queue at once, and the next message attaches a provider again
+    /// (`dataQueued`). A watch stream sending one message at a time costs nghttp2 one queue
+    /// insertion and one removal per message, not two of each and a second callback.
+    private func readData(_ s: ServerStream, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int,
                           _ flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard let s = streams[streamID] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
-        let n = min(length, s.queuedBytes)
+        let n = s.outbound.read(into: buf, length: length)
         if n > 0 {
-            s.outbound.withUnsafeBytes { p in
-                buf.update(from: p.baseAddress!.assumingMemoryBound(to: UInt8.self) + s.outboundOffset, count: n)
-            }
-            s.outboundOffset += n
             s.credit.pending.subtract(n, ordering: .relaxed)
-            if s.outboundOffset == s.outbound.count {
-                s.outbound.removeAll(keepingCapacity: true)
-                s.outboundOffset = 0
-            } else if s.outboundOffset > 256 * 1024 {
-                s.outbound.removeFirst(s.outboundOffset)
-                s.outboundOffset = 0
-            }
             if s.queuedBytes <= server.config.streamHighWater / 2 && !s.waiters.isEmpty {
                 let waiters = s.waiters
                 s.waiters = []
                 for w in waiters { w.resume() }
             }
         }
-        if s.queuedBytes == 0 {
-            if let status = s.trailers {
-                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-                if status.code == .ok && status.message.isEmpty {
-                    _ = nghttp2_submit_trailer(session, s.id, StaticHeaders.okTrailers.nv, StaticHeaders.okTrailers.count)
-                } else {
-                    withNV(statusHeaders(status)) { nv in
-                        _ = nghttp2_submit_trailer(session, s.id, nv.baseAddress, nv.count)
-                    }
-                }
-                s.trailers = nil
-                return n
-            }
-            if n == 0 {
-                s.deferred = true
-                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
-            }
+        guard s.queuedBytes == 0 else { return n }
+        if let status = s.trailers {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            submitTrailers(s, status)
+            s.trailers = nil
+            return n
         }
+        if n == 0 {
+            s.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+        s.dataEnding = true
+        ending.append(s)
         return n
     }
 

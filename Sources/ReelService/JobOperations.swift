@@ -9,10 +9,13 @@ public struct JobOperations: Sendable {
     let hub: JobEventHub
     let scheduler: Scheduler?
     let cache: HotJobCache
+    /// The gRPC watches, served from the event loops.
+    let fanout: WatchFanout
 
     public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, cache: HotJobCache? = nil) {
         self.store = store; self.hub = hub; self.scheduler = scheduler
         self.cache = cache ?? HotJobCache(hub: hub)
+        self.fanout = WatchFanout(store: store, hub: hub)
     }
 
     /// Validates, stores (committed) and enqueues; a repeated idempotency key returns the first job.
@@ -134,77 +137,42 @@ public struct JobOperations: Sendable {
     }
 
     /// Snapshot (or stored events after `afterSeq`), then live events in `seq` order, until the
-    /// terminal event. Subscribing before reading storage means no event falls in between.
-    /// Errors before the first `send` (bad id, not found) are thrown; so are `send`'s own.
-    /// With `direct` (a transport that can take a message without waiting), live events are
-    /// handed over on the publisher's thread (`LiveForwarder`), `send` serving only to catch up.
+    /// terminal event, for a transport that waits on each message in a task of its own (HTTP:
+    /// SSE, WebSocket; gRPC streams are served by `fanout` instead). Subscribing before reading
+    /// storage means no event falls in between. Errors before the first `send` (bad id, not
+    /// found) are thrown; so are `send`'s own.
     public func watch(id rawID: String, afterSeq: Int64, caller: Caller,
-                      direct: (@Sendable (JobEvent) -> DirectSend)? = nil,
                       send: (JobEvent) async throws -> Void) async throws -> WatchEnd {
         let id = try Validate.jobID(rawID)
         try Validate.afterSeq(afterSeq)
-        if let direct {
-            let forwarder = LiveForwarder(limit: hub.bufferLimit, send: direct)
-            let token = hub.subscribe(jobID: id, receiver: forwarder)
-            defer { hub.unsubscribe(jobID: id, token: token) }
-            guard var last = try await replay(id, afterSeq: afterSeq, caller: caller, send: send) else { return .finished }
-            while true {
-                switch await forwarder.goLive(after: last) {
-                case .finished: return .finished
-                case .cancelled, .gone: return .cancelled
-                case .fellBehind(let seq): return .fellBehind(lastSeq: seq)
-                case .stalled(let seq):
-                    // A gap, or a slow reader: catch up from storage, waiting on the reader.
-                    let sent = try await sendStored(id, after: max(last, seq), send: send)
-                    if sent.ended { return .finished }
-                    last = sent.last
-                }
-            }
-        }
         let live = hub.subscribe(jobID: id)
-        guard var last = try await replay(id, afterSeq: afterSeq, caller: caller, send: send) else { return .finished }
+        var cursor: WatchCursor
+        if afterSeq == 0 {
+            let job = try await ownedJob(id, caller)
+            try await send(JobEvent.snapshot(of: job))
+            cursor = WatchCursor(snapshotOf: job)
+        } else {
+            cursor = WatchCursor(after: afterSeq)
+            try await fanout.sendStored(id, &cursor, opening: caller, send: send)
+        }
+        if cursor.ended { return .finished }
         for await event in live {
-            if event.seq <= last { continue }
-            // A gap (events published out of order, or by another writer): fill it from storage.
-            let batch = event.seq == last + 1 ? [event] : try await store.events(jobID: id, afterSeq: last)
-            let sent = try await sendInOrder(batch, after: last, send: send)
-            if sent.ended { return .finished }
-            last = sent.last
+            switch cursor.step(event) {
+            case .old: continue
+            case .next: try await WatchFanout.sendInOrder([event], &cursor, send: send)
+            // Published out of order, or by another writer: fill the gap from storage.
+            case .gap: try await fanout.sendStored(id, &cursor, send: send)
+            }
+            if cursor.ended { return .finished }
         }
         if Task.isCancelled { return .cancelled }
-        return .fellBehind(lastSeq: last)
+        return .fellBehind(lastSeq: cursor.last)
     }
 
-    /// A watch's opening: the snapshot (`afterSeq` 0) or the stored events after `afterSeq`.
-    /// Returns the last seq sent, or nil when that already ended the watch.
-    private func replay(_ id: String, afterSeq: Int64, caller: Caller,
-                        send: (JobEvent) async throws -> Void) async throws -> Int64? {
-        let job = try await ownedJob(id, caller)
-        if afterSeq == 0 {
-            try await send(JobEvent.snapshot(of: job))
-            return job.isFinished ? nil : job.lastEventSeq
-        }
-        let sent = try await sendStored(id, after: afterSeq, send: send)
-        if sent.ended || (job.isFinished && sent.last >= job.lastEventSeq) { return nil }
-        return sent.last
-    }
-
-    /// Sends the stored events after `last` in order: the one place a watch reads from storage.
-    private func sendStored(_ id: String, after last: Int64,
-                            send: (JobEvent) async throws -> Void) async throws -> (last: Int64, ended: Bool) {
-        try await sendInOrder(try await store.events(jobID: id, afterSeq: last), after: last, send: send)
-    }
-
-    /// Sends the events with a seq past `last`, in order, stopping at one that ends the watch.
-    private func sendInOrder(_ events: [JobEvent], after last: Int64,
-                             send: (JobEvent) async throws -> Void) async throws -> (last: Int64, ended: Bool) {
-        var last = last
-        for e in events where e.seq > last {
-            try await send(e)
-            last = e.seq
-            if e.endsWatch { return (last, true) }
-        }
-        return (last, false)
+    /// `watch` for a gRPC stream served from its event loop, on that loop: the call is valid and
+    /// its caller known. No task stays behind for it (see `WatchFanout`).
+    func watch(jobID: String, afterSeq: Int64, caller: Caller, on stream: any WatchStream) {
+        fanout.open(jobID: jobID, afterSeq: afterSeq, caller: caller, stream: stream)
     }
 
     /// The job if the caller may see it; another tenant's job does not exist for them.

@@ -18,8 +18,6 @@ public struct JobService: Sendable {
     /// The one implementation of the job operations, for gRPC and HTTP alike.
     public let operations: JobOperations
     let logger: Logger
-    /// Each event encoded once for all its watchers.
-    let framedEvents = FramedEventMemo()
 
     /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
     /// with a key store turns API keys on (and `reel.v1.KeyService`).
@@ -40,7 +38,8 @@ public struct JobService: Sendable {
         r.add("/reel.v1.JobService/CancelJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.cancel($0, $1) } })
         r.add("/reel.v1.JobService/ListJobs", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.list($0, $1) } })
         r.add("/reel.v1.JobService/RetryJob", GRPCRoute(.unary) { call in await s.authorized(call) { try await s.retry($0, $1) } })
-        r.add("/reel.v1.JobService/WatchJob", GRPCRoute(.serverStreaming) { call in await s.watch(call) })
+        r.add("/reel.v1.JobService/WatchJob", GRPCRoute(serverStreaming: { call in await s.watch(call) },
+                                                        onLoop: { req, metadata, stream in s.watchOnLoop(req, metadata, stream) }))
         addSceneRoutes(to: &r)
         addHealthRoutes(to: &r, health: health)
         ReflectionService().add(to: &r)
@@ -128,29 +127,66 @@ public struct JobService: Sendable {
         ProtoCodec.encode(try await operations.list(try ProtoCodec.decodeListJobsRequest(req), caller: caller))
     }
 
-    /// `JobOperations.watch` as a server stream; a watcher that fell behind is told where to resume.
+    /// WatchJob on the event loop's thread, with no task for the call: a valid request from a
+    /// caller known without the database becomes a watcher of `JobOperations`' fan-out. false
+    /// (a key to look up) leaves the call to `watch`.
+    func watchOnLoop(_ req: [UInt8], _ metadata: [String: String], _ stream: LoopStream) -> Bool {
+        do {
+            let (id, afterSeq) = try watchArguments(req)
+            guard let caller = try auth.callerIfKnown(metadata) else { return false }
+            operations.watch(jobID: id, afterSeq: afterSeq, caller: caller, on: GRPCWatchStream(stream: stream))
+        } catch {
+            stream.finish(GRPCStatus.from(error))
+        }
+        return true
+    }
+
+    /// WatchJob when the caller's key must be looked up first: then the stream goes to the loop
+    /// as in `watchOnLoop` (the status returned once it is handed off is ignored).
     func watch(_ call: GRPCCall) async -> GRPCStatus {
         do {
-            let (rawID, afterSeq) = try ProtoCodec.decodeWatchJobRequest(call.request)
-            // Bad arguments are reported before authentication, as they always were.
-            let id = try Validate.jobID(rawID)
-            try Validate.afterSeq(afterSeq)
+            let (id, afterSeq) = try watchArguments(call.request)
             let caller = try await auth.caller(call.metadata)
-            let framedEvents = self.framedEvents
-            let end = try await operations.watch(id: id, afterSeq: afterSeq, caller: caller, direct: { event in
-                if call.trySend(framed: framedEvents.framed(event)) { return .sent }
-                return call.isGone ? .gone : .full
-            }) { event in
-                try await call.send(framed: framedEvents.framed(event))
+            let operations = self.operations
+            call.handOff { stream in
+                guard let stream else { return }
+                operations.watch(jobID: id, afterSeq: afterSeq, caller: caller, on: GRPCWatchStream(stream: stream))
             }
-            switch end {
-            case .finished: return .ok
-            case .cancelled: return GRPCStatus(.cancelled, "watch cancelled")
-            case .fellBehind(let last):
-                return GRPCStatus(.resourceExhausted, "watcher fell behind; reconnect with after_seq=\(last)")
-            }
+            return .ok
         } catch {
             return GRPCStatus.from(error)
         }
     }
+
+    /// Bad arguments are reported before authentication, as they always were.
+    private func watchArguments(_ req: [UInt8]) throws -> (id: String, afterSeq: Int64) {
+        let (rawID, afterSeq) = try ProtoCodec.decodeWatchJobRequest(req)
+        let id = try Validate.jobID(rawID)
+        try Validate.afterSeq(afterSeq)
+        return (id, afterSeq)
+    }
+
 }
+
+/// A gRPC stream as the watch fan-out writes to it.
+struct GRPCWatchStream: WatchStream {
+    let stream: LoopStream
+
+    var loop: any WatchLoop { stream.loop }
+    var isGone: Bool { stream.isGone }
+
+    func write(framed: [UInt8], evenIfFull: Bool) -> WatchWrite {
+        switch stream.write(framed: framed, evenIfFull: evenIfFull) {
+        case .sent: .sent
+        case .full: .full
+        case .gone: .gone
+        }
+    }
+
+    func finish(_ status: GRPCStatus) { stream.finish(status) }
+    func onEnd(_ f: @escaping () -> Void) { stream.onEnd(f) }
+    var sender: any WatchSender { stream.sender }
+}
+
+extension StreamLoop: WatchLoop {}
+extension StreamSender: WatchSender {}
