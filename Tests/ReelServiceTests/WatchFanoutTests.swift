@@ -136,10 +136,10 @@ struct WatchFanoutTests {
         func apply(_ changes: [StateChange], to jobID: String) async throws -> [Result<(job: Job, event: JobEvent), any Error>] { fatalError("unused") }
         func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)] { fatalError("unused") }
         func heldJobIDs(workerID: String) async throws -> Set<String> { fatalError("unused") }
-        func renewLease(jobID: String, workerID: String, leaseMs: Int64) async throws -> Bool { fatalError("unused") }
+        func workerHeartbeat(workerID: String, leaseMs: Int64) async throws -> (lapsed: Bool, requeued: [(job: Job, event: JobEvent)]) { fatalError("unused") }
         func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)] { fatalError("unused") }
         func releaseLeases(workerPrefix: String) async throws -> [(job: Job, event: JobEvent)] { fatalError("unused") }
-        func finalize(jobID: String, workerID: String, result: JobResult, durationSeconds: Double) async throws -> (job: Job, event: JobEvent)? { fatalError("unused") }
+        func finalize(jobID: String, workerID: String, fence: Int64?, result: JobResult, durationSeconds: Double) async throws -> (job: Job, event: JobEvent)? { fatalError("unused") }
         func putSceneBible(tenantID: String, sceneID: String, bible: SceneBible) async throws -> Scene { fatalError("unused") }
         func scene(tenantID: String, id: String) async throws -> Scene? { fatalError("unused") }
         func sceneContext(tenantID: String, sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext { fatalError("unused") }
