@@ -617,15 +617,21 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         for s in list {
             guard let status = s.laterTrailers, streams[s.id] === s else { continue }
             s.laterTrailers = nil
-            if s.dataAttached {
-                s.trailers = status
-                if s.deferred {
-                    s.deferred = false
-                    nghttp2_session_resume_data(session, s.id)
-                }
-            } else {
-                submitTrailers(s, status)
+            sendTrailers(s, status)
+        }
+    }
+
+    /// `status` as the stream's trailers: after the DATA still queued when a data provider is
+    /// attached (`readData` sends them when it runs dry), else at once.
+    private func sendTrailers(_ s: ServerStream, _ status: GRPCStatus) {
+        if s.dataAttached {
+            s.trailers = status
+            if s.deferred {
+                s.deferred = false
+                nghttp2_session_resume_data(session, s.id)
             }
+        } else {
+            submitTrailers(s, status)
         }
     }
 
@@ -670,16 +676,7 @@ final class HTTP2Connection: LoopHandler, LoopFlushable, LoopSendTarget {
         } else {
             s.finished = true
             server.noteStatus(status, path: s.route == nil ? "-" : s.path, started: s.started)
-            if s.dataAttached {
-                // After the DATA still queued: `readData` sends them when it runs dry.
-                s.trailers = status
-                if s.deferred {
-                    s.deferred = false
-                    nghttp2_session_resume_data(session, s.id)
-                }
-            } else {
-                submitTrailers(s, status)
-            }
+            sendTrailers(s, status)
         }
         flushSoon()
     }
