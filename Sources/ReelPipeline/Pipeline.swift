@@ -280,14 +280,30 @@ public struct Pipeline: Sendable {
     }
 
     private func fail(_ run: RunState, _ f: StageFailure, _ log: Logger) async {
-        do {
-            // The failure comes after every step already handed over (one that can't be written
-            // means the job moved on: then nothing is).
-            try await run.writer.flush()
-            _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable,
-                                          workerID: workerID, newTaskOnRetry: f.newTaskOnRetry)
-        } catch {
-            log.warning("could not record failure; the lease will expire", metadata: ["error": "\(error)"])
+        // The failure comes after every step already handed over (one that can't be written
+        // means the job moved on: then nothing is). A lease is held per worker, so a job whose
+        // failure is never written stays held by this live reeld: when the database is away
+        // (a restart), the failure is written once it is back, after the steps that were
+        // committed (the unwritten ones are dropped with the run).
+        var delay = Duration.milliseconds(250)
+        var flushed = false
+        for attempt in 0..<8 {
+            do {
+                if !flushed {
+                    flushed = true
+                    try await run.writer.flush()
+                }
+                _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable,
+                                              workerID: workerID, newTaskOnRetry: f.newTaskOnRetry)
+                return
+            } catch let e as ReelError where e.code == .unavailable && attempt < 7 {
+                log.warning("could not record failure yet; retrying", metadata: ["error": "\(e)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(8))
+            } catch {
+                log.warning("could not record failure", metadata: ["error": "\(error)"])
+                return
+            }
         }
     }
 
