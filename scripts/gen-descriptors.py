@@ -8,7 +8,7 @@ import tempfile
 
 from google.protobuf import descriptor_pb2
 
-FILES = ["reel/v1/jobs.proto", "reel/v1/worker.proto", "reel/v1/keys.proto", "grpc/health/v1/health.proto",
+FILES = ["reel/v1/jobs.proto", "reel/v1/worker.proto", "reel/v1/keys.proto", "reel/v1/tenants.proto", "grpc/health/v1/health.proto",
          "grpc/reflection/v1alpha/reflection.proto", "grpc/reflection/v1/reflection.proto"]
 
 with tempfile.NamedTemporaryFile(suffix=".pb") as out:

@@ -24,6 +24,18 @@ public struct Job: Sendable, Equatable {
     public var startedAtUnixMs: Int64
     public var completedAtUnixMs: Int64
     public var lastEventSeq: Int64
+    /// Not started before this (0: as soon as a worker is free).
+    public var runAtUnixMs: Int64 = 0
+    /// 0: none.
+    public var deadlineUnixMs: Int64 = 0
+    /// POSTed the job's JSON once it ends ("" : none).
+    public var webhookURL: String = ""
+    /// Which provider ran (or runs) the job: `simulated`, `kling`, `runway`; "" before one did.
+    public var provider: String = ""
+    /// The provider's charge times its weight, summed over attempts (DESIGN §2 "Cost").
+    public var costUnits: Double = 0
+    /// When the job is expected to reach FINAL_READY; 0 when terminal (or not yet estimated).
+    public var etaUnixMs: Int64 = 0
     /// The tenant that owns the job ("" when auth is off). Never sent on the wire.
     public var tenantID: String = ""
     /// Which claim of the job this is (bumped by every claim; not part of the API): the fencing
@@ -116,6 +128,10 @@ public struct JobEvent: Sendable, Equatable {
     public var deadLettered: Bool
     /// Set on the first event of a watch stream only.
     public var snapshot: Job?
+    /// When the job is expected to reach FINAL_READY (never before `atUnixMs`; 0 when terminal).
+    public var etaUnixMs: Int64 = 0
+    /// The ETA is past the job's deadline.
+    public var atRisk: Bool = false
 
     public init(jobID: String, seq: Int64, status: JobStatus, stage: Stage, progress: Int32,
                 message: String, atUnixMs: Int64, deadLettered: Bool = false, snapshot: Job? = nil) {
@@ -128,7 +144,19 @@ public struct JobEvent: Sendable, Equatable {
     public static func snapshot(of job: Job) -> JobEvent {
         JobEvent(jobID: job.id, seq: job.lastEventSeq, status: job.status, stage: job.stage,
                  progress: job.progress, message: job.message, atUnixMs: job.createdAtUnixMs,
-                 deadLettered: job.deadLettered, snapshot: job)
+                 deadLettered: job.deadLettered, snapshot: job).withETA(of: job)
+    }
+
+    /// This event with the job's ETA and its at-risk flag (ETA past the deadline).
+    public func withETA(of job: Job) -> JobEvent {
+        var e = self
+        if endsWatch || job.isFinished || job.etaUnixMs == 0 {
+            e.etaUnixMs = 0; e.atRisk = false
+        } else {
+            e.etaUnixMs = max(job.etaUnixMs, atUnixMs)
+            e.atRisk = job.deadlineUnixMs > 0 && e.etaUnixMs > job.deadlineUnixMs
+        }
+        return e
     }
 
     public var endsWatch: Bool { status.endsWatch(deadLettered: deadLettered) }

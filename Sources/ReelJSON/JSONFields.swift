@@ -73,6 +73,16 @@ struct JSONFields {
         throw .invalid(prefix + snake, "must be an integer, not \(k)")
     }
 
+    /// int64: a JSON number or, as protobuf's JSON mapping writes it, a numeric string.
+    mutating func int64(_ snake: String, _ camel: String) throws(ReelError) -> Int64? {
+        guard let key = take(snake, camel) else { return nil }
+        if let n = try? container.decode(Int64.self, forKey: key) { return n }
+        if let s = try? container.decode(String.self, forKey: key), let n = Int64(s) { return n }
+        let k = kind(key)
+        if k == "a number" || k == "a string" { throw .invalid(prefix + snake, "must be a 64-bit integer") }
+        throw .invalid(prefix + snake, "must be an integer, not \(k)")
+    }
+
     mutating func enumValue<E: ProtoJSONEnum>(_ snake: String, _ camel: String, as: E.Type) throws(ReelError) -> E? {
         guard let key = take(snake, camel) else { return nil }
         if let s = try? container.decode(String.self, forKey: key) { return try E(protoJSON: s, field: prefix + snake) }

@@ -31,6 +31,12 @@ public struct JobJSON: Codable, Sendable, Equatable {
     public var startedAtUnixMs: Int64
     public var completedAtUnixMs: Int64
     public var lastEventSeq: Int64
+    public var runAtUnixMs: Int64
+    public var deadlineUnixMs: Int64
+    public var webhookUrl: String
+    public var provider: String
+    public var costUnits: Double
+    public var etaUnixMs: Int64
 
     public init(_ job: Job) {
         id = job.id; userId = job.userID; sceneId = job.sceneID
@@ -42,6 +48,8 @@ public struct JobJSON: Codable, Sendable, Equatable {
         tier = job.tier.protoName; deadLettered = job.deadLettered; workerId = job.workerID
         createdAtUnixMs = job.createdAtUnixMs; startedAtUnixMs = job.startedAtUnixMs
         completedAtUnixMs = job.completedAtUnixMs; lastEventSeq = job.lastEventSeq
+        runAtUnixMs = job.runAtUnixMs; deadlineUnixMs = job.deadlineUnixMs; webhookUrl = job.webhookURL
+        provider = job.provider; costUnits = job.costUnits; etaUnixMs = job.isFinished ? 0 : job.etaUnixMs
     }
 }
 
@@ -109,11 +117,14 @@ public struct JobEventJSON: Codable, Sendable, Equatable {
     public var atUnixMs: Int64
     public var deadLettered: Bool
     public var snapshot: JobJSON?
+    public var etaUnixMs: Int64
+    public var atRisk: Bool
 
     public init(_ e: JobEvent) {
         jobId = e.jobID; seq = e.seq; status = e.status.protoName; stage = e.stage.protoName
         progress = e.progress; message = e.message; atUnixMs = e.atUnixMs; deadLettered = e.deadLettered
         snapshot = e.snapshot.map(JobJSON.init)
+        etaUnixMs = e.etaUnixMs; atRisk = e.atRisk
     }
 }
 

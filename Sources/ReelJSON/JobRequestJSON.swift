@@ -19,6 +19,9 @@ public struct CreateJobRequestJSON: Decodable, Sendable {
         input.tier = try f.enumValue("tier", "tier", as: Tier.self) ?? .unspecified
         input.maxRetries = try f.int32("max_retries", "maxRetries") ?? 0
         input.config = try f.message("config", "config", as: JobConfigRequestJSON.self)?.config ?? JobConfig()
+        input.runAtUnixMs = try f.int64("run_at_unix_ms", "runAtUnixMs") ?? 0
+        input.deadlineUnixMs = try f.int64("deadline_unix_ms", "deadlineUnixMs") ?? 0
+        input.webhookURL = try f.string("webhook_url", "webhookUrl") ?? ""
         try f.rejectUnknown()
     }
 }

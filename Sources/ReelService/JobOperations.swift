@@ -2,6 +2,24 @@ import ReelCore
 import ReelScheduler
 import ReelObservability
 
+/// How creates are checked beyond `CreateJobInput.validated` and priced (DESIGN §2 "Cost", §8).
+public struct CreatePolicy: Sendable {
+    /// `--webhook-allow-private`.
+    public var allowPrivateWebhooks = false
+    /// A job's expected cost in weighted provider units, before it runs (reserved against the
+    /// tenant's budget when the job is accepted).
+    public var expectedCost: @Sendable (NewJob) -> Double = { _ in 0 }
+
+    public init() {}
+
+    func prepare(_ input: CreateJobInput, caller: Caller) throws(ReelError) -> NewJob {
+        var new = try input.validated(allowPrivateWebhooks: allowPrivateWebhooks)
+        new.tenantID = caller.tenantID
+        new.expectedCostUnits = expectedCost(new)
+        return new
+    }
+}
+
 /// The job operations of DESIGN §2 on decoded domain values, for every caller: the gRPC
 /// routes (protobuf in and out) and the HTTP/JSON routes call exactly these.
 public struct JobOperations: Sendable {
@@ -11,6 +29,8 @@ public struct JobOperations: Sendable {
     let cache: HotJobCache
     /// The gRPC watches, served from the event loops.
     let fanout: WatchFanout
+    /// What a create is checked and priced by (set by reeld from its flags).
+    public var createPolicy = CreatePolicy()
 
     public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, cache: HotJobCache? = nil) {
         self.store = store; self.hub = hub; self.scheduler = scheduler
@@ -20,8 +40,7 @@ public struct JobOperations: Sendable {
 
     /// Validates, stores (committed) and enqueues; a repeated idempotency key returns the first job.
     public func create(_ input: CreateJobInput, caller: Caller) async throws -> Job {
-        var new = try input.validated()
-        new.tenantID = caller.tenantID
+        let new = try createPolicy.prepare(input, caller: caller)
         let (job, event) = try await store.createJob(new)
         if let event {
             ReelMetrics.jobCreated(type: job.type, tier: job.tier)
@@ -39,9 +58,7 @@ public struct JobOperations: Sendable {
         var valid: [(index: Int, new: NewJob)] = []
         for (i, input) in inputs.enumerated() {
             do throws(ReelError) {
-                var new = try input.validated()
-                new.tenantID = caller.tenantID
-                valid.append((i, new))
+                valid.append((i, try createPolicy.prepare(input, caller: caller)))
             } catch {
                 results[i] = .failure(ReelError(error.code, "jobs[\(i)].\(error.message)"))
             }

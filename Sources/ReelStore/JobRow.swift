@@ -3,7 +3,7 @@ import Foundation
 
 /// Decodes rows selected with `SQL.jobColumns` / `SQL.eventColumns`.
 enum JobRow {
-    static let columnCount = 43
+    static let columnCount = 48
 
     static func decode(_ r: [String?]) -> Job {
         precondition(r.count >= columnCount, "a job row has \(columnCount) columns (SQL.jobColumns), got \(r.count)")
@@ -32,6 +32,11 @@ enum JobRow {
             lastEventSeq: i64(39))
         job.tenantID = s(40)
         job.fence = i64(42)
+        job.runAtUnixMs = i64(43)
+        job.deadlineUnixMs = i64(44)
+        job.webhookURL = s(45)
+        job.provider = s(46)
+        job.costUnits = Double(s(47)) ?? 0
         return job
     }
 

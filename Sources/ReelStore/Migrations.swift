@@ -333,5 +333,35 @@ enum Migrations {
         DROP INDEX jobs_leases;
         ALTER TABLE jobs DROP COLUMN lease_expires_at;
         """),
-    ]
+            (13, "money and time: schedule, deadline, webhook, provider and cost per job; budgets; tenants", """
+        -- Issue #17 (DESIGN §2 "Added 2026-12-04"). `scheduled_at` is the time the caller asked the
+        -- job to wait for (NULL: none; `run_at` stays the queue's own, moved by retry backoff).
+        ALTER TABLE jobs ADD COLUMN scheduled_at timestamptz;
+        ALTER TABLE jobs ADD COLUMN deadline_at timestamptz;
+        ALTER TABLE jobs ADD COLUMN webhook_url text NOT NULL DEFAULT '';
+        ALTER TABLE jobs ADD COLUMN provider text NOT NULL DEFAULT '';
+        -- The provider's charge times its weight, summed over attempts; and what the job was
+        -- expected to cost when it was accepted (reserved against the tenant's budget).
+        ALTER TABLE jobs ADD COLUMN cost_units double precision NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN expected_cost_units double precision NOT NULL DEFAULT 0;
+        -- Each attempt's charge (NULL until the provider reports it).
+        ALTER TABLE provider_tasks ADD COLUMN cost_units double precision;
+        -- A tenant's own settings: its completion-webhook signing secret and its fair-share weight.
+        CREATE TABLE tenants (
+            tenant_id       text PRIMARY KEY,
+            webhook_secret  text,
+            weight          double precision NOT NULL DEFAULT 1 CHECK (weight > 0),
+            created_at      timestamptz NOT NULL DEFAULT now()
+        );
+        -- A tenant's budget in provider units per period; no row: unlimited.
+        CREATE TABLE tenant_budgets (
+            tenant_id       text PRIMARY KEY,
+            limit_units     double precision NOT NULL CHECK (limit_units > 0),
+            period_seconds  bigint NOT NULL CHECK (period_seconds > 0),
+            period_start    timestamptz NOT NULL,
+            spent_units     double precision NOT NULL DEFAULT 0,
+            reserved_units  double precision NOT NULL DEFAULT 0
+        );
+        """),
+]
 }

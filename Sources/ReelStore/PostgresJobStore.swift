@@ -63,11 +63,13 @@ public final class PostgresJobStore: JobStore {
             col { String($0.config.targetDurationSeconds) }, col(\.config.quality.name), col(\.config.model),
             col { JobRow.encodeStringMap($0.config.styleOverrides) }, col(\.idempotencyKey), col(\.tier.name),
             col { String($0.maxRetries) },
-            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: now)) },
-            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: now)) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: max(now, $0.runAtUnixMs))) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: max(now, $0.runAtUnixMs))) },
             col(\.tenantID), JobRow.textArray(jobs.indices.map(String.init)),
             JobStatus.initial.status.name, JobStatus.initial.stage?.name, JobStatus.initial.progress.map { String($0) },
             JobStatus.initial.message,
+            col { String($0.runAtUnixMs) }, col { String($0.deadlineUnixMs) }, col(\.webhookURL),
+            col { String($0.expectedCostUnits) },
         ]
         struct Key: Hashable { let tenant, user, key: String }
         return try await pool.withConnection { c in

@@ -13,7 +13,10 @@ enum SQL {
     (extract(epoch FROM created_at) * 1000)::int8,
     COALESCE((extract(epoch FROM started_at) * 1000)::int8, 0),
     COALESCE((extract(epoch FROM completed_at) * 1000)::int8, 0),
-    last_event_seq, tenant_id, provider_request_id, fence
+    last_event_seq, tenant_id, provider_request_id, fence,
+    COALESCE((extract(epoch FROM scheduled_at) * 1000)::int8, 0),
+    COALESCE((extract(epoch FROM deadline_at) * 1000)::int8, 0),
+    webhook_url, provider, cost_units
     """
 
     /// The event columns in the order `JobRow.decodeEvent` reads them.
@@ -26,7 +29,8 @@ enum SQL {
 
     /// `createJob`, for one call or a batch of concurrent ones (`GroupCommit`): one statement,
     /// one commit, one fsync shared by all. Inputs come as parallel arrays ($1…$15, `ord` = the
-    /// position in the batch), the initial state (`JobStatus.initial`) as $16…$19; insert-or-nothing on (tenant, user, idempotency key), event seq 1
+    /// position in the batch; $20…$23: run-at and deadline in ms (0: none), webhook URL, expected
+    /// cost), the initial state (`JobStatus.initial`) as $16…$19; insert-or-nothing on (tenant, user, idempotency key), event seq 1
     /// in the same statement. A user's first job today is the first of theirs in the batch whose
     /// statement inserts the user's `user_days` row for today: the unique key makes that true
     /// for exactly one create however many batches run at once, and later creates that day
@@ -35,9 +39,11 @@ enum SQL {
     static let createJobs = """
     WITH input AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
-                             $8::text[], $9::text[], $10::text[], $11::int[], $12::int8[], $13::int8[], $14::text[], $15::int[])
+                             $8::text[], $9::text[], $10::text[], $11::int[], $12::int8[], $13::int8[], $14::text[], $15::int[],
+                             $20::int8[], $21::int8[], $22::text[], $23::float8[])
             AS t(user_id, scene_id, type, input_text, target_duration_seconds, quality, model, style_overrides,
-                 idempotency_key, tier, max_retries, first_key, later_key, tenant_id, ord)
+                 idempotency_key, tier, max_retries, first_key, later_key, tenant_id, ord,
+                 scheduled_ms, deadline_ms, webhook_url, expected_cost_units)
     ), new_scenes AS (
         -- In key order, so two batches making the same new scenes wait for each other, never deadlock.
         INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input ORDER BY 1, 2
@@ -51,7 +57,7 @@ enum SQL {
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
-                          priority_key, tenant_id)
+                          priority_key, tenant_id, scheduled_at, run_at, deadline_at, webhook_url, expected_cost_units)
         SELECT i.user_id, i.scene_id, i.type, $16, $17, $18::int, $19, i.input_text,
                COALESCE((SELECT n.bible_version FROM new_scenes n WHERE n.tenant_id = i.tenant_id AND n.id = i.scene_id),
                         (SELECT s.bible_version FROM scenes s WHERE s.tenant_id = i.tenant_id AND s.id = i.scene_id), 1),
@@ -59,7 +65,11 @@ enum SQL {
                CASE WHEN NOT EXISTS (SELECT 1 FROM first_today f WHERE f.user_id = i.user_id AND f.tenant_id = i.tenant_id)
                       OR EXISTS (SELECT 1 FROM input e WHERE e.user_id = i.user_id AND e.tenant_id = i.tenant_id AND e.ord < i.ord)
                     THEN i.later_key ELSE i.first_key END,
-               i.tenant_id
+               i.tenant_id,
+               CASE WHEN i.scheduled_ms > 0 THEN to_timestamp(i.scheduled_ms / 1000.0) END,
+               CASE WHEN i.scheduled_ms > 0 THEN greatest(now(), to_timestamp(i.scheduled_ms / 1000.0)) ELSE now() END,
+               CASE WHEN i.deadline_ms > 0 THEN to_timestamp(i.deadline_ms / 1000.0) END,
+               i.webhook_url, i.expected_cost_units
         FROM input i ORDER BY i.ord
         ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *

@@ -21,12 +21,16 @@ public enum ProtoCodec {
     }
 
     private static func createInput(_ m: Reel__V1__CreateJobRequest) -> CreateJobInput {
-        CreateJobInput(
+        var input = CreateJobInput(
             userID: str(m.user_id), sceneID: str(m.scene_id),
             type: JobType(rawValue: raw(m.type.rawValue)) ?? .unspecified,
             inputText: str(m.input_text), config: m.config.map { config($0.pointee) } ?? JobConfig(),
             idempotencyKey: str(m.idempotency_key),
             tier: Tier(rawValue: raw(m.tier.rawValue)) ?? .unspecified, maxRetries: m.max_retries)
+        input.runAtUnixMs = m.run_at_unix_ms
+        input.deadlineUnixMs = m.deadline_unix_ms
+        input.webhookURL = str(m.webhook_url)
+        return input
     }
 
     public static func decodeJobID(_ b: [UInt8]) throws(GRPCStatus) -> String {
@@ -72,10 +76,13 @@ public enum ProtoCodec {
 
     public static func decodeJobEvent(_ b: [UInt8]) throws(GRPCStatus) -> JobEvent {
         try unpack(b, reel__v1__job_event__unpack, reel__v1__job_event__free_unpacked) { e in
-            JobEvent(jobID: str(e.job_id), seq: e.seq, status: JobStatus(rawValue: raw(e.status.rawValue)) ?? .unspecified,
+            var ev = JobEvent(jobID: str(e.job_id), seq: e.seq, status: JobStatus(rawValue: raw(e.status.rawValue)) ?? .unspecified,
                      stage: Stage(rawValue: raw(e.stage.rawValue)) ?? .unspecified, progress: e.progress,
                      message: str(e.message), atUnixMs: e.at_unix_ms, deadLettered: e.dead_lettered != 0,
                      snapshot: e.snapshot.map { job($0.pointee) })
+            ev.etaUnixMs = e.eta_unix_ms
+            ev.atRisk = e.at_risk != 0
+            return ev
         }
     }
 
@@ -115,6 +122,8 @@ public enum ProtoCodec {
         m.message = arena.str(e.message)
         m.at_unix_ms = e.atUnixMs
         m.dead_lettered = e.deadLettered ? 1 : 0
+        m.eta_unix_ms = e.etaUnixMs
+        m.at_risk = e.atRisk ? 1 : 0
         if let s = e.snapshot {
             let p = arena.alloc(Reel__V1__Job.self)
             fill(&p.pointee, s, arena)
@@ -191,6 +200,9 @@ public enum ProtoCodec {
         m.idempotency_key = arena.str(r.idempotencyKey)
         m.tier = .init(rawValue: UInt32(r.tier.rawValue))
         m.max_retries = r.maxRetries
+        m.run_at_unix_ms = r.runAtUnixMs
+        m.deadline_unix_ms = r.deadlineUnixMs
+        m.webhook_url = arena.str(r.webhookURL)
         return pack(&m, reel__v1__create_job_request__get_packed_size, reel__v1__create_job_request__pack)
     }
 
@@ -311,7 +323,7 @@ public enum ProtoCodec {
 
     private static func job(_ m: Reel__V1__Job) -> Job {
         let a = m.artifacts.map { artifacts($0.pointee) } ?? Artifacts()
-        return Job(
+        var j = Job(
             id: str(m.id), userID: str(m.user_id), sceneID: str(m.scene_id),
             type: JobType(rawValue: raw(m.type.rawValue)) ?? .unspecified,
             status: JobStatus(rawValue: raw(m.status.rawValue)) ?? .unspecified,
@@ -332,6 +344,13 @@ public enum ProtoCodec {
             tier: Tier(rawValue: raw(m.tier.rawValue)) ?? .unspecified, deadLettered: m.dead_lettered != 0,
             workerID: str(m.worker_id), createdAtUnixMs: m.created_at_unix_ms, startedAtUnixMs: m.started_at_unix_ms,
             completedAtUnixMs: m.completed_at_unix_ms, lastEventSeq: m.last_event_seq)
+        j.runAtUnixMs = m.run_at_unix_ms
+        j.deadlineUnixMs = m.deadline_unix_ms
+        j.webhookURL = str(m.webhook_url)
+        j.provider = str(m.provider)
+        j.costUnits = m.cost_units
+        j.etaUnixMs = m.eta_unix_ms
+        return j
     }
 
     private static func fillConfig(_ c: JobConfig, _ arena: CArena) -> UnsafeMutablePointer<Reel__V1__JobConfig> {
@@ -409,6 +428,12 @@ public enum ProtoCodec {
         m.started_at_unix_ms = j.startedAtUnixMs
         m.completed_at_unix_ms = j.completedAtUnixMs
         m.last_event_seq = j.lastEventSeq
+        m.run_at_unix_ms = j.runAtUnixMs
+        m.deadline_unix_ms = j.deadlineUnixMs
+        m.webhook_url = arena.str(j.webhookURL)
+        m.provider = arena.str(j.provider)
+        m.cost_units = j.costUnits
+        m.eta_unix_ms = j.isFinished ? 0 : j.etaUnixMs
     }
 }
 

@@ -136,6 +136,23 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Requests per second per tenant when its key sets none (0: unlimited). Env: REEL_RATE_LIMIT.")
     var rateLimit: Int32 = Int32(env("REEL_RATE_LIMIT") ?? "") ?? 0
 
+    @Option(name: .customLong("webhook-secret"), help: "Completion-webhook signing secret for tenants without one of their own (all jobs when --auth is off). Env: REEL_WEBHOOK_SECRET.")
+    var webhookSecretFlag: String?
+    /// `--webhook-secret`, else the environment.
+    var webhookSecret: String? { webhookSecretFlag ?? env("REEL_WEBHOOK_SECRET") }
+
+    @Flag(name: .customLong("webhook-allow-private"), help: "Allow webhook URLs at loopback, private, link-local and unspecified addresses (tests, single-host setups). Env: REEL_WEBHOOK_ALLOW_PRIVATE=1.")
+    var webhookAllowPrivateFlag: Bool = false
+    var webhookAllowPrivate: Bool { webhookAllowPrivateFlag || ["1", "true", "yes"].contains(env("REEL_WEBHOOK_ALLOW_PRIVATE") ?? "") }
+
+    @Option(help: "Days after which a terminal job's extra events, artifacts and unreferenced failed or cancelled jobs are removed (0: never). Env: REEL_RETENTION_DAYS.")
+    var retentionDays: Int = Int(env("REEL_RETENTION_DAYS") ?? "") ?? 30
+
+    @Option(name: .customLong("provider-cost-weight"), help: "NAME=W,… : a provider's charge is multiplied by W in cost_units, budgets and fair share (default 1). Env: REEL_PROVIDER_COST_WEIGHT.")
+    var providerCostWeightFlag: String?
+    /// `--provider-cost-weight`, else the environment.
+    var providerCostWeight: String? { providerCostWeightFlag ?? env("REEL_PROVIDER_COST_WEIGHT") }
+
     @Option(help: "Log format: text | json (one object per line). Env: REEL_LOG_FORMAT.")
     var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
 
@@ -249,8 +266,10 @@ struct Reeld: AsyncParsableCommand {
             if existing.isEmpty { logger.warning("--auth is on but no API key exists: pass --admin-key to install one") }
         }
         let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
+        var createPolicy = CreatePolicy()
+        createPolicy.allowPrivateWebhooks = webhookAllowPrivate
         let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
-                                 logger: logger)
+                                 createPolicy: createPolicy, logger: logger)
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
         config.idleTimeout = .seconds(idleTimeout)

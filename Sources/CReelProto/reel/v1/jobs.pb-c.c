@@ -1388,7 +1388,7 @@ const ProtobufCMessageDescriptor reel__v1__job_error__descriptor =
   (ProtobufCMessageInit) reel__v1__job_error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor reel__v1__job__field_descriptors[24] =
+static const ProtobufCFieldDescriptor reel__v1__job__field_descriptors[30] =
 {
   {
     "id",
@@ -1678,15 +1678,90 @@ static const ProtobufCFieldDescriptor reel__v1__job__field_descriptors[24] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "run_at_unix_ms",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, run_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "deadline_unix_ms",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, deadline_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "webhook_url",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, webhook_url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "provider",
+    28,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, provider),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_units",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, cost_units),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "eta_unix_ms",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__Job, eta_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned reel__v1__job__field_indices_by_name[] = {
   11,   /* field[11] = artifacts */
   9,   /* field[9] = bible_version */
   22,   /* field[22] = completed_at_unix_ms */
   10,   /* field[10] = config */
+  28,   /* field[28] = cost_units */
   20,   /* field[20] = created_at_unix_ms */
   18,   /* field[18] = dead_lettered */
+  25,   /* field[25] = deadline_unix_ms */
   13,   /* field[13] = error */
+  29,   /* field[29] = eta_unix_ms */
   0,   /* field[0] = id */
   16,   /* field[16] = idempotency_key */
   8,   /* field[8] = input_text */
@@ -1694,8 +1769,10 @@ static const unsigned reel__v1__job__field_indices_by_name[] = {
   15,   /* field[15] = max_retries */
   7,   /* field[7] = message */
   6,   /* field[6] = progress */
+  27,   /* field[27] = provider */
   12,   /* field[12] = result */
   14,   /* field[14] = retry_count */
+  24,   /* field[24] = run_at_unix_ms */
   2,   /* field[2] = scene_id */
   5,   /* field[5] = stage */
   21,   /* field[21] = started_at_unix_ms */
@@ -1703,12 +1780,13 @@ static const unsigned reel__v1__job__field_indices_by_name[] = {
   17,   /* field[17] = tier */
   3,   /* field[3] = type */
   1,   /* field[1] = user_id */
+  26,   /* field[26] = webhook_url */
   19,   /* field[19] = worker_id */
 };
 static const ProtobufCIntRange reel__v1__job__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 24 }
+  { 0, 30 }
 };
 const ProtobufCMessageDescriptor reel__v1__job__descriptor =
 {
@@ -1718,14 +1796,14 @@ const ProtobufCMessageDescriptor reel__v1__job__descriptor =
   "Reel__V1__Job",
   "reel.v1",
   sizeof(Reel__V1__Job),
-  24,
+  30,
   reel__v1__job__field_descriptors,
   reel__v1__job__field_indices_by_name,
   1,  reel__v1__job__number_ranges,
   (ProtobufCMessageInit) reel__v1__job__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor reel__v1__job_event__field_descriptors[9] =
+static const ProtobufCFieldDescriptor reel__v1__job_event__field_descriptors[11] =
 {
   {
     "job_id",
@@ -1835,10 +1913,36 @@ static const ProtobufCFieldDescriptor reel__v1__job_event__field_descriptors[9] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "eta_unix_ms",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__JobEvent, eta_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_risk",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__JobEvent, at_risk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned reel__v1__job_event__field_indices_by_name[] = {
+  10,   /* field[10] = at_risk */
   6,   /* field[6] = at_unix_ms */
   7,   /* field[7] = dead_lettered */
+  9,   /* field[9] = eta_unix_ms */
   0,   /* field[0] = job_id */
   5,   /* field[5] = message */
   4,   /* field[4] = progress */
@@ -1850,7 +1954,7 @@ static const unsigned reel__v1__job_event__field_indices_by_name[] = {
 static const ProtobufCIntRange reel__v1__job_event__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor reel__v1__job_event__descriptor =
 {
@@ -1860,14 +1964,14 @@ const ProtobufCMessageDescriptor reel__v1__job_event__descriptor =
   "Reel__V1__JobEvent",
   "reel.v1",
   sizeof(Reel__V1__JobEvent),
-  9,
+  11,
   reel__v1__job_event__field_descriptors,
   reel__v1__job_event__field_indices_by_name,
   1,  reel__v1__job_event__number_ranges,
   (ProtobufCMessageInit) reel__v1__job_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor reel__v1__create_job_request__field_descriptors[8] =
+static const ProtobufCFieldDescriptor reel__v1__create_job_request__field_descriptors[11] =
 {
   {
     "user_id",
@@ -1965,21 +2069,60 @@ static const ProtobufCFieldDescriptor reel__v1__create_job_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "run_at_unix_ms",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobRequest, run_at_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "deadline_unix_ms",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobRequest, deadline_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "webhook_url",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__CreateJobRequest, webhook_url),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned reel__v1__create_job_request__field_indices_by_name[] = {
   4,   /* field[4] = config */
+  9,   /* field[9] = deadline_unix_ms */
   5,   /* field[5] = idempotency_key */
   3,   /* field[3] = input_text */
   7,   /* field[7] = max_retries */
+  8,   /* field[8] = run_at_unix_ms */
   1,   /* field[1] = scene_id */
   6,   /* field[6] = tier */
   2,   /* field[2] = type */
   0,   /* field[0] = user_id */
+  10,   /* field[10] = webhook_url */
 };
 static const ProtobufCIntRange reel__v1__create_job_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor reel__v1__create_job_request__descriptor =
 {
@@ -1989,7 +2132,7 @@ const ProtobufCMessageDescriptor reel__v1__create_job_request__descriptor =
   "Reel__V1__CreateJobRequest",
   "reel.v1",
   sizeof(Reel__V1__CreateJobRequest),
-  8,
+  11,
   reel__v1__create_job_request__field_descriptors,
   reel__v1__create_job_request__field_indices_by_name,
   1,  reel__v1__create_job_request__number_ranges,

@@ -232,7 +232,7 @@ void   reel__v1__revoke_key_request__free_unpacked
   assert(message->base.descriptor == &reel__v1__revoke_key_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor reel__v1__api_key__field_descriptors[8] =
+static const ProtobufCFieldDescriptor reel__v1__api_key__field_descriptors[9] =
 {
   {
     "id",
@@ -330,6 +330,18 @@ static const ProtobufCFieldDescriptor reel__v1__api_key__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "webhook_secret",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__ApiKey, webhook_secret),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned reel__v1__api_key__field_indices_by_name[] = {
   3,   /* field[3] = admin */
@@ -340,11 +352,12 @@ static const unsigned reel__v1__api_key__field_indices_by_name[] = {
   6,   /* field[6] = revoked */
   7,   /* field[7] = secret */
   1,   /* field[1] = tenant_id */
+  8,   /* field[8] = webhook_secret */
 };
 static const ProtobufCIntRange reel__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor reel__v1__api_key__descriptor =
 {
@@ -354,7 +367,7 @@ const ProtobufCMessageDescriptor reel__v1__api_key__descriptor =
   "Reel__V1__ApiKey",
   "reel.v1",
   sizeof(Reel__V1__ApiKey),
-  8,
+  9,
   reel__v1__api_key__field_descriptors,
   reel__v1__api_key__field_indices_by_name,
   1,  reel__v1__api_key__number_ranges,

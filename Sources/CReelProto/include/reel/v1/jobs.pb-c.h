@@ -190,10 +190,34 @@ struct  Reel__V1__Job
   int64_t started_at_unix_ms;
   int64_t completed_at_unix_ms;
   int64_t last_event_seq;
+  /*
+   * not started before this (0: as soon as a worker is free)
+   */
+  int64_t run_at_unix_ms;
+  /*
+   * 0: none
+   */
+  int64_t deadline_unix_ms;
+  /*
+   * POSTed the job's JSON once it ends
+   */
+  char *webhook_url;
+  /*
+   * which provider ran it: simulated, kling, runway
+   */
+  char *provider;
+  /*
+   * the provider's charge times its weight, summed over attempts
+   */
+  double cost_units;
+  /*
+   * when it is expected to reach FINAL_READY; 0 when terminal
+   */
+  int64_t eta_unix_ms;
 };
 #define REEL__V1__JOB__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__job__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED, REEL__V1__JOB_STATUS__JOB_STATUS_UNSPECIFIED, REEL__V1__STAGE__STAGE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, NULL, NULL, NULL, 0, 0, (char *)protobuf_c_empty_string, REEL__V1__TIER__TIER_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED, REEL__V1__JOB_STATUS__JOB_STATUS_UNSPECIFIED, REEL__V1__STAGE__STAGE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, NULL, NULL, NULL, NULL, 0, 0, (char *)protobuf_c_empty_string, REEL__V1__TIER__TIER_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Reel__V1__JobEvent
@@ -208,10 +232,18 @@ struct  Reel__V1__JobEvent
   int64_t at_unix_ms;
   protobuf_c_boolean dead_lettered;
   Reel__V1__Job *snapshot;
+  /*
+   * never before at_unix_ms; 0 on a terminal job's events
+   */
+  int64_t eta_unix_ms;
+  /*
+   * the ETA is past the job's deadline
+   */
+  protobuf_c_boolean at_risk;
 };
 #define REEL__V1__JOB_EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__job_event__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, REEL__V1__JOB_STATUS__JOB_STATUS_UNSPECIFIED, REEL__V1__STAGE__STAGE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0, 0, NULL }
+    , (char *)protobuf_c_empty_string, 0, REEL__V1__JOB_STATUS__JOB_STATUS_UNSPECIFIED, REEL__V1__STAGE__STAGE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, 0, 0, NULL, 0, 0 }
 
 
 struct  Reel__V1__CreateJobRequest
@@ -225,10 +257,22 @@ struct  Reel__V1__CreateJobRequest
   char *idempotency_key;
   Reel__V1__Tier tier;
   int32_t max_retries;
+  /*
+   * 0: now; at most a year ahead
+   */
+  int64_t run_at_unix_ms;
+  /*
+   * 0: none; not in the past
+   */
+  int64_t deadline_unix_ms;
+  /*
+   * http(s); POSTed once the job ends
+   */
+  char *webhook_url;
 };
 #define REEL__V1__CREATE_JOB_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__create_job_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, REEL__V1__TIER__TIER_UNSPECIFIED, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, REEL__V1__JOB_TYPE__JOB_TYPE_UNSPECIFIED, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string, REEL__V1__TIER__TIER_UNSPECIFIED, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*

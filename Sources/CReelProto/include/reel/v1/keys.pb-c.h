@@ -47,10 +47,14 @@ struct  Reel__V1__ApiKey
    * set only in CreateKey's answer: shown once, never stored
    */
   char *secret;
+  /*
+   * the tenant's completion-webhook signing secret: set only in the
+   */
+  char *webhook_secret;
 };
 #define REEL__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&reel__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Reel__V1__CreateKeyRequest
