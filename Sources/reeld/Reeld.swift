@@ -266,8 +266,12 @@ struct Reeld: AsyncParsableCommand {
             if existing.isEmpty { logger.warning("--auth is on but no API key exists: pass --admin-key to install one") }
         }
         let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
+        var costModel = CostModel()
+        do { costModel.weights = try CostModel.parseWeights(providerCostWeight ?? "") } catch { fail("--\(error.message)") }
         var createPolicy = CreatePolicy()
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
+        let providerName = provider
+        createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
         let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
                                  createPolicy: createPolicy, logger: logger)
 
