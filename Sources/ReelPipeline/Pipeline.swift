@@ -282,12 +282,14 @@ public struct Pipeline: Sendable {
     private func fail(_ run: RunState, _ f: StageFailure, _ log: Logger) async {
         // The failure comes after every step already handed over (one that can't be written
         // means the job moved on: then nothing is). A lease is held per worker, so a job whose
-        // failure is never written stays held by this live reeld: when the database is away
-        // (a restart), the failure is written once it is back, after the steps that were
-        // committed (the unwritten ones are dropped with the run).
+        // failure is never written would stay held by this live reeld: while the database is
+        // away (a restart, a failover), the failure is retried until it is written, after the
+        // steps that were committed (the unwritten ones are dropped with the run). Only a
+        // shutdown (the run's task cancelled) stops trying: then the lease is handed back or
+        // lapses, and the job is requeued either way.
         var delay = Duration.milliseconds(250)
         var flushed = false
-        for attempt in 0..<8 {
+        while true {
             do {
                 if !flushed {
                     flushed = true
@@ -296,7 +298,7 @@ public struct Pipeline: Sendable {
                 _ = try await failures.record(run.writer.job, code: f.code, message: f.message, retryable: f.retryable,
                                               workerID: workerID, newTaskOnRetry: f.newTaskOnRetry)
                 return
-            } catch let e as ReelError where e.code == .unavailable && attempt < 7 {
+            } catch let e as ReelError where e.code == .unavailable && !Task.isCancelled {
                 log.warning("could not record failure yet; retrying", metadata: ["error": "\(e)"])
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(8))
