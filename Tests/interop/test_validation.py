@@ -1,5 +1,6 @@
 """Validation → INVALID_ARGUMENT naming the field; unknown ids → NOT_FOUND (DESIGN §2)."""
 
+import time
 import uuid
 
 import grpc
@@ -32,6 +33,23 @@ BAD_CREATES = {
     "user_id with a non-ASCII letter": (dict(user_id="josé"), "user_id"),
     "scene_id with a colon": (dict(scene_id="scene:1"), "scene_id"),
     "scene_id of 129 characters": (dict(scene_id="s" * 129), "scene_id"),
+    # Issue #17 (DESIGN §2): a run time more than a year ahead, a deadline in the past, a
+    # webhook URL that is not http(s) or aims at a private address (no --webhook-allow-private).
+    "run_at_unix_ms over a year ahead": (dict(run_at_unix_ms=int(time.time() * 1000) + 367 * 86_400_000),
+                                         "run_at_unix_ms"),
+    "negative run_at_unix_ms": (dict(run_at_unix_ms=-1), "run_at_unix_ms"),
+    "deadline in the past": (dict(deadline_unix_ms=int(time.time() * 1000) - 1000), "deadline_unix_ms"),
+    "deadline before run_at": (dict(run_at_unix_ms=int(time.time() * 1000) + 3_600_000,
+                                    deadline_unix_ms=int(time.time() * 1000) + 60_000), "deadline_unix_ms"),
+    "webhook_url not http(s)": (dict(webhook_url="ftp://hooks.example.com/x"), "webhook_url"),
+    "webhook_url without a host": (dict(webhook_url="https:///x"), "webhook_url"),
+    "webhook_url at loopback": (dict(webhook_url="http://127.0.0.1:9/hook"), "webhook_url"),
+    "webhook_url at localhost": (dict(webhook_url="http://localhost/hook"), "webhook_url"),
+    "webhook_url at a private address": (dict(webhook_url="https://10.1.2.3/hook"), "webhook_url"),
+    "webhook_url at link-local (cloud metadata)": (dict(webhook_url="http://169.254.169.254/latest"), "webhook_url"),
+    "webhook_url at IPv6 loopback": (dict(webhook_url="http://[::1]:8080/hook"), "webhook_url"),
+    "webhook_url at IPv4-mapped private": (dict(webhook_url="http://[::ffff:192.168.1.1]/hook"), "webhook_url"),
+    "webhook_url at the unspecified address": (dict(webhook_url="http://0.0.0.0/hook"), "webhook_url"),
 }
 
 
@@ -49,6 +67,9 @@ GOOD_CREATES = {
     "user_id of exactly 128 characters": dict(user_id="u" * 116 + uuid.uuid4().hex[:12]),
     "ids using every allowed character class": dict(user_id=ri.unique("A.b_C-9"),
                                                      scene_id="Scene_1.2-x"),
+    "a public https webhook_url": dict(webhook_url="https://hooks.example.com/reel?x=1"),
+    "a run time an hour ahead and a deadline after it": dict(
+        run_at_unix_ms=int(time.time() * 1000) + 3_600_000, deadline_unix_ms=int(time.time() * 1000) + 7_200_000),
 }
 
 
@@ -58,6 +79,8 @@ def test_create_job_accepts_boundary_value(stub, case):
     job = stub.CreateJob(req, timeout=ri.DEFAULT_TIMEOUT)
     assert job.input_text == req.input_text
     assert job.user_id == req.user_id
+    assert (job.run_at_unix_ms, job.deadline_unix_ms, job.webhook_url) == (
+        req.run_at_unix_ms, req.deadline_unix_ms, req.webhook_url), "the job shows what was asked"
     ri.cancel_quietly(stub, [job.id])
 
 
