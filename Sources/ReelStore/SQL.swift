@@ -223,8 +223,9 @@ enum SQL {
 
     /// Claims ready jobs for `$1`, `$2` at most, under the worker's lease of `$3` ms, in one
     /// statement over the narrow `job_queue`, in fair-share order (issue #17 item 3):
-    /// - candidates: the best few ready jobs of every (tenant, user) with any (a loose index scan
-    ///   over `job_queue_ready_user`), plus the `$4` best ready jobs overall (`job_queue_ready`);
+    /// - candidates: the best few ready jobs (`$2` + 2, at most 6) of every (tenant, user) with
+    ///   any (a loose index scan over `job_queue_ready_user`; more than one each, so concurrent
+    ///   claimers skipping each other's locks still find every user's jobs), plus the `$4` best ready jobs overall (`job_queue_ready`);
     /// - each candidate's place in its user's line: the user's decayed cost so far (`fair_usage`)
     ///   plus the expected cost of the user's candidates ahead of it (by `priority_key`);
     /// - its place in its tenant's line: the tenant's decayed cost plus the cost of the tenant's
@@ -258,7 +259,7 @@ enum SQL {
             SELECT job_id, tenant_id, user_id, priority_key, cost_units FROM job_queue q
             WHERE q.worker_id IS NULL AND NOT q.waiting AND q.tenant_id = u.tenant_id AND q.user_id = u.user_id
               AND q.run_at <= now() AND ($5::text[] IS NULL OR q.type = ANY($5::text[]))
-            ORDER BY q.priority_key LIMIT least($2::int, 3)) h
+            ORDER BY q.priority_key LIMIT least($2::int + 2, 6)) h
     ), rest AS (
         SELECT job_id, tenant_id, user_id, priority_key, cost_units FROM job_queue
         WHERE worker_id IS NULL AND NOT waiting AND run_at <= now() AND ($5::text[] IS NULL OR type = ANY($5::text[]))
@@ -284,10 +285,12 @@ enum SQL {
         LEFT JOIN tenants tw ON tw.tenant_id = b.tenant_id
     ), ordered AS (
         SELECT job_id, row_number() OVER (ORDER BY tenant_place, user_place, user_rank, priority_key, job_id) AS rn FROM ranked
+        -- Bounded (and so estimated small), the join below probes job_queue's key, not scans it.
+        ORDER BY rn LIMIT $4::int
     ), c AS (
         -- More candidates than slots ($2), so concurrent claimers skip each other's locks.
         SELECT q.job_id FROM job_queue q JOIN ordered r ON r.job_id = q.job_id
-        WHERE q.worker_id IS NULL AND EXISTS (SELECT 1 FROM lease)
+        WHERE q.worker_id IS NULL AND NOT q.waiting AND EXISTS (SELECT 1 FROM lease)
         ORDER BY r.rn LIMIT $2::int
         FOR UPDATE OF q SKIP LOCKED
     ), qu AS (

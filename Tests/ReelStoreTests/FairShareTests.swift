@@ -56,7 +56,7 @@ struct FairShareTests {
         let units = try await Self.claimUnits(store, rounds: 60) { "\($0.userID)" }
         let big = units["b"] ?? 0, small = units["s"] ?? 0
         #expect(abs(big - small) <= 2, "units claimed: big \(big), small \(small)")
-        #expect(big + small >= 85, "60 claims of 1 or 2 units: \(units)")
+        #expect(big + small >= 78, "60 claims of 1 or 2 units, about 80 when shared equally: \(units)")
     }
 
     @Test func weightsTwoToOneShareUnitsTwoToOne() async throws {
