@@ -65,12 +65,12 @@ def run_contest(reeld_factory, name: str, weights: tuple[float, float]):
                                       f"ON CONFLICT (tenant_id) DO UPDATE SET weight = EXCLUDED.weight")
     flood_key, cheap_key = key_for(srv, flood_tenant), key_for(srv, cheap_tenant)
     run_at = int(time.time() * 1000) + 3000
-    backlog(srv, flood_key, 400, 10, run_at)
-    backlog(srv, cheap_key, 800, 5, run_at)
-    # Run until 400 units have started (both backlogs hold 800), then compare what each started.
+    backlog(srv, flood_key, 200, 10, run_at)
+    backlog(srv, cheap_key, 400, 5, run_at)
+    # Run until 240 units have started (both backlogs hold 400), then compare what each started.
     started = lambda: int(ri.psql_value(srv.db_url, "SELECT COALESCE(sum(expected_cost_units), 0)::int FROM jobs "
                                                      "WHERE started_at IS NOT NULL"))
-    ri.wait_for("400 units started", lambda: started() >= 400, timeout=50, poll=0.2)
+    ri.wait_for("240 units started", lambda: started() >= 240, timeout=50, poll=0.2)
     cut = int(time.time() * 1000)
     flood, flood_jobs, flood_first = started_units(srv, flood_key, cut)
     cheap, cheap_jobs, cheap_first = started_units(srv, cheap_key, cut)
