@@ -22,6 +22,9 @@ public protocol JobStore: Sendable {
     /// Claims up to `limit` ready jobs in priority order for `workerID` under a lease.
     /// `types`: only jobs of these types (nil: any).
     func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)]
+    /// Delayed jobs whose run time has come become claimable (up to `limit` of them); answers
+    /// how many did and in how many ms the next one is due (≤ 0: already; nil when none waits).
+    func promoteDueJobs(limit: Int) async throws -> (promoted: Int, nextDueInMs: Int64?)
     /// Jobs `workerID` holds right now: running, under its unexpired lease.
     func heldJobIDs(workerID: String) async throws -> Set<String>
     /// A worker's heartbeat: leases are held per worker (a reeld's in-process workers, or one
@@ -64,6 +67,9 @@ extension JobStore {
         async throws -> (job: Job, event: JobEvent)? {
         try await finalize(jobID: jobID, workerID: workerID, fence: nil, result: result, durationSeconds: durationSeconds)
     }
+
+    /// A store whose claim needs no promotion: nothing waits.
+    public func promoteDueJobs(limit: Int) async throws -> (promoted: Int, nextDueInMs: Int64?) { (0, nil) }
 
     public func claim(workerID: String, limit: Int, leaseMs: Int64) async throws -> [(job: Job, event: JobEvent)] {
         try await claim(workerID: workerID, limit: limit, leaseMs: leaseMs, types: nil)

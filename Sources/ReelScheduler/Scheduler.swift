@@ -47,6 +47,7 @@ public actor Scheduler {
         loops.append(Task { await self.heartbeatLoop() })
         loops.append(Task { await self.dispatchLoop() })
         loops.append(Task { await self.reapLoop() })
+        loops.append(Task { await self.dueLoop() })
         // One timer for the periodic poll, rather than one armed and cancelled per wake-up
         // (which the profile showed at ~15 % of reeld's CPU under CreateJob load).
         loops.append(Task { [pollInterval = config.pollInterval] in
@@ -234,6 +235,27 @@ public actor Scheduler {
                 logger.warning("lease renewal failed", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: every)
+        }
+    }
+
+    /// Delayed jobs (and retries backing off) join the ready queue when their time comes
+    /// (`promoteDueJobs`), and the dispatch loop is woken for them. Sleeps until the next one is
+    /// due, at most a poll interval, since another reeld may add an earlier one meanwhile.
+    private func dueLoop() async {
+        while !stopping && !Task.isCancelled {
+            var pause = config.pollInterval
+            do {
+                let (promoted, next) = try await store.promoteDueJobs(limit: 1000)
+                if promoted > 0 { notifyWork() }
+                if let next {
+                    // Due already but not promoted: another reeld holds those rows this instant.
+                    let ms = next > 0 ? next : (promoted > 0 ? 0 : 5)
+                    pause = min(pause, .milliseconds(ms))
+                }
+            } catch {
+                logger.warning("promoting due jobs failed", metadata: ["error": "\(error)"])
+            }
+            if pause > .zero { try? await Task.sleep(for: pause) }
         }
     }
 

@@ -363,5 +363,32 @@ enum Migrations {
             reserved_units  double precision NOT NULL DEFAULT 0
         );
         """),
+        (16, "delayed jobs out of the ready indexes; fair share by cost across tenants and users", """
+        -- Issue #17 items 5 and 3. A queued job whose run time is still ahead (a delayed job, or a
+        -- retry backing off) is `waiting`: the ready indexes leave it out, so a claim never walks
+        -- future rows; `job_queue_waiting` finds the due ones, which the scheduler promotes.
+        ALTER TABLE job_queue ADD COLUMN waiting boolean NOT NULL DEFAULT false;
+        -- What the job is expected to cost (jobs.expected_cost_units), charged to the fair share at claim.
+        ALTER TABLE job_queue ADD COLUMN cost_units double precision NOT NULL DEFAULT 0;
+        UPDATE job_queue q SET waiting = (q.worker_id IS NULL AND q.run_at > now()), cost_units = j.expected_cost_units
+        FROM jobs j WHERE j.id = q.job_id;
+        DROP INDEX job_queue_ready;
+        DROP INDEX job_queue_ready_user;
+        CREATE INDEX job_queue_ready ON job_queue (priority_key) WHERE worker_id IS NULL AND NOT waiting;
+        -- Users are per tenant: the claim's loose scan walks (tenant, user) pairs.
+        CREATE INDEX job_queue_ready_user ON job_queue (tenant_id, user_id, priority_key) WHERE worker_id IS NULL AND NOT waiting;
+        CREATE INDEX job_queue_waiting ON job_queue (run_at) WHERE waiting;
+        -- Cost claimed per tenant (user_id '') and per user, decayed with a half-life (a sliding
+        -- window without buckets). One row per claimer (a worker id), so concurrent claimers on
+        -- several reeld never wait on each other's row; readers sum a key's rows.
+        CREATE TABLE fair_usage (
+            tenant_id   text NOT NULL,
+            user_id     text NOT NULL,
+            claimer     text NOT NULL,
+            units       double precision NOT NULL,
+            at          timestamptz NOT NULL,
+            PRIMARY KEY (tenant_id, user_id, claimer)
+        );
+        """),
 ]
 }

@@ -12,10 +12,14 @@ public final class PostgresJobStore: JobStore {
     private let changes: GroupCommit<([StateChange], String), [ChangeResult]>
     private let finals: GroupCommit<Finalization, (job: Job, event: JobEvent)?>
 
-    public init(url: String, poolSize: Int, logger: Logger) throws {
+    /// Fair share by cost (`SQL.claim`): how fast a tenant's or user's claimed cost is forgotten.
+    public let fairShareHalfLifeSeconds: Double
+
+    public init(url: String, poolSize: Int, logger: Logger, fairShareHalfLifeSeconds: Double = 600) throws {
         let pool = try PGPool(url: url, size: poolSize)
         self.pool = pool
         self.logger = logger
+        self.fairShareHalfLifeSeconds = fairShareHalfLifeSeconds
         // Creates share commits, and so do state changes and finalizations. Few writers per kind:
         // what arrives while they write waits and goes in their next batch, so commits are fewer
         // and bigger (the e2e profile waited on WALWrite, one flush behind another: two writers
@@ -294,8 +298,16 @@ public final class PostgresJobStore: JobStore {
     public func claim(workerID: String, limit: Int, leaseMs: Int64, types: Set<JobType>?) async throws -> [(job: Job, event: JobEvent)] {
         let typeList = types.map { JobRow.textArray($0.map(\.name).sorted()) }
         return try await pool.withConnection { c in
-            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32), typeList])
+            try c.query(SQL.claim, [workerID, String(limit), String(leaseMs), String(limit * 4 + 32), typeList,
+                                    String(self.fairShareHalfLifeSeconds)])
                 .rows.map(JobRow.decodeWithEvent)
+        }
+    }
+
+    public func promoteDueJobs(limit: Int) async throws -> (promoted: Int, nextDueInMs: Int64?) {
+        try await pool.withConnection { c in
+            let r = try c.query(SQL.promoteDueJobs, [String(limit)]).first
+            return (Int(r?[0] ?? "") ?? 0, (r?[1]).flatMap { Int64($0) })
         }
     }
 
@@ -330,7 +342,12 @@ public final class PostgresJobStore: JobStore {
 
     public func requeueExpiredLeases() async throws -> [(job: Job, event: JobEvent)] {
         let requeued = try await requeue(prefix: nil, expired: true, counted: true, worker: nil)
-        if requeued.isEmpty { try await pool.withConnection { c in _ = try c.query(SQL.pruneWorkerLeases, []) } }
+        if requeued.isEmpty {
+            try await pool.withConnection { c in
+                _ = try c.query(SQL.pruneWorkerLeases, [])
+                _ = try c.query(SQL.pruneFairUsage, [String(self.fairShareHalfLifeSeconds)])
+            }
+        }
         return requeued
     }
 

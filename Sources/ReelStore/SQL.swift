@@ -74,8 +74,8 @@ enum SQL {
         ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *
     ), q AS (
-        INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at)
-        SELECT id, tenant_id, user_id, type, tier, priority_key, run_at FROM ins
+        INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at, waiting, cost_units)
+        SELECT id, tenant_id, user_id, type, tier, priority_key, run_at, run_at > now(), expected_cost_units FROM ins
     ), ev AS (
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
         SELECT id, 1, status, stage, progress, message, created_at FROM ins
@@ -103,13 +103,14 @@ enum SQL {
     }
 
     /// What a change does to the job's row in `job_queue` ($n: `JobRow.queueAction`): a job back
-    /// to `queued` gets its row (ready again at `run_at`), a job that ends loses it.
+    /// to `queued` gets its row (ready again at `run_at`; `waiting` until then), a job that ends loses it.
     static func queueEffects(actionParam n: Int) -> String {
         """
         , qi AS (
-            INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at)
-            SELECT id, tenant_id, user_id, type, tier, priority_key, run_at FROM u WHERE $\(n) = 'enqueue'
-            ON CONFLICT (job_id) DO UPDATE SET worker_id = NULL, run_at = EXCLUDED.run_at
+            INSERT INTO job_queue (job_id, tenant_id, user_id, type, tier, priority_key, run_at, waiting, cost_units)
+            SELECT id, tenant_id, user_id, type, tier, priority_key, run_at, run_at > now(), expected_cost_units
+            FROM u WHERE $\(n) = 'enqueue'
+            ON CONFLICT (job_id) DO UPDATE SET worker_id = NULL, run_at = EXCLUDED.run_at, waiting = EXCLUDED.waiting
         ), qd AS (
             DELETE FROM job_queue q USING u WHERE q.job_id = u.id AND $\(n) = 'dequeue'
         )
@@ -221,9 +222,21 @@ enum SQL {
     """
 
     /// Claims ready jobs for `$1`, `$2` at most, under the worker's lease of `$3` ms, in one
-    /// statement over the narrow `job_queue`. Fair first: every user's best ready job (a loose
-    /// index scan over `job_queue_ready_user`) goes ahead of any user's second, so one user's
-    /// flood can't starve another's single job; the rest follow in plain `priority_key` order.
+    /// statement over the narrow `job_queue`, in fair-share order (issue #17 item 3):
+    /// - candidates: the best few ready jobs (`$2` + 2, at most 6) of every (tenant, user) with
+    ///   any (a loose index scan over `job_queue_ready_user`; more than one each, so concurrent
+    ///   claimers skipping each other's locks still find every user's jobs), plus the `$4` best ready jobs overall (`job_queue_ready`);
+    /// - each candidate's place in its user's line: the user's decayed cost so far (`fair_usage`)
+    ///   plus the expected cost of the user's candidates ahead of it (by `priority_key`);
+    /// - its place in its tenant's line: the tenant's decayed cost plus the cost of the tenant's
+    ///   candidates ahead of it (ordered by their users' places), divided by `tenants.weight`;
+    /// - claimed in order of (tenant place, user place, rank within the user, `priority_key`),
+    ///   and the claimed cost is added to the claimer's `fair_usage` rows.
+    /// So the tenant with the least weighted cost gets the next slot, its user with the least
+    /// cost gets it within the tenant, and `priority_key` orders one user's jobs. With costs all
+    /// equal (or 0) this is round-robin: every user's best job before anyone's second.
+    /// `$6`: the half-life of the usage in seconds. Delayed jobs are `waiting` rows the ready
+    /// indexes leave out (`promoteDueJobs`); `run_at <= now()` still guards.
     /// SKIP LOCKED lets several claimers share the queue. Each claim bumps the job's `fence`.
     /// The claim renews the worker's lease, or takes it afresh when it had none or holds nothing;
     /// a worker whose lease lapsed while it held jobs claims nothing until those are requeued
@@ -235,38 +248,60 @@ enum SQL {
         WHERE worker_leases.expires_at > now() OR NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.worker_id = $1)
         RETURNING 1
     ), users AS (
-        (SELECT user_id FROM job_queue WHERE worker_id IS NULL ORDER BY user_id LIMIT 1)
+        (SELECT tenant_id, user_id FROM job_queue WHERE worker_id IS NULL AND NOT waiting ORDER BY tenant_id, user_id LIMIT 1)
         UNION ALL
-        SELECT (SELECT q.user_id FROM job_queue q WHERE q.worker_id IS NULL AND q.user_id > u.user_id
-                ORDER BY q.user_id LIMIT 1)
-        FROM users u WHERE u.user_id IS NOT NULL
+        SELECT n.tenant_id, n.user_id FROM users u CROSS JOIN LATERAL (
+            SELECT q.tenant_id, q.user_id FROM job_queue q
+            WHERE q.worker_id IS NULL AND NOT q.waiting AND (q.tenant_id, q.user_id) > (u.tenant_id, u.user_id)
+            ORDER BY q.tenant_id, q.user_id LIMIT 1) n
     ), heads AS (
-        SELECT h.job_id, h.priority_key FROM users u
-        CROSS JOIN LATERAL (
-            SELECT job_id, priority_key FROM job_queue q
-            WHERE q.worker_id IS NULL AND q.user_id = u.user_id AND q.run_at <= now()
-              AND ($5::text[] IS NULL OR q.type = ANY($5::text[]))
-            ORDER BY q.priority_key LIMIT 1) h
-        WHERE u.user_id IS NOT NULL
-        ORDER BY h.priority_key LIMIT $4::int
+        SELECT h.* FROM users u CROSS JOIN LATERAL (
+            SELECT job_id, tenant_id, user_id, priority_key, cost_units FROM job_queue q
+            WHERE q.worker_id IS NULL AND NOT q.waiting AND q.tenant_id = u.tenant_id AND q.user_id = u.user_id
+              AND q.run_at <= now() AND ($5::text[] IS NULL OR q.type = ANY($5::text[]))
+            ORDER BY q.priority_key LIMIT least($2::int + 2, 6)) h
     ), rest AS (
-        SELECT job_id, priority_key FROM job_queue WHERE worker_id IS NULL AND run_at <= now()
-          AND ($5::text[] IS NULL OR type = ANY($5::text[]))
+        SELECT job_id, tenant_id, user_id, priority_key, cost_units FROM job_queue
+        WHERE worker_id IS NULL AND NOT waiting AND run_at <= now() AND ($5::text[] IS NULL OR type = ANY($5::text[]))
         ORDER BY priority_key LIMIT $4::int
+    ), cand AS (
+        SELECT * FROM heads UNION SELECT * FROM rest
+    ), usage AS (
+        SELECT f.tenant_id, f.user_id, sum(\(decayed("f"))) AS units FROM fair_usage f
+        WHERE (f.tenant_id, f.user_id) IN (SELECT tenant_id, user_id FROM cand UNION SELECT tenant_id, '' FROM cand)
+        GROUP BY f.tenant_id, f.user_id
+    ), by_user AS (
+        SELECT c.*, row_number() OVER w AS user_rank,
+               COALESCE(u.units, 0) + COALESCE(sum(c.cost_units) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                   AS user_place
+        FROM cand c LEFT JOIN usage u ON u.tenant_id = c.tenant_id AND u.user_id = c.user_id
+        WINDOW w AS (PARTITION BY c.tenant_id, c.user_id ORDER BY c.priority_key, c.job_id)
     ), ranked AS (
-        SELECT job_id, min(round) AS round, min(priority_key) AS priority_key FROM (
-            SELECT job_id, 0 AS round, priority_key FROM heads
-            UNION ALL SELECT job_id, 1, priority_key FROM rest) both_rounds
-        GROUP BY job_id
+        SELECT b.job_id, b.user_place, b.user_rank, b.priority_key,
+               (COALESCE(t.units, 0) + COALESCE(sum(b.cost_units) OVER (
+                    PARTITION BY b.tenant_id ORDER BY b.user_place, b.user_rank, b.priority_key, b.job_id
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)) / COALESCE(tw.weight, 1) AS tenant_place
+        FROM by_user b LEFT JOIN usage t ON t.tenant_id = b.tenant_id AND t.user_id = ''
+        LEFT JOIN tenants tw ON tw.tenant_id = b.tenant_id
+    ), ordered AS (
+        SELECT job_id, row_number() OVER (ORDER BY tenant_place, user_place, user_rank, priority_key, job_id) AS rn FROM ranked
+        -- Bounded (and so estimated small), the join below probes job_queue's key, not scans it.
+        ORDER BY rn LIMIT $4::int
     ), c AS (
-        -- More candidates ($4) than slots ($2), so concurrent claimers skip each other's locks.
-        SELECT q.job_id FROM job_queue q JOIN ranked r ON r.job_id = q.job_id
-        WHERE q.worker_id IS NULL AND EXISTS (SELECT 1 FROM lease)
-        ORDER BY r.round, r.priority_key LIMIT $2::int
+        -- More candidates than slots ($2), so concurrent claimers skip each other's locks.
+        SELECT q.job_id FROM job_queue q JOIN ordered r ON r.job_id = q.job_id
+        WHERE q.worker_id IS NULL AND NOT q.waiting AND EXISTS (SELECT 1 FROM lease)
+        ORDER BY r.rn LIMIT $2::int
         FOR UPDATE OF q SKIP LOCKED
     ), qu AS (
         UPDATE job_queue q SET worker_id = $1, fence = q.fence + 1 FROM c WHERE q.job_id = c.job_id
-        RETURNING q.job_id, q.fence
+        RETURNING q.job_id, q.fence, q.tenant_id, q.user_id, q.cost_units
+    ), charged AS (
+        INSERT INTO fair_usage AS f (tenant_id, user_id, claimer, units, at)
+        SELECT tenant_id, user_id, $1, sum(cost_units), now() FROM qu GROUP BY tenant_id, user_id HAVING sum(cost_units) > 0
+        UNION ALL
+        SELECT tenant_id, '', $1, sum(cost_units), now() FROM qu GROUP BY tenant_id HAVING sum(cost_units) > 0
+        ON CONFLICT (tenant_id, user_id, claimer) DO UPDATE SET units = \(decayed("f")) + EXCLUDED.units, at = now()
     ), u AS (
         UPDATE jobs j SET status = 'processing', stage = 'script_expansion',
             message = 'claimed by ' || $1 || CASE WHEN j.retry_count > 0 THEN ' (attempt ' || (j.retry_count + 1) || ')' ELSE '' END,
@@ -279,8 +314,31 @@ enum SQL {
         SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
     )
     SELECT \(jobColumns), (extract(epoch FROM updated_at) * 1000)::int8 FROM u
-    JOIN ranked ON ranked.job_id = u.id ORDER BY ranked.round, ranked.priority_key
+    JOIN ordered ON ordered.job_id = u.id ORDER BY ordered.rn
     """
+
+    /// A `fair_usage` row's units decayed to now with the half-life `$6` (seconds). The exponent
+    /// is bounded, since `exp` of a large negative number is an error in PostgreSQL, not 0.
+    static func decayed(_ f: String) -> String {
+        "\(f).units * exp(greatest(-40, -0.6931471805599453 * extract(epoch FROM now() - \(f).at) / $6::float8))"
+    }
+
+    /// Delayed jobs (and retries backing off) whose time has come leave `waiting` and join the
+    /// ready indexes, `$1` at most. Answers how many, and in how many ms the next waiting job is
+    /// due (0 or less when more are due already; NULL when none waits), by the database's clock.
+    static let promoteDueJobs = """
+    WITH due AS (
+        SELECT job_id FROM job_queue WHERE waiting AND run_at <= now() ORDER BY run_at LIMIT $1::int FOR UPDATE SKIP LOCKED
+    ), p AS (
+        UPDATE job_queue q SET waiting = false FROM due WHERE q.job_id = due.job_id RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM p),
+           (SELECT ceil(extract(epoch FROM min(run_at) - now()) * 1000)::int8 FROM job_queue
+            WHERE waiting AND job_id NOT IN (SELECT job_id FROM due))
+    """
+
+    /// Usage rows that have decayed to nothing ($1: the half-life in seconds; 20 half-lives).
+    static let pruneFairUsage = "DELETE FROM fair_usage WHERE at < now() - make_interval(secs => 20 * $1::float8)"
 
     /// A worker's heartbeat (`PostgresJobStore.workerHeartbeat`, one transaction): the lease row
     /// made if missing and locked; if it had lapsed, what the worker held is requeued; then the
@@ -400,7 +458,7 @@ enum SQL {
     /// Ready-queue depth and the longest wait (since the job became runnable) per tier.
     static let queueStats = """
     SELECT tier, count(*), COALESCE(extract(epoch FROM now() - min(run_at)), 0)::float8
-    FROM job_queue WHERE worker_id IS NULL GROUP BY tier
+    FROM job_queue WHERE worker_id IS NULL AND NOT waiting AND run_at <= now() GROUP BY tier
     """
     static let ping = "SELECT 1"
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ReelCore
 
 struct CreateCommand: ParsableCommand {
@@ -21,15 +22,34 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Provider model name.") var model = ""
     @Option(name: .customLong("style"), help: ArgumentHelp("A style override; repeatable.", valueName: "key=value"))
     var styles: [String] = []
+    @Option(name: .customLong("run-at"),
+            help: ArgumentHelp("Don't start it before this time: ISO 8601 (2026-12-24T18:00:00Z) or unix ms.",
+                               valueName: "time"))
+    var runAt: String?
+    @Option(help: ArgumentHelp("Don't start it before this many seconds from now (or 90s, 15m, 2h, 1d).",
+                               valueName: "duration"))
+    var delay: String?
     @Flag(help: "Follow the job like `watch` until it ends (exit 0 FINAL_READY, 3 FAILED/CANCELLED).")
     var watch = false
 
     func validate() throws {
         for s in styles where !s.contains("=") { throw ValidationError("--style takes key=value, not \"\(s)\"") }
+        if runAt != nil && delay != nil { throw ValidationError("give --run-at or --delay, not both") }
+        _ = try runAtUnixMs()
+    }
+
+    /// `--run-at` or `--delay` as the request's `run_at_unix_ms` (0: now).
+    func runAtUnixMs() throws -> Int64 {
+        if let runAt { return try JobFormatting.parseTime(runAt, option: "--run-at") }
+        if let delay {
+            let ms = try JobFormatting.parseDuration(delay, option: "--delay")
+            return Int64(Date().timeIntervalSince1970 * 1000) + ms
+        }
+        return 0
     }
 
     func run() throws {
-        let input = CreateJobInput(
+        var input = CreateJobInput(
             userID: userID, sceneID: sceneID, type: type.value, inputText: text,
             config: JobConfig(targetDurationSeconds: duration, quality: quality?.value ?? .unspecified, model: model,
                               styleOverrides: Dictionary(styles.map { s in
@@ -37,6 +57,7 @@ struct CreateCommand: ParsableCommand {
                                   return (String(s[..<eq]), String(s[s.index(after: eq)...]))
                               }, uniquingKeysWith: { _, last in last })),
             idempotencyKey: idempotencyKey, tier: tier?.value ?? .unspecified, maxRetries: maxRetries)
+        input.runAtUnixMs = try runAtUnixMs()
 
         let code = try CallFailure.reporting { () throws -> Int32 in
             let client = try global.connect()

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import ReelCore
 import ReelJSON
@@ -30,6 +31,7 @@ enum JobFormatting {
             ("idempotency key", job.idempotencyKey),
             ("created", time(job.createdAtUnixMs)),
         ]
+        if job.runAtUnixMs > 0 { rows.append(("run at", time(job.runAtUnixMs))) }
         if job.startedAtUnixMs > 0 { rows.append(("started", time(job.startedAtUnixMs))) }
         if job.completedAtUnixMs > 0 { rows.append(("completed", time(job.completedAtUnixMs))) }
         if !job.workerID.isEmpty { rows.append(("worker", job.workerID)) }
@@ -59,11 +61,11 @@ enum JobFormatting {
     }
 
     static func text(_ page: JobPage) -> String {
-        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED"])]
+        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED", "RUN AT"])]
         for j in page.jobs {
             lines.append(row([
                 j.id, j.status.name + (j.deadLettered ? "*" : ""), j.stage.name, "\(j.progress)%",
-                j.type.name, j.userID, j.sceneID, time(j.createdAtUnixMs),
+                j.type.name, j.userID, j.sceneID, time(j.createdAtUnixMs), time(j.runAtUnixMs),
             ]))
         }
         if page.jobs.isEmpty { lines.append("(no jobs)") }
@@ -74,7 +76,7 @@ enum JobFormatting {
 
     // MARK: Helpers
 
-    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 0]
+    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 24, 0]
 
     private static func row(_ cells: [String]) -> String {
         var out = ""
@@ -98,6 +100,28 @@ enum JobFormatting {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: Date(timeIntervalSince1970: Double(unixMs) / 1000))
+    }
+
+    /// A time given on the command line: ISO 8601 with a zone (fractional seconds allowed) or unix ms.
+    static func parseTime(_ s: String, option: String) throws -> Int64 {
+        if let ms = Int64(s), ms > 0 { return ms }
+        let f = ISO8601DateFormatter()
+        for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime]] {
+            f.formatOptions = options
+            if let d = f.date(from: s) { return Int64(d.timeIntervalSince1970 * 1000) }
+        }
+        throw ValidationError("\(option) takes an ISO 8601 time with a zone (2026-12-24T18:00:00Z) or unix ms, not \"\(s)\"")
+    }
+
+    /// A duration given on the command line: seconds, or a number with s, m, h or d; in ms.
+    static func parseDuration(_ s: String, option: String) throws -> Int64 {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var number = Substring(s), scale = 1.0
+        if let last = s.last, let u = units[last] { number = s.dropLast(); scale = u }
+        guard let v = Double(number), v >= 0, v.isFinite else {
+            throw ValidationError("\(option) takes seconds or a duration such as 90s, 15m, 2h, 1d, not \"\(s)\"")
+        }
+        return Int64((v * scale * 1000).rounded())
     }
 
     /// Newlines flattened and long text cut with an ellipsis, for one-line displays.

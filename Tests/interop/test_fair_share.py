@@ -1,0 +1,91 @@
+"""Fair share by cost across tenants (issue #17 item 3, compass row 33), through gRPC with --auth:
+two tenants with backlogs compete for two worker slots, one flooding expensive 10 s jobs (2 units
+each) and one sending cheap 5 s jobs (1 unit). Over the run the units they start share out by
+their weights (1:1, then 2:1), within 10 %, not by job count.
+
+Both backlogs are delayed jobs due at the same instant, so neither gets a head start; the tenants'
+keys are made through KeyService; the weight is set with the SQL the README gives."""
+
+import json
+import os
+import subprocess
+import time
+
+import reel_interop as ri
+from reel_interop import pb
+
+ADMIN = "reel_admin_key_for_fair_share_tests_0123"
+UNITS = {10: 2, 5: 1}   # target_duration_seconds -> expected cost (simulated provider, DESIGN §2)
+
+
+def bearer(key):
+    return (("authorization", f"Bearer {key}"),)
+
+
+def key_for(srv, tenant: str) -> str:
+    """A key of the tenant, made through KeyService.CreateKey by `reelctl keys create`."""
+    r = subprocess.run([os.path.join(os.environ["REEL_BIN_DIR"], "reelctl"), "--address", srv.target, "--json",
+                        "keys", "create", "--tenant", tenant],
+                       capture_output=True, text=True, timeout=30, env=dict(os.environ, REEL_API_KEY=ADMIN))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["secret"]
+
+
+def backlog(srv, key: str, n: int, duration: int, run_at: int) -> list[str]:
+    items = [ri.create_request(f"user-{i % 3}", text=f"{duration}s job {i}", run_at_unix_ms=run_at,
+                               config=pb.JobConfig(target_duration_seconds=duration))
+             for i in range(n)]
+    r = srv.stub.CreateJobs(pb.CreateJobsRequest(jobs=items), metadata=bearer(key), timeout=60)
+    assert all(x.HasField("job") for x in r.results), [x for x in r.results if not x.HasField("job")][:1]
+    return [x.job.id for x in r.results]
+
+
+def started_units(srv, key: str, cut_ms: int) -> tuple[float, int, int]:
+    """(units, jobs) the tenant's jobs started at or before cut_ms, and the earliest start."""
+    units, jobs, first, token = 0.0, 0, 1 << 62, ""
+    while True:
+        page = srv.stub.ListJobs(pb.ListJobsRequest(page_size=500, page_token=token), metadata=bearer(key),
+                                 timeout=ri.DEFAULT_TIMEOUT)
+        for j in page.jobs:
+            if 0 < j.started_at_unix_ms <= cut_ms:
+                units += UNITS[j.config.target_duration_seconds]
+                jobs += 1
+                first = min(first, j.started_at_unix_ms)
+        token = page.next_page_token
+        if not token:
+            return units, jobs, first
+
+
+def run_contest(reeld_factory, name: str, weights: tuple[float, float]):
+    srv = reeld_factory(name, workers=2, sim_stage_ms=5, extra_args=("--auth", "--admin-key", ADMIN))
+    flood_tenant, cheap_tenant = ri.unique("flood"), ri.unique("cheap")
+    for tenant, w in ((flood_tenant, weights[0]), (cheap_tenant, weights[1])):
+        if w != 1:
+            ri.psql_value(srv.db_url, f"INSERT INTO tenants (tenant_id, weight) VALUES ('{tenant}', {w}) "
+                                      f"ON CONFLICT (tenant_id) DO UPDATE SET weight = EXCLUDED.weight")
+    flood_key, cheap_key = key_for(srv, flood_tenant), key_for(srv, cheap_tenant)
+    run_at = int(time.time() * 1000) + 3000
+    backlog(srv, flood_key, 200, 10, run_at)
+    backlog(srv, cheap_key, 400, 5, run_at)
+    # Run until 240 units have started (both backlogs hold 400), then compare what each started.
+    started = lambda: int(ri.psql_value(srv.db_url, "SELECT COALESCE(sum(expected_cost_units), 0)::int FROM jobs "
+                                                     "WHERE started_at IS NOT NULL"))
+    ri.wait_for("240 units started", lambda: started() >= 240, timeout=50, poll=0.2)
+    cut = int(time.time() * 1000)
+    flood, flood_jobs, flood_first = started_units(srv, flood_key, cut)
+    cheap, cheap_jobs, cheap_first = started_units(srv, cheap_key, cut)
+    assert min(flood_first, cheap_first) >= run_at, "a delayed job started before its run time"
+    print(f"{name}: weights {weights}: flood {flood} units in {flood_jobs} jobs, cheap {cheap} units in {cheap_jobs} jobs")
+    return flood, cheap, flood_jobs, cheap_jobs
+
+
+def test_equal_weights_share_units_equally(reeld_factory):
+    flood, cheap, flood_jobs, cheap_jobs = run_contest(reeld_factory, "fair-equal", (1, 1))
+    assert abs(flood - cheap) <= 0.10 * (flood + cheap) / 2, f"units: flood {flood}, cheap {cheap}"
+    # Equal units, so the cheap tenant ran about twice the jobs.
+    assert cheap_jobs > 1.6 * flood_jobs, (flood_jobs, cheap_jobs)
+
+
+def test_weights_two_to_one_share_units_two_to_one(reeld_factory):
+    flood, cheap, _, _ = run_contest(reeld_factory, "fair-weighted", (2, 1))
+    assert abs(flood / cheap - 2) <= 0.2, f"units: flood {flood}, cheap {cheap} (want 2:1 within 10 %)"
