@@ -4,8 +4,10 @@ public protocol JobStore: Sendable {
     /// Stores the job and its event seq 1, committed before returning, and answers both. A key
     /// the same user already used returns that first job and no event (nothing was created).
     func createJob(_ job: NewJob) async throws -> (job: Job, event: JobEvent?)
-    /// `createJob` for many jobs in one statement and one commit, answered in input order.
-    func createJobs(_ jobs: [NewJob]) async throws -> [(job: Job, event: JobEvent?)]
+    /// `createJob` for many jobs in one statement and one commit, answered in input order. An
+    /// item whose expected cost does not fit its tenant's budget fails alone (RESOURCE_EXHAUSTED);
+    /// items are checked and reserved in order, in the same statement.
+    func createJobs(_ jobs: [NewJob]) async throws -> [Result<(job: Job, event: JobEvent?), ReelError>]
     func job(id: String) async throws -> Job?
     /// `tenantID` nil: every tenant's jobs (an admin's view).
     func listJobs(_ filter: ListJobsInput, pageSize: Int32, tenantID: String?) async throws -> JobPage

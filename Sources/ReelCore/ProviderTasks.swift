@@ -45,6 +45,11 @@ public protocol ProviderTaskStore: Sendable {
     func recordProviderTaskID(jobID: String, attempt: Int32, taskID: String, kind: String) async throws
     /// The task ended (or was refused): the slot is free; `status` says how.
     func endProviderTask(jobID: String, attempt: Int32, status: String) async throws
+    /// `endProviderTask` with the provider's charge for the attempt (nil: it said none), recorded
+    /// once per attempt and added, times `weight`, to the job's `cost_units`. Answers the job's
+    /// tenant and user and the weighted units added, when they were.
+    func endProviderTask(jobID: String, attempt: Int32, status: String, charge: Double?, weight: Double) async throws
+        -> (tenantID: String, userID: String, units: Double)?
     /// The attempt a callback token belongs to.
     func providerTask(callbackToken: String) async throws -> ProviderTaskRecord?
     /// Live tasks of the provider (all instances).

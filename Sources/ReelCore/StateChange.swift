@@ -25,6 +25,11 @@ public struct StateChange: Sendable, Equatable {
     /// (DESIGN §2: at most one per job per 100 ms, the latest value, a stage's last one always
     /// written); the store writes what it is given either way.
     public var progressReport: Bool
+    /// The provider that runs this attempt (`Job.provider`; nil keeps it).
+    public var provider: String?
+    /// A charge to add to the job's `cost_units`, already weighted (the simulated provider
+    /// charges when an attempt submits its generation).
+    public var chargeUnits: Double?
 
     public init(status: JobStatus, stage: Stage?, progress: Int32?, message: String,
                 artifacts: Artifacts? = nil, result: JobResult? = nil, error: JobError? = nil,

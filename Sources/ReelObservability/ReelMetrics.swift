@@ -5,6 +5,15 @@ import Synchronization
 /// Every metric Reel emits, with its labels (seed 002 §9.1, prefixed `reel_`), in one place.
 /// Backend-agnostic (swift-metrics); reeld bootstraps Prometheus.
 public enum ReelMetrics {
+    // MARK: cost
+
+    /// `reel_cost_units_total{tenant,user}`: weighted provider units charged (DESIGN §2 "Cost"),
+    /// counted by the reeld that recorded the charge (sum over instances).
+    public static func costCharged(tenant: String, user: String, units: Double) {
+        guard units > 0, units.isFinite else { return }
+        FloatingPointCounter(label: "reel_cost_units_total", dimensions: [("tenant", tenant), ("user", user)]).increment(by: units)
+    }
+
     // MARK: jobs
 
     /// `reel_jobs_created_total{type,priority}`; priority is the tier (standard|premium).

@@ -65,7 +65,7 @@ extension Pipeline {
                                         callbackURL: remote.callbackURL(token: record.callbackToken), image: image)
         run.attempt = record
         let startedNote = image == nil ? "submitting to \(name)" : "submitting to \(name) from the previous segment's last frame"
-        try await step(run, .continuityChecked, .videoGeneration, 36, startedNote)
+        try await step(run, .continuityChecked, .videoGeneration, 36, startedNote, provider: name)
         // Everything up to here is committed before a task is paid for: a job cancelled meanwhile
         // stops here instead.
         try await run.writer.flush()
@@ -219,11 +219,12 @@ extension Pipeline {
             guard let t else { continue }
             switch t.state {
             case .succeeded:
-                try await remote.end(record, "succeed")
+                try await remote.end(record, "succeed", charge: t.costUnits)
                 remote.times.record(name, job.config, took: ContinuousClock.now - started)
                 return t
             case .failed(let why):
-                try await remote.end(record, "failed")
+                // A failed task the provider charged still costs.
+                try await remote.end(record, "failed", charge: t.costUnits)
                 throw StageFailure(code: "PROVIDER_FAILED", message: "\(name) failed task \(record.taskID): \(why)",
                                    retryable: true, newTaskOnRetry: true)
             case .submitted, .processing:

@@ -19,6 +19,8 @@ public struct Pipeline: Sendable {
         public var pollInterval: Duration
         /// Give the worker slot back while waiting on the provider (true for real providers).
         public var parkWhileGenerating: Bool
+        /// Provider weights for `cost_units` (`--provider-cost-weight`).
+        public var costModel = CostModel()
 
         public init(stageDelay: Duration = .milliseconds(500), retry: RetryPolicy = RetryPolicy(),
                     stageTimeout: Duration = .seconds(120), videoTimeout: Duration = .seconds(900),
@@ -110,11 +112,16 @@ public struct Pipeline: Sendable {
     /// flushes before anything that costs money or ends it (a provider submit, finalization).
     /// `progressReport`: the step only moves progress within the previous step's status and
     /// stage (the writer coalesces those).
+    /// `provider` names the provider that runs the attempt (`Job.provider`); `charge` is added,
+    /// weighted, to the job's `cost_units` with the step.
     func step(_ run: RunState, _ status: JobStatus, _ stage: Stage, _ progress: Int32, _ message: String,
-                      artifacts: Artifacts? = nil, checkpoint: Bool = false, progressReport: Bool = false) async throws {
+                      artifacts: Artifacts? = nil, checkpoint: Bool = false, progressReport: Bool = false,
+                      provider: String? = nil, charge: Double? = nil) async throws {
         try Task.checkCancellation()
-        let change = StateChange(status: status, stage: stage, progress: progress, message: message, artifacts: artifacts,
+        var change = StateChange(status: status, stage: stage, progress: progress, message: message, artifacts: artifacts,
                                  requireWorker: workerID, requireFence: run.fence, progressReport: progressReport)
+        change.provider = provider
+        change.chargeUnits = charge
         if checkpoint {
             try await run.writer.commit(change)
         } else {
@@ -213,14 +220,18 @@ public struct Pipeline: Sendable {
     private func generateInProcess(_ run: RunState, _ a: inout Artifacts, slot: (any WorkerSlot)?) async throws -> ProviderTask {
         let job = run.writer.job
         if a.providerJobID.isEmpty {
-            try await step(run, .continuityChecked, .videoGeneration, 36, "submitting to \(provider.name)")
+            try await step(run, .continuityChecked, .videoGeneration, 36, "submitting to \(provider.name)",
+                           provider: provider.name)
             let external = ProviderTaskRecord.externalID(jobID: job.id, attempt: job.retryCount + 1)
             let task = try await submitInProcess(GenerationRequest(prompt: a.expandedScript, config: job.config,
                                                                    externalTaskID: external))
             run.providerJobID = task.taskID
             a.providerJobID = task.taskID
+            // The simulated provider charges each attempt that submits its generation (DESIGN §2 "Cost").
+            let charge = CostModel.simulatedCharge(job.config) * config.costModel.weight(provider.name)
             try await step(run, .continuityChecked, .videoGeneration, 40, "submitted to \(provider.name)", artifacts: a,
-                           checkpoint: true)
+                           checkpoint: true, provider: provider.name, charge: charge)
+            ReelMetrics.costCharged(tenant: job.tenantID, user: job.userID, units: charge)
         } else {
             // Never submit twice: a retried or restarted job polls the generation it already paid for.
             run.providerJobID = a.providerJobID

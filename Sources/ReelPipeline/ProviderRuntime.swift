@@ -19,6 +19,8 @@ public final class ProviderRuntime: Sendable {
         public var backoffBase: Duration
         /// Server errors in a row before the attempt fails (and is retried later).
         public var serverErrorAttempts: Int
+        /// This provider's weight for `cost_units` (`--provider-cost-weight`, default 1).
+        public var costWeight: Double = 1
 
         public init(concurrency: Int, pollInterval: Duration, publicURL: String? = nil,
                     probeInterval: Duration = .seconds(30), backoffBase: Duration = .seconds(1),
@@ -79,8 +81,13 @@ public final class ProviderRuntime: Sendable {
         slots.ring()
     }
 
-    func end(_ record: ProviderTaskRecord, _ status: String) async throws {
-        try await tasks.endProviderTask(jobID: record.jobID, attempt: record.attempt, status: status)
+    /// The attempt ended; `charge` is what the provider says it cost (Kling's
+    /// `final_unit_deduction`), recorded with the attempt and added to the job's `cost_units`.
+    func end(_ record: ProviderTaskRecord, _ status: String, charge: Double? = nil) async throws {
+        if let added = try await tasks.endProviderTask(jobID: record.jobID, attempt: record.attempt, status: status,
+                                                        charge: charge, weight: settings.costWeight) {
+            ReelMetrics.costCharged(tenant: added.tenantID, user: added.userID, units: added.units)
+        }
         slots.ring()
     }
 
@@ -112,8 +119,8 @@ public final class ProviderRuntime: Sendable {
                 }
                 switch found?.state {
                 case nil: try await end(r, "gone")
-                case .succeeded?: try await end(r, "succeed")
-                case .failed?: try await end(r, "failed")
+                case .succeeded?: try await end(r, "succeed", charge: found?.costUnits)
+                case .failed?: try await end(r, "failed", charge: found?.costUnits)
                 default: continue
                 }
                 logger.info("an unfollowed provider task ended; its slot is free",
@@ -160,7 +167,7 @@ public final class ProviderRuntime: Sendable {
             // task has ended at the provider either way, so its slot is free now; a later run
             // of the job still resumes a succeeded task, and makes a new attempt after a failed one.
             if task.state.hasEnded, record.live, !record.taskID.isEmpty {
-                try? await end(record, task.state == .succeeded ? "succeed" : "failed")
+                try? await end(record, task.state == .succeeded ? "succeed" : "failed", charge: task.costUnits)
             }
             return .init(status: 200, message: "ok")
         }

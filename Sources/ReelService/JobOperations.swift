@@ -64,14 +64,20 @@ public struct JobOperations: Sendable {
             }
         }
         let stored = try await store.createJobs(valid.map(\.new))
-        for ((i, _), (job, event)) in zip(valid, stored) {
+        var created = false
+        for ((i, _), answer) in zip(valid, stored) {
+            guard case .success(let (job, event)) = answer else {
+                if case .failure(let why) = answer { results[i] = .failure(ReelError(why.code, "jobs[\(i)]: \(why.message)")) }
+                continue
+            }
             results[i] = .success(job)
             if let event {
+                created = true
                 ReelMetrics.jobCreated(type: job.type, tier: job.tier)
                 hub.publish(event)
             }
         }
-        if stored.contains(where: { $0.event != nil }) { scheduler?.notifyWork() }
+        if created { scheduler?.notifyWork() }
         return results.map { $0! }
     }
 

@@ -17,6 +17,8 @@ public struct JobService: Sendable {
     public let auth: Authenticator
     /// The one implementation of the job operations, for gRPC and HTTP alike.
     public let operations: JobOperations
+    /// Tenants' budgets (`reel.v1.TenantService`); nil: the service is not offered.
+    public var budgets: (any BudgetStore)?
     let logger: Logger
 
     /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
@@ -51,6 +53,14 @@ public struct JobService: Sendable {
                 .add(to: &r, authorize: { call in try await s.requireAdmin(call.metadata) }) { call, body in
                     await s.authorized(call) { req, _ in try await body(req) }
                 }
+        }
+        if let budgets {
+            TenantService(budgets: budgets, tenantRequired: auth.keys != nil).add(to: &r) { call, body in
+                await s.authorized(call) { req, caller in
+                    guard caller.admin else { throw ReelError(.permissionDenied, "budgets need an admin key") }
+                    return try await body(req)
+                }
+            }
         }
         if let keys = auth.keys {
             KeyService(keys: keys).add(to: &r) { call, body in

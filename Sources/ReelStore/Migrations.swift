@@ -363,6 +363,88 @@ enum Migrations {
             reserved_units  double precision NOT NULL DEFAULT 0
         );
         """),
+        (14, "cost per job and tenant budgets: reservations at create, settlement when a job ends", """
+        -- Issue #17 items 1 and 2 (DESIGN §2 "Budgets"). A job's reservation against its tenant's
+        -- budget (0: none, or settled), and how much of its cost_units is already in spent_units.
+        ALTER TABLE jobs ADD COLUMN reserved_units double precision NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN settled_units double precision NOT NULL DEFAULT 0;
+        -- limit_units 0: the budget was removed (unlimited); the row keeps counting what is spent.
+        ALTER TABLE tenant_budgets DROP CONSTRAINT IF EXISTS tenant_budgets_limit_units_check;
+        ALTER TABLE tenant_budgets ADD CONSTRAINT tenant_budgets_limit_units_check CHECK (limit_units >= 0);
+        -- The start of the period `now()` falls in, for a budget whose period began at `start`.
+        CREATE FUNCTION reel_budget_period(start timestamptz, secs bigint) RETURNS timestamptz
+        LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN now() < start + make_interval(secs => secs) THEN start
+                        ELSE start + make_interval(secs => floor(extract(epoch FROM now() - start) / secs) * secs) END
+        $$;
+        -- Which of a tenant's creates fit in `room`, in order: an item that fits is taken, one
+        -- that does not fails alone and the next may still fit. `room_before`: what was left for it.
+        CREATE FUNCTION reel_budget_fit(room double precision, costs double precision[])
+        RETURNS TABLE (k int, ok boolean, room_before double precision)
+        LANGUAGE plpgsql IMMUTABLE AS $$
+        DECLARE c double precision;
+        BEGIN
+            k := 0;
+            FOREACH c IN ARRAY costs LOOP
+                k := k + 1;
+                room_before := room;
+                ok := c <= room + 1e-9;
+                IF ok THEN room := room - c; END IF;
+                RETURN NEXT;
+            END LOOP;
+        END $$;
+        -- How a budget figure reads in a message: 10, 1.5.
+        CREATE FUNCTION reel_units_text(v double precision) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+            SELECT trim_scale(round(v::numeric, 6))::text
+        $$;
+        -- A job's end settles its reservation: the reservation leaves reserved_units and the real
+        -- charge (what is not settled yet) goes into spent_units; a charge that arrives after the
+        -- end (a cancelled job's task that the provider still billed) is settled when it arrives.
+        -- RetryJob of a dead-lettered job reserves again, or fails with RESOURCE_EXHAUSTED (RLB01).
+        CREATE FUNCTION reel_settle_job() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE b tenant_budgets%ROWTYPE; period timestamptz; spent double precision;
+        BEGIN
+            SELECT * INTO b FROM tenant_budgets WHERE tenant_id = NEW.tenant_id FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                IF NEW.status <> 'queued' THEN
+                    NEW.reserved_units := 0;
+                    NEW.settled_units := NEW.cost_units;
+                END IF;
+                RETURN NEW;
+            END IF;
+            period := reel_budget_period(b.period_start, b.period_seconds);
+            spent := CASE WHEN period > b.period_start THEN 0 ELSE b.spent_units END;
+            IF NEW.status = 'queued' THEN
+                IF b.limit_units > 0 THEN
+                    IF NEW.expected_cost_units > b.limit_units - spent - b.reserved_units + 1e-9 THEN
+                        RAISE EXCEPTION USING ERRCODE = 'RLB01', MESSAGE = format(
+                            '%s budget of %s units has %s left; this job is expected to cost %s',
+                            CASE WHEN NEW.tenant_id = '' THEN 'the default tenant''s' ELSE 'tenant ' || NEW.tenant_id || '''s' END,
+                            reel_units_text(b.limit_units), reel_units_text(greatest(b.limit_units - spent - b.reserved_units, 0)),
+                            reel_units_text(NEW.expected_cost_units));
+                    END IF;
+                    UPDATE tenant_budgets SET period_start = period, spent_units = spent,
+                        reserved_units = reserved_units + NEW.expected_cost_units
+                    WHERE tenant_id = NEW.tenant_id;
+                    NEW.reserved_units := NEW.expected_cost_units;
+                END IF;
+                RETURN NEW;
+            END IF;
+            UPDATE tenant_budgets SET period_start = period,
+                spent_units = spent + (NEW.cost_units - NEW.settled_units),
+                reserved_units = greatest(reserved_units - NEW.reserved_units, 0)
+            WHERE tenant_id = NEW.tenant_id;
+            NEW.reserved_units := 0;
+            NEW.settled_units := NEW.cost_units;
+            RETURN NEW;
+        END $$;
+        -- Fires only for an end that has something to settle, and for a retry out of the dead
+        -- letters: every other update of a job (its running steps) pays only the WHEN test.
+        CREATE TRIGGER jobs_budget_settlement BEFORE UPDATE ON jobs FOR EACH ROW
+        WHEN (((NEW.status IN ('final_ready', 'cancelled') OR (NEW.status = 'failed' AND NEW.dead_lettered))
+                AND (NEW.reserved_units <> 0 OR NEW.cost_units <> NEW.settled_units))
+              OR (NEW.status = 'queued' AND OLD.status = 'failed' AND OLD.dead_lettered AND NEW.expected_cost_units > 0))
+        EXECUTE FUNCTION reel_settle_job();
         (16, "delayed jobs out of the ready indexes; fair share by cost across tenants and users", """
         -- Issue #17 items 5 and 3. A queued job whose run time is still ahead (a delayed job, or a
         -- retry backing off) is `waiting`: the ready indexes leave it out, so a claim never walks

@@ -178,6 +178,11 @@ final class PGConnection {
         if !isHealthy || state.hasPrefix("08") || state == "57P01" {
             throw ReelError(.unavailable, "database unavailable: \(msg.isEmpty ? String(cString: PQerrorMessage(conn)) : msg)")
         }
+        if state == "RLB01" {
+            // A tenant's budget refused (the settlement trigger, on RetryJob): its message names it.
+            let primary = PQresultErrorField(res, Int32(UInt8(ascii: "M"))).map { String(cString: $0) } ?? msg
+            throw ReelError(.resourceExhausted, primary)
+        }
         if state == "40001" || state == "40P01" {
             throw ReelError(.unavailable, "database conflict, retry: \(msg)")
         }

@@ -21,7 +21,15 @@ extension PostgresJobStore: ProviderTaskStore {
     }
 
     public func endProviderTask(jobID: String, attempt: Int32, status: String) async throws {
-        try await pool.withConnection { c in _ = try c.query(SQL.endProviderTask, [jobID, String(attempt), status]) }
+        _ = try await endProviderTask(jobID: jobID, attempt: attempt, status: status, charge: nil, weight: 1)
+    }
+
+    public func endProviderTask(jobID: String, attempt: Int32, status: String, charge: Double?, weight: Double) async throws
+        -> (tenantID: String, userID: String, units: Double)? {
+        try await pool.withConnection { c in
+            try c.query(SQL.endProviderTask, [jobID, String(attempt), status, charge.map { String($0) }, String(weight)])
+                .first.map { ($0[0] ?? "", $0[1] ?? "", Double($0[2] ?? "") ?? 0) }
+        }
     }
 
     public func providerTask(callbackToken: String) async throws -> ProviderTaskRecord? {

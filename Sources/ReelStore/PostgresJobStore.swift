@@ -25,7 +25,7 @@ public final class PostgresJobStore: JobStore {
         // and bigger (the e2e profile waited on WALWrite, one flush behind another: two writers
         // per kind ran ~25 % more no-op jobs/s than four).
         creates = GroupCommit(maxWriters: 2) { jobs in
-            try await Self.createJobs(jobs, pool: pool).map { .success($0) }
+            try await Self.createJobs(jobs, pool: pool).map { $0.mapError { $0 as any Error } }
         }
         changes = GroupCommit(maxWriters: 2) { batch in try await Self.apply(batch, pool: pool) }
         finals = GroupCommit(maxWriters: 1) { batch in try await Self.finalize(batch, pool: pool) }
@@ -53,13 +53,14 @@ public final class PostgresJobStore: JobStore {
         try await creates.submit(j)
     }
 
-    public func createJobs(_ jobs: [NewJob]) async throws -> [(job: Job, event: JobEvent?)] {
+    public func createJobs(_ jobs: [NewJob]) async throws -> [Result<(job: Job, event: JobEvent?), ReelError>] {
         jobs.isEmpty ? [] : try await Self.createJobs(jobs, pool: pool)
     }
 
     /// One statement for a batch of creates (see `GroupCommit`), answers in input order. A key
-    /// used twice, in storage or within the batch, answers with the first job and no event.
-    static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [(job: Job, event: JobEvent?)] {
+    /// used twice, in storage or within the batch, answers with the first job and no event. An
+    /// item its tenant's budget has no room for fails alone (`SQL.createJobs` checks and reserves).
+    static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent?), ReelError>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         func col(_ f: (NewJob) -> String) -> String? { JobRow.textArray(jobs.map(f)) }
         let params: [String?] = [
@@ -78,20 +79,31 @@ public final class PostgresJobStore: JobStore {
         struct Key: Hashable { let tenant, user, key: String }
         return try await pool.withConnection { c in
             var inserted: [Key: (Job, JobEvent)] = [:]
+            var refused: [Int: ReelError] = [:]
             for row in try c.query(SQL.createJobs, params).rows {
+                if row[0] == nil {
+                    // The last five columns: ord, tenant, limit, the room the item had, its cost.
+                    let r = row.suffix(5).map { $0 ?? "" }
+                    if let ord = Int(r[0]) {
+                        refused[ord] = TenantBudget.exhausted(tenantID: r[1], limitUnits: Double(r[2]) ?? 0,
+                                                              leftUnits: Double(r[3]) ?? 0, expectedUnits: Double(r[4]) ?? 0)
+                    }
+                    continue
+                }
                 let job = JobRow.decode(row)
                 inserted[Key(tenant: job.tenantID, user: job.userID, key: job.idempotencyKey)] =
                     (job, JobRow.decodeEvent(Array(row[JobRow.columnCount...])))
             }
             var answered = Set<Key>()
-            return try jobs.map { j in
+            return try jobs.enumerated().map { (i, j) -> Result<(job: Job, event: JobEvent?), ReelError> in
+                if let why = refused[i] { return .failure(why) }
                 let k = Key(tenant: j.tenantID, user: j.userID, key: j.idempotencyKey)
-                if let (job, event) = inserted[k] { return (job, answered.insert(k).inserted ? event : nil) }
+                if let (job, event) = inserted[k] { return .success((job, answered.insert(k).inserted ? event : nil)) }
                 // The key was taken (perhaps a moment ago by a concurrent call): return that job.
                 guard let row = try c.query(SQL.jobByIdempotencyKey, [j.userID, j.idempotencyKey, j.tenantID]).first else {
                     throw ReelError(.unavailable, "idempotency key conflict; retry")
                 }
-                return (JobRow.decode(row), nil)
+                return .success((JobRow.decode(row), nil))
             }
         }
     }
@@ -256,6 +268,8 @@ public final class PostgresJobStore: JobStore {
             int(inputs.map { Int64($0.0.count) }), int(inputs.indices.map { Int64($0) }),
             int(evOrd), int(evK), JobRow.textArray(evStatus), JobRow.textArray(evStage), int(evProgress),
             JobRow.textArray(evMessage),
+            col { l in l.0.last(where: { $0.provider != nil })?.provider },
+            col { l in l.0.contains(where: { $0.chargeUnits != nil }) ? String(l.0.reduce(0) { $0 + ($1.chargeUnits ?? 0) }) : nil },
         ]
     }
 
@@ -277,7 +291,7 @@ public final class PostgresJobStore: JobStore {
             ch.error?.code, ch.error?.message, ch.error?.details, ch.error.map { $0.stage.name },
             ch.deadLettered.map { $0 ? "true" : "false" }, ch.retryCount.map(String.init), ch.runAfterMs.map(String.init),
             JobRow.queueAction(ch.status), terminal ? "true" : "false", a?.providerRequestID,
-            ch.requireFence.map(String.init),
+            ch.requireFence.map(String.init), ch.provider, ch.chargeUnits.map { String($0) },
         ]
     }
 

@@ -44,6 +44,25 @@ enum SQL {
             AS t(user_id, scene_id, type, input_text, target_duration_seconds, quality, model, style_overrides,
                  idempotency_key, tier, max_retries, first_key, later_key, tenant_id, ord,
                  scheduled_ms, deadline_ms, webhook_url, expected_cost_units)
+    ), budgets AS (
+        -- The batch's tenants' budgets with a limit, locked in tenant order: a create for such a
+        -- tenant, on any instance, waits here, so its check and its reservation are one step.
+        SELECT b.tenant_id, b.limit_units,
+               b.limit_units - b.reserved_units
+                 - CASE WHEN reel_budget_period(b.period_start, b.period_seconds) > b.period_start THEN 0 ELSE b.spent_units END AS room
+        FROM tenant_budgets b WHERE b.tenant_id IN (SELECT tenant_id FROM input) AND b.limit_units > 0
+        ORDER BY b.tenant_id FOR NO KEY UPDATE OF b
+    ), fits AS (
+        -- Per budgeted tenant, its new items in order (a key already used takes no room).
+        SELECT g.ords[f.k] AS ord, f.ok, f.room_before, b.tenant_id, b.limit_units, g.costs[f.k] AS cost
+        FROM budgets b
+        CROSS JOIN LATERAL (
+            SELECT array_agg(i.ord ORDER BY i.ord) AS ords, array_agg(i.expected_cost_units ORDER BY i.ord) AS costs
+            FROM input i WHERE i.tenant_id = b.tenant_id
+              AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.tenant_id = i.tenant_id AND e.user_id = i.user_id
+                                                     AND e.idempotency_key = i.idempotency_key)) g
+        CROSS JOIN LATERAL reel_budget_fit(b.room, g.costs) f
+        WHERE g.ords IS NOT NULL
     ), new_scenes AS (
         -- In key order, so two batches making the same new scenes wait for each other, never deadlock.
         INSERT INTO scenes (tenant_id, id) SELECT DISTINCT tenant_id, scene_id FROM input ORDER BY 1, 2
@@ -57,7 +76,8 @@ enum SQL {
     ), ins AS (
         INSERT INTO jobs (user_id, scene_id, type, status, stage, progress, message, input_text, bible_version,
                           target_duration_seconds, quality, model, style_overrides, idempotency_key, tier, max_retries,
-                          priority_key, tenant_id, scheduled_at, run_at, deadline_at, webhook_url, expected_cost_units)
+                          priority_key, tenant_id, scheduled_at, run_at, deadline_at, webhook_url, expected_cost_units,
+                          reserved_units)
         SELECT i.user_id, i.scene_id, i.type, $16, $17, $18::int, $19, i.input_text,
                COALESCE((SELECT n.bible_version FROM new_scenes n WHERE n.tenant_id = i.tenant_id AND n.id = i.scene_id),
                         (SELECT s.bible_version FROM scenes s WHERE s.tenant_id = i.tenant_id AND s.id = i.scene_id), 1),
@@ -69,8 +89,10 @@ enum SQL {
                CASE WHEN i.scheduled_ms > 0 THEN to_timestamp(i.scheduled_ms / 1000.0) END,
                CASE WHEN i.scheduled_ms > 0 THEN greatest(now(), to_timestamp(i.scheduled_ms / 1000.0)) ELSE now() END,
                CASE WHEN i.deadline_ms > 0 THEN to_timestamp(i.deadline_ms / 1000.0) END,
-               i.webhook_url, i.expected_cost_units
-        FROM input i ORDER BY i.ord
+               i.webhook_url, i.expected_cost_units, COALESCE(f.cost, 0)
+        FROM input i LEFT JOIN fits f ON f.ord = i.ord
+        WHERE f.ok IS NOT FALSE
+        ORDER BY i.ord
         ON CONFLICT (tenant_id, user_id, idempotency_key) DO NOTHING
         RETURNING *
     ), q AS (
@@ -80,8 +102,18 @@ enum SQL {
         INSERT INTO job_events (job_id, seq, status, stage, progress, message, at)
         SELECT id, 1, status, stage, progress, message, created_at FROM ins
         RETURNING \(eventColumns)
+    ), reserve AS (
+        UPDATE tenant_budgets b SET
+            spent_units = CASE WHEN reel_budget_period(b.period_start, b.period_seconds) > b.period_start THEN 0 ELSE b.spent_units END,
+            period_start = reel_budget_period(b.period_start, b.period_seconds),
+            reserved_units = b.reserved_units + r.total
+        FROM (SELECT tenant_id, sum(reserved_units) AS total FROM ins GROUP BY tenant_id) r
+        WHERE b.tenant_id = r.tenant_id AND r.total > 0
     )
-    SELECT j.*, ev.* FROM (SELECT \(jobColumns) FROM ins) j JOIN ev ON ev.job_id = j.id
+    -- The jobs made, then the items refused by their tenant's budget (no job; their `ord`, the
+    -- budget and the room each had): the last five columns (`JobRow.budgetRefusal`).
+    SELECT j.*, ev.*, r.* FROM ((SELECT \(jobColumns) FROM ins) j JOIN ev ON ev.job_id = j.id)
+    FULL JOIN (SELECT ord, tenant_id, limit_units, room_before, cost FROM fits WHERE NOT ok) r ON false
     """
 
     static let jobByIdempotencyKey = "SELECT \(jobColumns) FROM jobs WHERE user_id = $1 AND idempotency_key = $2 AND tenant_id = $3"
@@ -142,7 +174,8 @@ enum SQL {
         """
     }
 
-    /// A state change and its event in one statement. Conditions: the current status is one
+    /// A state change and its event in one statement ($31, $32: the provider that runs the
+    /// attempt and a weighted charge to add to `cost_units`, `JobRow.chargeParams`). Conditions: the current status is one
     /// the transition table allows ($6), and the caller still holds an unexpired lease when it
     /// says so ($7): a worker whose lease ran out writes nothing, even before the reaper requeues.
     static let applyChange = """
@@ -162,6 +195,7 @@ enum SQL {
             retry_count = COALESCE($25::int, retry_count),
             run_at = CASE WHEN $2 = 'queued' THEN now() + make_interval(secs => COALESCE($26::int8, 0) / 1000.0) ELSE run_at END,
             completed_at = CASE WHEN $28::bool THEN now() ELSE NULL END,
+            provider = COALESCE($31, provider), cost_units = cost_units + COALESCE($32::float8, 0),
             last_event_seq = last_event_seq + 1,
             updated_at = now()
         WHERE id = $1::uuid AND status = ANY($6::text[])
@@ -182,16 +216,17 @@ enum SQL {
     /// names joined by commas) under the worker's claim and live lease, as in `applyChange`;
     /// the steps after it were checked against the transition table by the caller. The steps
     /// themselves come flattened ($19–$24: the job's `ord`, the step's 1-based index `k`).
+    /// $25, $26: the provider the steps name and the sum of their weighted charges (NULL: none).
     /// Rows are locked in id order, so two batches never deadlock. Answers one row per job
     /// written: its `ord`, the job as it ends up, and the time of the change.
     static let applyChains = """
     WITH input AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int[], $8::text[],
                              $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                             $16::text[], $17::int[], $18::int[])
+                             $16::text[], $17::int[], $18::int[], $25::text[], $26::float8[])
             AS t(id, sources, worker, fence, status, stage, progress, message,
                  expanded_script, validation_result, preview_video_url, final_video_url, thumbnail_url, hls_playlist_url,
-                 provider_job_id, provider_request_id, n, ord)
+                 provider_job_id, provider_request_id, n, ord, provider, charge)
     ), locked AS (
         SELECT j.id FROM jobs j JOIN input i ON i.id = j.id
         WHERE j.status = ANY(string_to_array(i.sources, ',')) AND \(heldBy(worker: "i.worker", fence: "i.fence", alias: "j"))
@@ -207,6 +242,7 @@ enum SQL {
             hls_playlist_url = COALESCE(i.hls_playlist_url, j.hls_playlist_url),
             provider_job_id = COALESCE(i.provider_job_id, j.provider_job_id),
             provider_request_id = COALESCE(i.provider_request_id, j.provider_request_id),
+            provider = COALESCE(i.provider, j.provider), cost_units = j.cost_units + COALESCE(i.charge, 0),
             completed_at = NULL, last_event_seq = j.last_event_seq + i.n, updated_at = now()
         FROM input i JOIN locked l ON l.id = i.id
         WHERE j.id = i.id
@@ -398,9 +434,14 @@ enum SQL {
         FROM jobs j JOIN input i ON i.id = j.id
         WHERE j.status = ANY($7::text[]) AND \(heldBy(worker: "i.worker", fence: "i.fence", alias: "j"))
         ORDER BY j.id FOR UPDATE OF j
+    ), budgets_locked AS (
+        -- The settlement trigger updates the tenants' budgets: locked here in tenant order, before
+        -- the scenes (creates lock budgets, then insert scenes), so batches never deadlock.
+        SELECT b.tenant_id FROM tenant_budgets b WHERE b.tenant_id IN (SELECT tenant_id FROM locked)
+        ORDER BY b.tenant_id FOR NO KEY UPDATE OF b
     ), scenes_locked AS (
         SELECT s.tenant_id, s.id FROM scenes s
-        WHERE (s.tenant_id, s.id) IN (SELECT tenant_id, scene_id FROM locked)
+        WHERE (s.tenant_id, s.id) IN (SELECT tenant_id, scene_id FROM locked) AND (SELECT count(*) FROM budgets_locked) >= 0
         ORDER BY s.tenant_id, s.id FOR NO KEY UPDATE OF s
     ), seg AS (
         INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds, script)
@@ -511,8 +552,23 @@ enum SQL {
     UPDATE provider_tasks SET task_id = $3, kind = $4, status = 'submitted', updated_at = now()
     WHERE job_id = $1::uuid AND attempt = $2::int
     """
+    /// The attempt ended ($3 how); $4 the provider's charge for it if it said (Kling's
+    /// `final_unit_deduction`), recorded once per attempt and added, times the weight $5, to the
+    /// job's `cost_units` in the same statement (a failed task the provider charged still costs).
+    /// Answers the charge added (none: no row).
     static let endProviderTask = """
-    UPDATE provider_tasks SET live = false, status = $3, updated_at = now() WHERE job_id = $1::uuid AND attempt = $2::int
+    WITH before AS (
+        SELECT cost_units FROM provider_tasks WHERE job_id = $1::uuid AND attempt = $2::int FOR UPDATE
+    ), t AS (
+        UPDATE provider_tasks SET live = false, status = $3, cost_units = COALESCE(cost_units, $4::float8), updated_at = now()
+        WHERE job_id = $1::uuid AND attempt = $2::int AND EXISTS (SELECT 1 FROM before)
+        RETURNING provider
+    ), j AS (
+        UPDATE jobs SET cost_units = cost_units + $4::float8 * $5::float8, provider = t.provider
+        FROM t WHERE jobs.id = $1::uuid AND $4::float8 IS NOT NULL AND (SELECT cost_units FROM before) IS NULL
+        RETURNING jobs.tenant_id, jobs.user_id, $4::float8 * $5::float8
+    )
+    SELECT * FROM j
     """
     static let providerTaskByToken = "SELECT \(providerTaskColumns) FROM provider_tasks WHERE callback_token = $1"
     static let liveProviderTasks = "SELECT count(*) FROM provider_tasks WHERE provider = $1 AND live"
@@ -529,5 +585,30 @@ enum SQL {
       AND (j.status IN ('cancelled', 'final_ready') OR (j.status = 'failed' AND j.dead_lettered)
            OR EXISTS (SELECT 1 FROM provider_tasks n WHERE n.job_id = t.job_id AND n.attempt > t.attempt))
     ORDER BY t.updated_at LIMIT $2::int
+    """
+}
+
+extension SQL {
+    // MARK: tenant budgets (DESIGN §2 "Budgets")
+
+    static let budgetColumns = """
+    tenant_id, limit_units, spent_units, reserved_units, (extract(epoch FROM period_start) * 1000)::int8, period_seconds
+    """
+    /// A new budget's period starts now; an existing one keeps its period start (rolled over if
+    /// passed), its spending and its reservations, and takes the new limit and period length.
+    static let setBudget = """
+    INSERT INTO tenant_budgets AS b (tenant_id, limit_units, period_seconds, period_start)
+    VALUES ($1, $2::float8, $3::int8, now())
+    ON CONFLICT (tenant_id) DO UPDATE SET limit_units = EXCLUDED.limit_units, period_seconds = EXCLUDED.period_seconds,
+        spent_units = CASE WHEN reel_budget_period(b.period_start, b.period_seconds) > b.period_start THEN 0 ELSE b.spent_units END,
+        period_start = reel_budget_period(b.period_start, b.period_seconds)
+    RETURNING \(budgetColumns)
+    """
+    /// The budget as of now: a period that has passed reads as rolled over (spent 0).
+    static let budgetByTenant = """
+    SELECT tenant_id, limit_units,
+           CASE WHEN reel_budget_period(period_start, period_seconds) > period_start THEN 0 ELSE spent_units END,
+           reserved_units, (extract(epoch FROM reel_budget_period(period_start, period_seconds)) * 1000)::int8, period_seconds
+    FROM tenant_budgets WHERE tenant_id = $1
     """
 }

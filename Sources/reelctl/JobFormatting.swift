@@ -42,6 +42,8 @@ enum JobFormatting {
             if !job.config.model.isEmpty { parts.append("model \(job.config.model)") }
             rows.append(("config", parts.joined(separator: ", ")))
         }
+        if !job.provider.isEmpty { rows.append(("provider", job.provider)) }
+        rows.append(("cost", "\(TenantBudget.units(job.costUnits)) units"))
         if !job.artifacts.providerJobID.isEmpty { rows.append(("provider task", job.artifacts.providerJobID)) }
         if !job.artifacts.providerRequestID.isEmpty { rows.append(("provider request", job.artifacts.providerRequestID)) }
         if let r = job.result {
@@ -61,11 +63,12 @@ enum JobFormatting {
     }
 
     static func text(_ page: JobPage) -> String {
-        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED", "RUN AT"])]
+        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "PROVIDER", "COST", "CREATED", "RUN AT"])]
         for j in page.jobs {
             lines.append(row([
                 j.id, j.status.name + (j.deadLettered ? "*" : ""), j.stage.name, "\(j.progress)%",
-                j.type.name, j.userID, j.sceneID, time(j.createdAtUnixMs), time(j.runAtUnixMs),
+                j.type.name, j.userID, j.sceneID, j.provider.isEmpty ? "-" : j.provider, TenantBudget.units(j.costUnits),
+                time(j.createdAtUnixMs), time(j.runAtUnixMs),
             ]))
         }
         if page.jobs.isEmpty { lines.append("(no jobs)") }
@@ -76,7 +79,7 @@ enum JobFormatting {
 
     // MARK: Helpers
 
-    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 24, 0]
+    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 10, 8, 24, 0]
 
     private static func row(_ cells: [String]) -> String {
         var out = ""

@@ -58,6 +58,19 @@ struct JobServiceClient {
                                                timeout: timeout, metadata: metadata))
     }
 
+    func setBudget(tenantID: String, limitUnits: Double, periodSeconds: Int64) throws -> TenantBudget {
+        try ProtoCodec.decodeBudget(grpc.unary(path: "/reel.v1.TenantService/SetBudget",
+                                               request: ProtoCodec.encodeSetBudgetRequest(tenantID: tenantID, limitUnits: limitUnits,
+                                                                                          periodSeconds: periodSeconds),
+                                               timeout: timeout, metadata: metadata))
+    }
+
+    func budget(tenantID: String) throws -> TenantBudget {
+        try ProtoCodec.decodeBudget(grpc.unary(path: "/reel.v1.TenantService/GetBudget",
+                                               request: ProtoCodec.encodeGetBudgetRequest(tenantID: tenantID),
+                                               timeout: timeout, metadata: metadata))
+    }
+
     func listKeys(tenantID: String) throws -> [APIKey] {
         try ProtoCodec.decodeListKeysResponse(grpc.unary(path: "/reel.v1.KeyService/ListKeys",
                                                          request: ProtoCodec.encodeListKeysRequest(tenantID: tenantID),

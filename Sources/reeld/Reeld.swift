@@ -240,12 +240,15 @@ struct Reeld: AsyncParsableCommand {
         // duplicates of the ones published here directly are skipped by seq.
         let health = HealthState()
         let workerID = "reeld-\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max) % 100_000)"
+        var costModel = CostModel()
+        do { costModel.weights = try CostModel.parseWeights(providerCostWeight ?? "") } catch { fail("--\(error.message)") }
+        pipelineConfig.costModel = costModel
+        var remoteSettings = ProviderRuntime.Settings(
+            concurrency: providerConcurrency, pollInterval: .milliseconds(providerPollMs), publicURL: publicURL,
+            probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))), backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
+        remoteSettings.costWeight = costModel.weight(videoProvider.name)
         let remote: ProviderRuntime? = videoProvider.isRemote ? ProviderRuntime(
-            provider: videoProvider, tasks: store,
-            settings: .init(concurrency: providerConcurrency, pollInterval: .milliseconds(providerPollMs), publicURL: publicURL,
-                            probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))),
-                            backoffBase: .milliseconds(Int64(max(retryBaseMs, 1)))),
-            logger: logger) : nil
+            provider: videoProvider, tasks: store, settings: remoteSettings, logger: logger) : nil
         if remote != nil && publicURL != nil && httpAddress == nil {
             fail("--public-url needs --http-listen: callbacks arrive there")
         }
@@ -266,14 +269,13 @@ struct Reeld: AsyncParsableCommand {
             if existing.isEmpty { logger.warning("--auth is on but no API key exists: pass --admin-key to install one") }
         }
         let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
-        var costModel = CostModel()
-        do { costModel.weights = try CostModel.parseWeights(providerCostWeight ?? "") } catch { fail("--\(error.message)") }
         var createPolicy = CreatePolicy()
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
         let providerName = provider
         createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
-        let service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
+        var service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
                                  createPolicy: createPolicy, logger: logger)
+        service.budgets = store
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))
         config.idleTimeout = .seconds(idleTimeout)

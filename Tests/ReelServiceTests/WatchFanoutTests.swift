@@ -130,7 +130,7 @@ struct WatchFanoutTests {
         }
 
         func createJob(_ job: NewJob) async throws -> (job: Job, event: JobEvent?) { fatalError("unused") }
-        func createJobs(_ jobs: [NewJob]) async throws -> [(job: Job, event: JobEvent?)] { fatalError("unused") }
+        func createJobs(_ jobs: [NewJob]) async throws -> [Result<(job: Job, event: JobEvent?), ReelError>] { fatalError("unused") }
         func listJobs(_ filter: ListJobsInput, pageSize: Int32, tenantID: String?) async throws -> JobPage { fatalError("unused") }
         func apply(_ change: StateChange, to jobID: String) async throws -> (job: Job, event: JobEvent) { fatalError("unused") }
         func apply(_ changes: [StateChange], to jobID: String) async throws -> [Result<(job: Job, event: JobEvent), any Error>] { fatalError("unused") }

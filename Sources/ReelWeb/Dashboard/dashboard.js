@@ -57,6 +57,9 @@ function normJob(j) {
   });
 }
 
+// A cost in weighted provider units, as people write it: 2, 1.5.
+const fmtUnits = (v) => String(Math.round(num(v) * 1e6) / 1e6);
+
 function banner(text) { const b = $('#banner'); b.textContent = text || ''; b.hidden = !text; }
 
 // ---------------------------------------------------------------- list
@@ -294,6 +297,7 @@ function renderDetail(j) {
       el('dt', { text: 'user / scene' }), el('dd', { text: `${j.userId} / ${j.sceneId}` }),
       el('dt', { text: 'type / tier' }), el('dd', { text: `${words(j.type)} / ${words(j.tier)}` }),
       el('dt', { text: 'attempts' }), el('dd', { text: `${j.retryCount} of ${j.maxRetries} retries` }),
+      el('dt', { text: 'provider / cost' }), el('dd', { class: 'cost', text: `${j.provider || '–'} / ${fmtUnits(j.costUnits)} units` }),
       el('dt', { text: 'created' }), el('dd', { text: fmtDate(j.createdAtUnixMs) }),
       el('dt', { text: 'completed' }), el('dd', { text: fmtDate(j.completedAtUnixMs) }),
       el('dt', { text: 'idempotency key' }), el('dd', { class: 'jid', text: j.idempotencyKey })),
