@@ -76,8 +76,15 @@ let package = Package(
             "ReelCore", "ReelWire", "ReelHTTP2", "ReelScheduler", "ReelPipeline", "ReelObservability",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Completion webhooks (DESIGN §8): the outbox's delivery service, the signature.
+        .target(name: "ReelWebhooks", dependencies: [
+            "ReelCore", "ReelJSON", "ReelPipeline", "ReelObservability",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .executableTarget(name: "reeld", dependencies: [
-            "ReelCore", "ReelService", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelWeb", "ReelObservability",
+            "ReelCore", "ReelService", "ReelWebhooks", "ReelHTTP2", "ReelStore", "ReelScheduler", "ReelPipeline", "ReelWeb", "ReelObservability",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -106,6 +113,9 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ReelServiceTests", dependencies: ["ReelService", "ReelScheduler", "ReelCore"]),
+        .testTarget(name: "ReelWebhooksTests", dependencies: [
+            "ReelWebhooks", "ReelCore", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "ReelWebTests", dependencies: ["ReelWeb", "ReelJSON", "ReelCore"]),
         .testTarget(name: "ReelSchedulerTests", dependencies: [
             "ReelScheduler", "ReelPipeline", "ReelStore", "ReelCore", "ReelTestSupport",

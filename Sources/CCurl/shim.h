@@ -19,6 +19,9 @@ static inline CURLcode reel_curl_setopt_readfn(CURL *h, size_t (*fn)(char *, siz
 static inline CURLcode reel_curl_setopt_xferinfofn(CURL *h, int (*fn)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t)) {
     return curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, fn);
 }
+static inline CURLcode reel_curl_setopt_prereqfn(CURL *h, int (*fn)(void *, char *, char *, int, int)) {
+    return curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, fn);
+}
 static inline CURLcode reel_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 
 // CURL_GLOBAL_DEFAULT is a compound macro the Swift importer drops.

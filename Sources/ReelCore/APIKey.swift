@@ -37,4 +37,11 @@ public protocol APIKeyStore: Sendable {
     func key(secret: String) async throws -> APIKey?
     func listKeys(tenantID: String?) async throws -> [APIKey]
     func revokeKey(id: String) async throws -> APIKey?
+    /// Sets the tenant's completion-webhook signing secret if it has none yet (its first key);
+    /// true when this call set it, so that it is shown once.
+    func makeWebhookSecret(tenantID: String, secret: String) async throws -> Bool
+}
+
+extension APIKeyStore {
+    public func makeWebhookSecret(tenantID: String, secret: String) async throws -> Bool { false }
 }

@@ -1,6 +1,6 @@
 import ReelCore
 
-/// `ApiKey` (the secret only when just created).
+/// `ApiKey` (the secret only when just created; the webhook secret only on a tenant's first key).
 public struct APIKeyJSON: Codable, Sendable, Equatable {
     public var id: String
     public var tenantId: String
@@ -9,6 +9,8 @@ public struct APIKeyJSON: Codable, Sendable, Equatable {
     public var rateLimitPerSecond: Int32
     public var revoked: Bool
     public var secret: String?
+    /// The tenant's completion-webhook signing secret, on its first key's creation only.
+    public var webhookSecret: String?
 
     public init(_ k: APIKey, secret: String? = nil) {
         id = k.id; tenantId = k.tenantID; prefix = k.prefix; admin = k.admin

@@ -16,6 +16,9 @@ public protocol ArtifactStore: Sendable {
     func read(jobID: String, file: String) async throws -> [UInt8]?
     /// The job and file an API URL of this store names, or nil when it is not one of ours.
     func locate(_ url: String) -> (jobID: String, file: String)?
+    /// Removes the job's artifacts except the files in `keeping` (retention); answers the
+    /// files and bytes removed. Idempotent: nothing left to remove is not an error.
+    func prune(jobID: String, keeping: Set<String>) async throws -> (files: Int, bytes: Int64)
 }
 
 extension ArtifactStore {

@@ -34,6 +34,9 @@ final class Transfer {
     /// Downloads refuse to write an error page into the file.
     var requireSuccess = false
     var handle: UnsafeMutableRawPointer?
+    var refusePeer: (@Sendable (String) -> Bool)?
+    /// The address `refusePeer` refused.
+    var refusedPeer: String?
 
     init(sink: Sink, limit: Int, cancel: CancelFlag) {
         self.sink = sink; self.limit = limit; self.cancel = cancel
@@ -158,6 +161,23 @@ final class CurlHandle {
         }
         _ = reel_curl_setopt_pointer(h, CURLOPT_XFERINFODATA, ud)
 
+        if let refuse = request.refusePeer {
+            t.refusePeer = refuse
+            _ = reel_curl_setopt_prereqfn(h) { ud, primaryIP, _, _, _ in
+                let t = Unmanaged<Transfer>.fromOpaque(ud!).takeUnretainedValue()
+                let ip = primaryIP.map { String(cString: $0) } ?? ""
+                guard let refuse = t.refusePeer, refuse(ip) else { return Int32(CURL_PREREQFUNC_OK) }
+                t.refusedPeer = ip
+                return Int32(CURL_PREREQFUNC_ABORT)
+            }
+            _ = reel_curl_setopt_pointer(h, CURLOPT_PREREQDATA, ud)
+        }
+        var resolveList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(resolveList) }
+        if !request.resolve.isEmpty {
+            for entry in request.resolve { resolveList = curl_slist_append(resolveList, entry) }
+            _ = reel_curl_setopt_slist(h, CURLOPT_RESOLVE, resolveList)
+        }
         if let sig = request.sigV4 {
             _ = reel_curl_setopt_string(h, CURLOPT_AWS_SIGV4, sig.provider)
             _ = reel_curl_setopt_string(h, CURLOPT_USERPWD, sig.accessKey + ":" + sig.secretKey)
@@ -211,6 +231,9 @@ final class CurlHandle {
         let what = String(cString: curl_easy_strerror(rc))
         let detail = String(cString: errorBuffer)
         let message = detail.isEmpty || detail == what ? what : "\(what): \(detail)"
+        if let ip = t.refusedPeer {
+            return HTTPClientError(code: .refusedAddress, message: "refused to send to \(ip): not a public address", url: url)
+        }
         if let s = t.badStatus { return HTTPClientError(code: .badStatus, message: "HTTP status \(s)", url: url) }
         if t.overflowed || rc == CURLE_FILESIZE_EXCEEDED {
             return HTTPClientError(code: .tooLarge, message: "response larger than \(t.limit) bytes", url: url)

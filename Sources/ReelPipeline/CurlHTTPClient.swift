@@ -12,6 +12,11 @@ public struct HTTPRequest: Sendable {
     public var timeout: Duration?
     /// Signs the request with libcurl's own AWS Signature V4 (`CURLOPT_AWS_SIGV4`).
     public var sigV4: SigV4?
+    /// Given the IP address actually connected to (after DNS, before the request is sent),
+    /// true refuses it: the transfer fails with `.refusedAddress` and nothing is sent.
+    public var refusePeer: (@Sendable (String) -> Bool)?
+    /// libcurl's `CURLOPT_RESOLVE` entries (`HOST:PORT:ADDRESS`): fixed answers for names.
+    public var resolve: [String] = []
 
     public init(method: String = "GET", url: String, headers: [String: String] = [:], body: [UInt8] = [],
                 timeout: Duration? = nil) {
@@ -61,6 +66,8 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         public static let unsupportedURL = Code("UNSUPPORTED_URL")
         public static let fileError = Code("FILE_ERROR")
         public static let transport = Code("TRANSPORT")
+        /// `HTTPRequest.refusePeer` refused the address connected to.
+        public static let refusedAddress = Code("REFUSED_ADDRESS")
     }
 
     public var code: Code

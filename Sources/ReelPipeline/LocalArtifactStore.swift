@@ -24,6 +24,32 @@ public struct LocalArtifactStore: ArtifactStore {
         return try await onOwnThread { FileManager.default.contents(atPath: path).map { Array($0) } }
     }
 
+    public func prune(jobID: String, keeping: Set<String>) async throws -> (files: Int, bytes: Int64) {
+        guard Self.isSafe(jobID: jobID, file: "x") else { return (0, 0) }
+        let root = directory + "/" + jobID
+        return try await onOwnThread {
+            let fm = FileManager.default
+            guard let names = fm.enumerator(atPath: root)?.allObjects as? [String] else { return (0, 0) }
+            var files = 0
+            var bytes: Int64 = 0
+            var dirs: [String] = []
+            for name in names {
+                let path = root + "/" + name
+                var isDir: ObjCBool = false
+                guard fm.fileExists(atPath: path, isDirectory: &isDir) else { continue }
+                if isDir.boolValue { dirs.append(path); continue }
+                if keeping.contains(name) { continue }
+                let size = (try? fm.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+                if (try? fm.removeItem(atPath: path)) != nil { files += 1; bytes += size }
+            }
+            // Directories left empty, deepest first, then the job's own.
+            for dir in dirs.sorted(by: { $0.count > $1.count }) + [root] {
+                if (try? fm.contentsOfDirectory(atPath: dir))?.isEmpty == true { try? fm.removeItem(atPath: dir) }
+            }
+            return (files, bytes)
+        }
+    }
+
     public func locate(_ url: String) -> (jobID: String, file: String)? {
         guard let u = URL(string: url), u.isFileURL else { return nil }
         let root = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path

@@ -98,6 +98,77 @@ public struct S3ArtifactStore: ArtifactStore {
         return try await onOwnThread { FileManager.default.contents(atPath: tmp).map { Array($0) } ?? [] }
     }
 
+    public func prune(jobID: String, keeping: Set<String>) async throws -> (files: Int, bytes: Int64) {
+        guard Self.isSafe(jobID: jobID, file: "x") else { return (0, 0) }
+        let jobPrefix = key(jobID: jobID, file: "")
+        var files = 0
+        var bytes: Int64 = 0
+        var token: String? = nil
+        repeat {
+            // ListObjectsV2; query parameters in their canonical (sorted) order for SigV4.
+            var query = token.map { "continuation-token=\(Self.queryEncode($0))&" } ?? ""
+            query += "list-type=2&prefix=\(Self.queryEncode(jobPrefix))"
+            var request = HTTPRequest(method: "GET", url: endpoint + "/" + bucket + "?" + query, timeout: timeout)
+            request.sigV4 = SigV4(region: region, service: "s3", accessKey: accessKey, secretKey: secretKey)
+            request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+            let response = try await client.send(request)
+            guard (200..<300).contains(response.status) else {
+                throw storeError("list \(jobPrefix): HTTP \(response.status) \(excerpt(response.body))")
+            }
+            let listing = Self.parseListing(String(decoding: response.body, as: UTF8.self))
+            for (key, size) in listing.objects where key.hasPrefix(jobPrefix) {
+                let file = String(key.dropFirst(jobPrefix.count))
+                guard !keeping.contains(file), Self.isSafe(jobID: jobID, file: file) else { continue }
+                let deleted = try await client.send(signed("DELETE", jobID, file))
+                guard (200..<300).contains(deleted.status) || deleted.status == 404 else {
+                    throw storeError("DELETE \(key): HTTP \(deleted.status) \(excerpt(deleted.body))")
+                }
+                files += 1
+                bytes += size
+            }
+            token = listing.nextToken
+        } while token != nil
+        return (files, bytes)
+    }
+
+    /// Keys and sizes of a ListObjectsV2 answer, and its continuation token when truncated.
+    static func parseListing(_ xml: String) -> (objects: [(key: String, size: Int64)], nextToken: String?) {
+        func value(_ tag: String, in s: Substring) -> String? {
+            guard let a = s.range(of: "<\(tag)>"), let b = s.range(of: "</\(tag)>", range: a.upperBound..<s.endIndex) else { return nil }
+            return xmlUnescape(String(s[a.upperBound..<b.lowerBound]))
+        }
+        var objects: [(String, Int64)] = []
+        var rest = xml[...]
+        while let open = rest.range(of: "<Contents>"), let close = rest.range(of: "</Contents>", range: open.upperBound..<rest.endIndex) {
+            let item = rest[open.upperBound..<close.lowerBound]
+            if let key = value("Key", in: item) { objects.append((key, Int64(value("Size", in: item) ?? "") ?? 0)) }
+            rest = rest[close.upperBound...]
+        }
+        let truncated = value("IsTruncated", in: xml[...]) == "true"
+        return (objects, truncated ? value("NextContinuationToken", in: xml[...]) : nil)
+    }
+
+    static func xmlUnescape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
+    }
+
+    /// RFC 3986 unreserved characters stay; everything else is %XX (SigV4's canonical query).
+    static func queryEncode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(b)))
+            default:
+                out += String(format: "%%%02X", b)
+            }
+        }
+        return out
+    }
+
     /// Path-style, so any S3-compatible server works whatever its DNS.
     func signed(_ method: String, _ jobID: String, _ file: String) -> HTTPRequest {
         var request = HTTPRequest(method: method, url: endpoint + "/" + bucket + "/" + key(jobID: jobID, file: file),

@@ -27,7 +27,10 @@ struct KeyService: Sendable {
         if rate < 0 || rate > 100_000 { throw ReelError.invalid("rate_limit_per_second", "must be between 0 and 100000") }
         let secret = Self.newSecret()
         let key = try await keys.createKey(tenantID: tenant, secret: secret, admin: admin, rateLimitPerSecond: rate)
-        return ProtoCodec.encode(key, secret: secret)
+        // The tenant's first key also makes its completion-webhook signing secret, shown here once.
+        let hookSecret = "whsec_" + Self.newSecret().dropFirst(5)
+        let made = try await keys.makeWebhookSecret(tenantID: tenant, secret: hookSecret)
+        return ProtoCodec.encode(key, secret: secret, webhookSecret: made ? hookSecret : "")
     }
 
     func list(_ req: [UInt8]) async throws -> [UInt8] {

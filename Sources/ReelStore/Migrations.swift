@@ -445,6 +445,51 @@ enum Migrations {
                 AND (NEW.reserved_units <> 0 OR NEW.cost_units <> NEW.settled_units))
               OR (NEW.status = 'queued' AND OLD.status = 'failed' AND OLD.dead_lettered AND NEW.expected_cost_units > 0))
         EXECUTE FUNCTION reel_settle_job();
+        (15, "completion webhooks: a durable outbox filled by the job's final transition", """
+        -- Issue #17 item 6 (DESIGN §8). A row per delivery of a job's end (final_ready, cancelled,
+        -- failed and dead-lettered), written by a trigger in the same transaction as the final
+        -- transition, whichever statement makes it. `snapshot` is the job as it ended; `body` the
+        -- JSON sent, rendered at the first attempt and sent unchanged on every retry. `id` is the
+        -- Reel-Delivery-Id. state: pending | delivered | failed (for good).
+        CREATE TABLE webhook_deliveries (
+            id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            job_id          uuid NOT NULL,
+            tenant_id       text NOT NULL,
+            url             text NOT NULL,
+            job_status      text NOT NULL,
+            event_seq       bigint NOT NULL,
+            snapshot        jsonb NOT NULL,
+            body            text,
+            state           text NOT NULL DEFAULT 'pending',
+            attempts        integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            last_attempt_at timestamptz,
+            last_status     integer,
+            last_error      text NOT NULL DEFAULT '',
+            finished_at     timestamptz
+        );
+        CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+        CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, created_at);
+        CREATE FUNCTION reel_enqueue_webhook() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO webhook_deliveries (job_id, tenant_id, url, job_status, event_seq, snapshot)
+            VALUES (NEW.id, NEW.tenant_id, NEW.webhook_url, NEW.status, NEW.last_event_seq, to_jsonb(NEW));
+            RETURN NULL;
+        END $$;
+        -- Evaluated per updated row and cheap when false: most jobs have no webhook, and most
+        -- updates are steps that keep a job running.
+        CREATE TRIGGER jobs_webhook_outbox AFTER UPDATE ON jobs FOR EACH ROW
+            WHEN (NEW.webhook_url <> ''
+                  AND (NEW.status IN ('final_ready', 'cancelled') OR (NEW.status = 'failed' AND NEW.dead_lettered))
+                  AND (OLD.status IS DISTINCT FROM NEW.status OR (NEW.dead_lettered AND NOT OLD.dead_lettered)))
+            EXECUTE FUNCTION reel_enqueue_webhook();
+        -- Retention (issue #17 item 7) walks jobs in creation order (the jobs_created index, no
+        -- index on a column that changes after create); how far it got, so each pass goes on.
+        CREATE TABLE retention_cursor (
+            id          integer PRIMARY KEY CHECK (id = 1),
+            created_at  timestamptz NOT NULL,
+            job_id      uuid NOT NULL
         (16, "delayed jobs out of the ready indexes; fair share by cost across tenants and users", """
         -- Issue #17 items 5 and 3. A queued job whose run time is still ahead (a delayed job, or a
         -- retry backing off) is `waiting`: the ready indexes leave it out, so a claim never walks

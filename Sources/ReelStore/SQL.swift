@@ -586,6 +586,127 @@ enum SQL {
            OR EXISTS (SELECT 1 FROM provider_tasks n WHERE n.job_id = t.job_id AND n.attempt > t.attempt))
     ORDER BY t.updated_at LIMIT $2::int
     """
+
+    // MARK: completion webhooks (DESIGN §8): the outbox `webhook_deliveries` (migration 15)
+
+    /// Claims due deliveries ($1 at most) for one attempt each, pushing their next attempt $2 ms
+    /// away so that no other reeld takes them meanwhile. Answers the delivery's columns (7), then
+    /// the job: the stored row while it is still at the seq it ended with, else the snapshot.
+    static let claimWebhookDeliveries = """
+    WITH c AS (
+        SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= now()
+        ORDER BY next_attempt_at LIMIT $1::int FOR UPDATE SKIP LOCKED
+    ), u AS (
+        UPDATE webhook_deliveries d SET attempts = d.attempts + 1, last_attempt_at = now(),
+            next_attempt_at = now() + make_interval(secs => $2::int8 / 1000.0)
+        FROM c WHERE d.id = c.id
+        RETURNING d.*
+    )
+    SELECT u.id::text, u.url, u.attempts, (extract(epoch FROM u.created_at) * 1000)::int8, u.body, t.webhook_secret,
+           u.job_id::text, j.*
+    FROM u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id
+    CROSS JOIN LATERAL (
+        SELECT \(jobColumns) FROM (
+            SELECT 0 AS pick, * FROM jobs WHERE id = u.job_id AND last_event_seq = u.event_seq
+            UNION ALL
+            SELECT 1, * FROM jsonb_populate_record(NULL::jobs, u.snapshot)
+        ) r ORDER BY pick LIMIT 1
+    ) j
+    """
+    /// The outcome of attempt $2 of delivery $1: $3 the new state, $4 the HTTP status (NULL:
+    /// none), $5 the error, $6 the body sent, $7 ms until the next attempt (pending only).
+    static let finishWebhookDelivery = """
+    UPDATE webhook_deliveries SET state = $3, last_status = $4::int, last_error = $5, body = COALESCE(body, $6),
+        next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $7::int8 / 1000.0) ELSE next_attempt_at END,
+        finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
+    WHERE id = $1::uuid AND attempts = $2::int AND state = 'pending'
+    """
+    static let webhookDeliveriesOfJob = """
+    SELECT id::text, job_id::text, url, job_status, state, attempts, COALESCE(last_status, 0), last_error,
+           (extract(epoch FROM created_at) * 1000)::int8, COALESCE((extract(epoch FROM last_attempt_at) * 1000)::int8, 0),
+           CASE WHEN state = 'pending' THEN (extract(epoch FROM next_attempt_at) * 1000)::int8 ELSE 0 END,
+           COALESCE((extract(epoch FROM finished_at) * 1000)::int8, 0)
+    FROM webhook_deliveries WHERE job_id = $1::uuid ORDER BY created_at, id
+    """
+    static let pendingWebhookDeliveries = "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'"
+    /// A tenant's completion-webhook signing secret, set only if it has none yet: answers a row
+    /// when this call set it (the tenant's first key).
+    static let makeWebhookSecret = """
+    INSERT INTO tenants (tenant_id, webhook_secret) VALUES ($1, $2)
+    ON CONFLICT (tenant_id) DO UPDATE SET webhook_secret = EXCLUDED.webhook_secret WHERE tenants.webhook_secret IS NULL
+    RETURNING webhook_secret
+    """
+
+    // MARK: retention (issue #17 item 7): small batches, short transactions
+
+    /// The next $2 jobs created more than $1 days ago after the cursor, oldest first: the
+    /// cursor for each (`created_at|id`), whether it is terminal and ended before the cutoff,
+    /// whether it may go (failed dead-lettered or cancelled, no segment), and its segment's URLs.
+    static let retentionBatch = """
+    WITH cur AS (SELECT created_at, job_id FROM retention_cursor WHERE id = 1),
+    b AS (
+        SELECT j.id, j.created_at, j.status, j.dead_lettered, j.completed_at FROM jobs j
+        WHERE j.created_at < now() - make_interval(days => $1::int)
+          AND (NOT EXISTS (SELECT 1 FROM cur) OR (j.created_at, j.id) > (SELECT c.created_at, c.job_id FROM cur c))
+        ORDER BY j.created_at, j.id LIMIT $2::int
+    )
+    SELECT b.id::text, b.created_at::text || '|' || b.id::text,
+           ((b.status IN ('final_ready', 'cancelled') OR (b.status = 'failed' AND b.dead_lettered))
+             AND COALESCE(b.completed_at, b.created_at) < now() - make_interval(days => $1::int))::text,
+           (b.status = 'cancelled' OR (b.status = 'failed' AND b.dead_lettered)) AND s.id IS NULL,
+           s.video_url, s.thumbnail_url
+    FROM b LEFT JOIN segments s ON s.job_id = b.id
+    ORDER BY b.created_at, b.id
+    """
+    static let saveRetentionCursor = """
+    INSERT INTO retention_cursor (id, created_at, job_id) VALUES (1, $1::timestamptz, $2::uuid)
+    ON CONFLICT (id) DO UPDATE SET created_at = EXCLUDED.created_at, job_id = EXCLUDED.job_id
+    """
+    /// Up to $2 events of jobs $1 that change neither status nor dead-lettering from the event
+    /// before them (a job's first event always stays). Deleting one never makes a kept event
+    /// lose its change, so this can run again and again.
+    static let pruneEvents = """
+    WITH e AS (
+        SELECT job_id, seq,
+               lag(status) OVER w IS NULL OR status <> lag(status) OVER w OR dead_lettered <> lag(dead_lettered) OVER w AS transition
+        FROM job_events WHERE job_id = ANY($1::uuid[])
+        WINDOW w AS (PARTITION BY job_id ORDER BY seq)
+    ), d AS (
+        SELECT job_id, seq FROM e WHERE NOT transition LIMIT $2::int
+    ), gone AS (
+        DELETE FROM job_events x USING d WHERE x.job_id = d.job_id AND x.seq = d.seq RETURNING 1
+    )
+    SELECT count(*) FROM gone
+    """
+    /// Jobs $1 that are (still) failed dead-lettered or cancelled, with no segment, no queue row
+    /// and no pending webhook delivery, go with their events and deliveries (provider_tasks
+    /// cascade). Locked rows are skipped: the next pass gets them.
+    static let deleteRetainedJobs = """
+    WITH j AS (
+        SELECT id FROM jobs
+        WHERE id = ANY($1::uuid[]) AND (status = 'cancelled' OR (status = 'failed' AND dead_lettered))
+          AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.job_id = jobs.id)
+          AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.job_id = jobs.id)
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.job_id = jobs.id AND w.state = 'pending')
+        ORDER BY id FOR UPDATE SKIP LOCKED
+    ), ev AS (
+        DELETE FROM job_events e USING j WHERE e.job_id = j.id RETURNING 1
+    ), wh AS (
+        DELETE FROM webhook_deliveries w USING j WHERE w.job_id = j.id RETURNING 1
+    ), del AS (
+        DELETE FROM jobs x USING j WHERE x.id = j.id RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM del), (SELECT count(*) FROM ev), (SELECT count(*) FROM wh)
+    """
+    static let pruneWebhookDeliveries = """
+    WITH gone AS (
+        DELETE FROM webhook_deliveries WHERE id IN (
+            SELECT id FROM webhook_deliveries
+            WHERE state <> 'pending' AND finished_at < now() - make_interval(days => $1::int) LIMIT $2::int)
+        RETURNING 1
+    )
+    SELECT count(*) FROM gone
+    """
 }
 
 extension SQL {

@@ -36,6 +36,10 @@ public struct JobAPI: Sendable {
     /// provider name, token and body in, HTTP status and a short message out. Nil: 404.
     public var providerCallback: (@Sendable (_ provider: String, _ token: String, _ body: [UInt8]) async -> (Int, String))?
 
+    /// A job's completion-webhook deliveries (`GET /v1/jobs/{id}/webhooks`), once the caller
+    /// may see the job. Nil: an empty list.
+    public var webhookDeliveries: (@Sendable (_ jobID: String) async throws -> [WebhookDelivery])?
+
     public init(operations: JobOperations, auth: Authenticator, logger: Logger) {
         self.operations = operations; self.auth = auth; self.logger = logger
     }
@@ -48,6 +52,7 @@ public struct JobAPI: Sendable {
         router.get("/v1/jobs") { req, ctx in try await api.list(req, ctx) }
         router.get("/v1/jobs/{id}") { req, ctx in try await api.get(req, ctx) }
         router.get("/v1/jobs/{id}/events") { req, ctx in try await api.events(req, ctx) }
+        router.get("/v1/jobs/{id}/webhooks") { req, ctx in try await api.webhooks(req, ctx) }
         // `POST /v1/jobs/{id}:cancel`, `…:retry`: the verb rides in the last path segment.
         router.post("/v1/jobs/{id}") { req, ctx in try await api.action(req, ctx) }
         // Providers call back with the attempt's unguessable token in the path, not an API key.
@@ -166,6 +171,13 @@ public struct JobAPI: Sendable {
         default:
             throw HTTPError(.notFound, message: "no route for POST \(req.uri.path): the verb is :cancel or :retry")
         }
+    }
+
+    /// The job's completion-webhook deliveries and their attempts (DESIGN §8).
+    func webhooks(_ req: Request, _ ctx: Context) async throws -> Response {
+        let caller = try await caller(req)
+        let job = try await operations.get(id: ctx.parameters.get("id") ?? "", caller: caller)
+        return json(WebhookDeliveriesJSON(try await webhookDeliveries?(job.id) ?? []))
     }
 
     /// Server-Sent Events: `id: <seq>` per event, resuming after `Last-Event-ID` (or

@@ -20,10 +20,11 @@ extension ProtoCodec {
         try unpack(b, reel__v1__revoke_key_request__unpack, reel__v1__revoke_key_request__free_unpacked) { str($0.id) }
     }
 
-    public static func encode(_ key: APIKey, secret: String = "") -> [UInt8] {
+    public static func encode(_ key: APIKey, secret: String = "", webhookSecret: String = "") -> [UInt8] {
         let arena = CArena()
         var m = Reel__V1__ApiKey()
         fillKey(&m, key, secret: secret, arena)
+        m.webhook_secret = arena.str(webhookSecret)
         return pack(&m, reel__v1__api_key__get_packed_size, reel__v1__api_key__pack)
     }
 
@@ -71,6 +72,11 @@ extension ProtoCodec {
     /// A key and, on creation only, its secret.
     public static func decodeAPIKey(_ b: [UInt8]) throws(GRPCStatus) -> (key: APIKey, secret: String) {
         try unpack(b, reel__v1__api_key__unpack, reel__v1__api_key__free_unpacked) { (key($0), str($0.secret)) }
+    }
+
+    /// The tenant's completion-webhook signing secret in a CreateKey answer ("" unless this key was its first).
+    public static func decodeAPIKeyWebhookSecret(_ b: [UInt8]) throws(GRPCStatus) -> String {
+        try unpack(b, reel__v1__api_key__unpack, reel__v1__api_key__free_unpacked) { str($0.webhook_secret) }
     }
 
     public static func decodeListKeysResponse(_ b: [UInt8]) throws(GRPCStatus) -> [APIKey] {

@@ -52,10 +52,13 @@ struct JobServiceClient {
                                               request: ProtoCodec.encodeGetSceneRequest(sceneID: sceneID), timeout: timeout, metadata: metadata))
     }
 
-    func createKey(tenantID: String, admin: Bool, rate: Int32) throws -> (key: APIKey, secret: String) {
-        try ProtoCodec.decodeAPIKey(grpc.unary(path: "/reel.v1.KeyService/CreateKey",
-                                               request: ProtoCodec.encodeCreateKeyRequest(tenantID: tenantID, admin: admin, rate: rate),
-                                               timeout: timeout, metadata: metadata))
+    /// The key, its secret and, for a tenant's first key, the tenant's webhook signing secret ("" otherwise).
+    func createKey(tenantID: String, admin: Bool, rate: Int32) throws -> (key: APIKey, secret: String, webhookSecret: String) {
+        let answer = try grpc.unary(path: "/reel.v1.KeyService/CreateKey",
+                                    request: ProtoCodec.encodeCreateKeyRequest(tenantID: tenantID, admin: admin, rate: rate),
+                                    timeout: timeout, metadata: metadata)
+        let (key, secret) = try ProtoCodec.decodeAPIKey(answer)
+        return (key, secret, try ProtoCodec.decodeAPIKeyWebhookSecret(answer))
     }
 
     func setBudget(tenantID: String, limitUnits: Double, periodSeconds: Int64) throws -> TenantBudget {

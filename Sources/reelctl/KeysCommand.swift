@@ -18,8 +18,11 @@ struct KeysCommand: ParsableCommand {
 
         func run() throws {
             try CallFailure.reporting {
-                let (key, secret) = try global.connect().createKey(tenantID: tenant, admin: admin, rate: rate)
-                Terminal.out(global.json ? KeysCommand.json(key, secret: secret) : "\(secret)\n" + KeysCommand.text(key))
+                let (key, secret, hook) = try global.connect().createKey(tenantID: tenant, admin: admin, rate: rate)
+                // The tenant's webhook signing secret comes with its first key only, and only here.
+                let hookLine = hook.isEmpty ? "" : "webhook signing secret (shown once): \(hook)\n"
+                Terminal.out(global.json ? KeysCommand.json(key, secret: secret, webhookSecret: hook.isEmpty ? nil : hook)
+                                         : "\(secret)\n" + hookLine + KeysCommand.text(key))
             }
         }
     }
@@ -54,7 +57,9 @@ struct KeysCommand: ParsableCommand {
         "\(k.id)  tenant=\(k.tenantID)  prefix=\(k.prefix)…  admin=\(k.admin)  rate=\(k.rateLimitPerSecond)/s\(k.revoked ? "  REVOKED" : "")"
     }
 
-    static func json(_ k: APIKey, secret: String? = nil) -> String {
-        JSONCoding.encode(APIKeyJSON(k, secret: secret))
+    static func json(_ k: APIKey, secret: String? = nil, webhookSecret: String? = nil) -> String {
+        var j = APIKeyJSON(k, secret: secret)
+        j.webhookSecret = webhookSecret
+        return JSONCoding.encode(j)
     }
 }

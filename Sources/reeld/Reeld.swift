@@ -8,6 +8,7 @@ import ReelScheduler
 import ReelService
 import ReelStore
 import ReelWeb
+import ReelWebhooks
 import ReelObservability
 import ServiceLifecycle
 import Metrics
@@ -336,6 +337,27 @@ struct Reeld: AsyncParsableCommand {
                 ReelMetrics.rpcInFlight(server.inFlightCalls)
             }, serviceName: "monitor"),
         ]
+        // Completion webhooks (DESIGN §8): delivered from the outbox on threads of their own.
+        var hookSettings = WebhookDeliverer.Settings(retry: WebhookRetryPolicy(baseMs: Int64(max(retryBaseMs, 1))))
+        hookSettings.defaultSecret = webhookSecret
+        hookSettings.allowPrivate = webhookAllowPrivate
+        // Tests only: fixed DNS answers (libcurl's HOST:PORT:ADDRESS, comma-separated).
+        hookSettings.resolve = (env("REEL_TEST_WEBHOOK_RESOLVE") ?? "").split(separator: ",").map(String.init)
+        if (webhookSecret ?? "").isEmpty {
+            logger.notice("no --webhook-secret: completion webhooks of jobs whose tenant has no secret of its own go out unsigned")
+        }
+        let hookClient = CurlHTTPClient(threads: 2, connectTimeout: .seconds(5), totalTimeout: hookSettings.requestTimeout,
+                                        maxResponseBytes: 64 << 10)
+        services.append(.init(service: WebhookDeliverer(store: store, client: hookClient, settings: hookSettings, logger: logger),
+                              serviceName: "webhook-deliverer"))
+        // Retention: a pass at start, then every ten minutes, each going on from where the last got.
+        guard retentionDays >= 0 else { fail("--retention-days must be 0 (never) or more") }
+        if retentionDays > 0 {
+            let local = LocalArtifactStore(directory: artifactsDir, publicBaseURL: artifactsBaseURL)
+            let sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
+                                           workingCopies: artifactStore == nil ? nil : local, days: retentionDays, logger: logger)
+            services.append(.init(service: Every(.seconds(600)) { _ in await sweeper.sweep() }, serviceName: "retention"))
+        }
         if let remote {
             // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
             // until the provider ends them; this notices when it does.
@@ -351,6 +373,7 @@ struct Reeld: AsyncParsableCommand {
                     return (jobID, { try await artifactStore.read(jobID: jobID, file: file) })
                 }
             }
+            api.webhookDeliveries = { jobID in try await store.webhookDeliveries(jobID: jobID) }
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
             if let remote {
                 api.providerCallback = { name, token, body in

@@ -1,0 +1,38 @@
+/// Retention (`--retention-days`, issue #17 item 7): terminal jobs past it lose their events
+/// beyond the transitions and their artifacts (those a segment refers to stay), and failed or
+/// cancelled jobs that no segment refers to go altogether. Segments, a scene's content, stay.
+public struct RetentionCandidate: Sendable, Equatable {
+    public var jobID: String
+    /// Terminal, and ended before the cutoff: its extra events and artifacts go.
+    public var eligible: Bool
+    /// Failed (dead-lettered) or cancelled with no segment: the job itself goes.
+    public var deletable: Bool
+    /// URLs a segment of this job refers to: their files stay.
+    public var keptURLs: [String]
+
+    public init(jobID: String, eligible: Bool, deletable: Bool, keptURLs: [String]) {
+        self.jobID = jobID; self.eligible = eligible; self.deletable = deletable; self.keptURLs = keptURLs
+    }
+}
+
+/// The next jobs a retention pass looks at, in creation order after the stored cursor, and
+/// the cursor to store once they are done (nil: nothing older than the cutoff is left).
+public struct RetentionBatch: Sendable {
+    public var candidates: [RetentionCandidate]
+    public var cursor: String?
+    public init(candidates: [RetentionCandidate], cursor: String?) { self.candidates = candidates; self.cursor = cursor }
+}
+
+public protocol RetentionStore: Sendable {
+    /// Up to `limit` jobs created before `days` ago, after the stored cursor.
+    func retentionBatch(olderThanDays days: Int, limit: Int) async throws -> RetentionBatch
+    /// Deletes up to `limit` events of `jobIDs` that change no status (progress and messages);
+    /// answers how many. Called until it answers 0.
+    func pruneEvents(jobIDs: [String], limit: Int) async throws -> Int
+    /// Deletes those of `jobIDs` that are still failed (dead-lettered) or cancelled with no
+    /// segment and no pending webhook delivery, with their events and deliveries.
+    func deleteJobs(_ jobIDs: [String]) async throws -> (jobs: Int, events: Int, deliveries: Int)
+    /// Finished webhook deliveries older than `days`, `limit` at most per call.
+    func pruneWebhookDeliveries(olderThanDays days: Int, limit: Int) async throws -> Int
+    func saveRetentionCursor(_ cursor: String) async throws
+}

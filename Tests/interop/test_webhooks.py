@@ -1,0 +1,266 @@
+"""Completion webhooks (issue #17 item 6, DESIGN §8): when a job with a webhook_url ends, Reel
+POSTs its JSON (the HTTP API's shape) from a durable outbox, signed `Reel-Signature:
+t=UNIX,v1=HEX` (HMAC-SHA256 over `<t>.` + body), with a `Reel-Delivery-Id` that stays the same
+across retries. The receiver below is a real HTTP server on loopback that checks signatures
+itself with the secret it was given."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+
+import reel_interop as ri
+import reel_web as web
+from reel_interop import pb
+
+SECRET = "whsec_interop_global_secret"
+ADMIN = "reel_admin_key_for_tests_0123456789"
+
+
+class Receiver:
+    """Records every POST. Paths: /ok/TAG → 200; /flaky/TAG → 500 for the first request of
+    TAG, then 200; /down/TAG → 503 while `down` is set, then 200."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.down = True
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    seen = [r for r in receiver.requests if r["path"] == self.path]
+                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                              "body": body, "at": time.time()})
+                kind = self.path.split("/")[1]
+                status = 200
+                if kind == "flaky" and not seen:
+                    status = 500
+                if kind == "down" and receiver.down:
+                    status = 503
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, kind: str, tag: str | None = None, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/{kind}/{tag or uuid.uuid4().hex[:10]}"
+
+    def for_path(self, url: str) -> list[dict]:
+        path = "/" + url.split("/", 3)[3]
+        with self.lock:
+            return [r for r in self.requests if r["path"] == path]
+
+    def wait(self, url: str, n: int = 1, timeout: float = 30.0) -> list[dict]:
+        return ri.wait_for(f"{n} request(s) at {url}", lambda: (lambda got: got if len(got) >= n else None)(self.for_path(url)),
+                           timeout=timeout)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def verify(req: dict, secret: str) -> bool:
+    """What a receiver does: recompute HMAC-SHA256(secret, "<t>." + body) and compare."""
+    header = req["headers"].get("reel-signature", "")
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    if "t" not in parts or "v1" not in parts:
+        return False
+    if abs(time.time() - int(parts["t"])) > 300:
+        return False
+    mac = hmac.new(secret.encode(), parts["t"].encode() + b"." + req["body"], hashlib.sha256).hexdigest()
+    return hmac.compare_digest(mac, parts["v1"])
+
+
+def deliveries(srv, job_id: str, key: str | None = None) -> list[dict]:
+    r = web.call(srv.http_url, "GET", f"/v1/jobs/{job_id}/webhooks", headers=web.auth(key))
+    assert r.status == 200, r
+    return r.json["deliveries"]
+
+
+def wait_delivery_state(srv, job_id: str, state: str, key: str | None = None, timeout: float = 30.0) -> dict:
+    def done():
+        d = deliveries(srv, job_id, key)
+        return d[0] if d and d[0]["state"] == state else None
+    return ri.wait_for(f"delivery of {job_id} {state}", done, timeout=timeout)
+
+
+def hook_reeld(factory, name, *extra, env=None, **kw):
+    kw.setdefault("sim_stage_ms", 30)
+    srv = factory(name, start=False, http=True, workers=kw.pop("workers", 4),
+                  extra_args=("--retry-base-ms", "100", *extra), **kw)
+    if env:
+        ri.set_env(srv, env)
+    srv.start()
+    return srv
+
+
+def test_final_failed_and_cancelled_jobs_are_delivered_signed_with_the_api_json(reeld_factory, receiver):
+    srv = hook_reeld(reeld_factory, "hooks-ends", "--webhook-secret", SECRET, "--webhook-allow-private", sim_stage_ms=150)
+    user = ri.unique("hook")
+    final = srv.stub.CreateJob(ri.create_request(user, webhook_url=receiver.url("ok")), timeout=ri.DEFAULT_TIMEOUT)
+    failing = srv.stub.CreateJob(ri.create_request(user, webhook_url=receiver.url("ok"), max_retries=1,
+                                                   config=pb.JobConfig(model="simulated-failure")), timeout=ri.DEFAULT_TIMEOUT)
+    cancelled = srv.stub.CreateJob(ri.create_request(user, webhook_url=receiver.url("ok")), timeout=ri.DEFAULT_TIMEOUT)
+    plain = srv.stub.CreateJob(ri.create_request(user), timeout=ri.DEFAULT_TIMEOUT)
+    # A cancel racing the job's claim can meet a deadlock on main (jobs vs job_queue lock order),
+    # answered UNAVAILABLE "retry": do as the status says.
+    for attempt in range(5):
+        try:
+            srv.stub.CancelJob(pb.CancelJobRequest(id=cancelled.id, reason="test"), timeout=ri.DEFAULT_TIMEOUT)
+            break
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                raise
+
+    ri.wait_for_job(srv.stub, final.id)
+    ri.wait_for_job(srv.stub, plain.id)
+    ri.wait_for_job(srv.stub, failing.id, want=(pb.JOB_STATUS_FAILED,), timeout=60)
+    ended = {j.id: ri.wait_for(f"{j.id} terminal", lambda j=j: (lambda g: g if ri.is_terminal(g) else None)(
+        srv.stub.GetJob(pb.GetJobRequest(id=j.id), timeout=ri.DEFAULT_TIMEOUT))) for j in (final, failing, cancelled)}
+    assert ended[failing.id].dead_lettered and ended[cancelled.id].status == pb.JOB_STATUS_CANCELLED
+
+    for job, want in ((final, "JOB_STATUS_FINAL_READY"), (failing, "JOB_STATUS_FAILED"), (cancelled, "JOB_STATUS_CANCELLED")):
+        (req,) = receiver.wait(job.webhook_url)
+        h = req["headers"]
+        assert h["content-type"] == "application/json"
+        assert str(uuid.UUID(h["reel-delivery-id"])) == h["reel-delivery-id"]
+        assert verify(req, SECRET), f"signature of {want} does not verify: {h.get('reel-signature')}"
+        assert not verify(req, SECRET + "x")
+        body = json.loads(req["body"])
+        assert body["id"] == job.id and body["status"] == want
+        # The body is the HTTP API's JSON of the job as it ended.
+        api = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}").json
+        assert body == api, f"webhook body differs from GET /v1/jobs/{job.id}:\n{body}\n{api}"
+        d = wait_delivery_state(srv, job.id, "DELIVERED")
+        assert d["id"] == h["reel-delivery-id"] and d["attempts"] == 1 and d["lastStatus"] == 200
+        assert d["jobStatus"] == want and d["url"] == job.webhook_url
+        # Exactly one terminal event: deliveries are not events.
+        events = ri.watch(srv.stub, job.id, after_seq=0)
+        assert len(events) == 1 and ri.is_terminal(events[0])
+        stored_terminal = ri.psql_value(srv.db_url, f"SELECT count(*) FROM job_events WHERE job_id = '{job.id}' "
+                                                    "AND status IN ('final_ready', 'cancelled') OR "
+                                                    f"(job_id = '{job.id}' AND dead_lettered)")
+        assert stored_terminal == "1"
+    # A job without a webhook_url makes no delivery; the failed attempts that were retried made none.
+    assert deliveries(srv, plain.id) == []
+    assert ri.psql_value(srv.db_url, f"SELECT count(*) FROM webhook_deliveries WHERE job_id = '{failing.id}'") == "1"
+    m = ri.scrape(srv)
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "delivered")})), 0) >= 3
+    ri.wait_for("pending gauge at 0", lambda: ri.scrape(srv).get(("reel_webhook_deliveries_pending", frozenset())) == 0,
+                timeout=15)
+
+
+def test_a_failed_attempt_is_retried_with_the_same_delivery_id(reeld_factory, receiver):
+    srv = hook_reeld(reeld_factory, "hooks-retry", "--webhook-secret", SECRET, "--webhook-allow-private")
+    job = srv.stub.CreateJob(ri.create_request(ri.unique("hook-retry"), webhook_url=receiver.url("flaky")),
+                             timeout=ri.DEFAULT_TIMEOUT)
+    first, second = receiver.wait(job.webhook_url, n=2)
+    assert first["headers"]["reel-delivery-id"] == second["headers"]["reel-delivery-id"]
+    assert first["body"] == second["body"]
+    assert verify(first, SECRET) and verify(second, SECRET)
+    # --retry-base-ms 100: the retry waits 50–100 ms (jitter), not the default seconds.
+    assert 0.04 <= second["at"] - first["at"] < 5
+    d = wait_delivery_state(srv, job.id, "DELIVERED")
+    assert d["attempts"] == 2 and d["lastStatus"] == 200
+    time.sleep(0.5)
+    assert len(receiver.for_path(job.webhook_url)) == 2, "delivered once, then never again"
+    m = ri.scrape(srv)
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "retry")})), 0) >= 1
+
+
+def test_a_tenant_signs_with_its_own_secret_under_auth(reeld_factory, receiver):
+    srv = hook_reeld(reeld_factory, "hooks-auth", "--auth", "--admin-key", ADMIN, "--webhook-secret", SECRET,
+                     "--webhook-allow-private")
+    from test_auth import bearer, new_key
+    first = new_key(srv, "acme")
+    tenant_secret = first.get("webhookSecret")
+    assert tenant_secret and tenant_secret != SECRET, f"the tenant's first key shows its webhook secret: {first}"
+    again = new_key(srv, "acme")
+    assert "webhookSecret" not in again, "the webhook secret is shown once"
+    stored = ri.psql_value(srv.db_url, "SELECT webhook_secret FROM tenants WHERE tenant_id = 'acme'")
+    assert stored == tenant_secret
+
+    job = srv.stub.CreateJob(ri.create_request("u1", webhook_url=receiver.url("ok")), metadata=bearer(first["secret"]),
+                             timeout=ri.DEFAULT_TIMEOUT)
+    (req,) = receiver.wait(job.webhook_url)
+    assert verify(req, tenant_secret) and not verify(req, SECRET)
+    assert json.loads(req["body"])["id"] == job.id
+    assert wait_delivery_state(srv, job.id, "DELIVERED", key=first["secret"])["attempts"] == 1
+    # Another tenant can't see the deliveries of acme's job.
+    other = new_key(srv, "globex")
+    assert web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}/webhooks", headers=web.auth(other["secret"])).status == 404
+
+    # The admin tenant has no secret of its own: --webhook-secret signs.
+    job = srv.stub.CreateJob(ri.create_request("u2", webhook_url=receiver.url("ok")), metadata=bearer(ADMIN),
+                             timeout=ri.DEFAULT_TIMEOUT)
+    (req,) = receiver.wait(job.webhook_url)
+    assert verify(req, SECRET) and not verify(req, tenant_secret)
+
+
+def test_bad_webhook_urls_are_invalid_and_a_name_resolving_to_loopback_is_refused_at_delivery(reeld_factory, receiver):
+    host = "hooks.example.test"
+    srv = hook_reeld(reeld_factory, "hooks-private", "--webhook-secret", SECRET,
+                     env={"REEL_TEST_WEBHOOK_RESOLVE": f"{host}:{receiver.port}:127.0.0.1"})
+    user = ri.unique("hook-bad")
+    for url in ("ftp://example.com/x", "example.com/hook", "http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://[::1]/x",
+                "http://localhost./x", "http://169.254.169.254/latest"):
+        err = ri.rpc_error(srv.stub.CreateJob, ri.create_request(user, webhook_url=url), timeout=ri.DEFAULT_TIMEOUT)
+        ri.assert_code(err, grpc.StatusCode.INVALID_ARGUMENT, mentions="webhook_url", what=url)
+    r = web.call(srv.http_url, "POST", "/v1/jobs", {"userId": user, "sceneId": "s", "type": "JOB_TYPE_SCENE_CREATION",
+                                                    "inputText": "x", "webhookUrl": "http://192.168.1.1/x"})
+    assert r.status == 400 and "webhook_url" in r.body.decode()
+
+    # A host name passes create; it resolves to 127.0.0.1, which is refused on the address
+    # connected to, before anything is sent, and that delivery fails for good.
+    job = srv.stub.CreateJob(ri.create_request(user, webhook_url=receiver.url("ok", host=host)), timeout=ri.DEFAULT_TIMEOUT)
+    ri.wait_for_job(srv.stub, job.id)
+    d = wait_delivery_state(srv, job.id, "FAILED")
+    assert d["attempts"] == 1 and "127.0.0.1" in d["lastError"], d
+    time.sleep(0.5)
+    assert receiver.for_path(job.webhook_url) == [], "nothing reaches a refused address"
+    m = ri.scrape(srv)
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "failed")})), 0) >= 1
+
+
+def test_a_delivery_survives_a_sigkill_after_the_job_ended(reeld_factory, receiver):
+    srv = hook_reeld(reeld_factory, "hooks-crash", "--webhook-secret", SECRET, "--webhook-allow-private")
+    job = srv.stub.CreateJob(ri.create_request(ri.unique("hook-crash"), webhook_url=receiver.url("down")),
+                             timeout=ri.DEFAULT_TIMEOUT)
+    ri.wait_for_job(srv.stub, job.id)
+    # The receiver is down: the job has ended, its delivery is committed but not delivered.
+    refused = receiver.wait(job.webhook_url)
+    srv.kill()
+    delivery_id = refused[0]["headers"]["reel-delivery-id"]
+    assert ri.psql_value(srv.db_url, f"SELECT state FROM webhook_deliveries WHERE job_id = '{job.id}'") == "pending"
+    receiver.down = False
+    srv.start()
+    wait_delivery_state(srv, job.id, "DELIVERED")
+    ok = receiver.for_path(job.webhook_url)[-1]
+    assert ok["headers"]["reel-delivery-id"] == delivery_id, "the same delivery, not a new one"
+    assert verify(ok, SECRET)
+    assert json.loads(ok["body"])["status"] == "JOB_STATUS_FINAL_READY"
+    assert ri.psql_value(srv.db_url, f"SELECT count(*) FROM webhook_deliveries WHERE job_id = '{job.id}'") == "1"
