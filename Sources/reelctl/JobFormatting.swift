@@ -30,6 +30,8 @@ enum JobFormatting {
             ("idempotency key", job.idempotencyKey),
             ("created", time(job.createdAtUnixMs)),
         ]
+        if job.etaUnixMs > 0 { rows.append(("eta", eta(job))) }
+        if job.deadlineUnixMs > 0 { rows.append(("deadline", time(job.deadlineUnixMs))) }
         if job.startedAtUnixMs > 0 { rows.append(("started", time(job.startedAtUnixMs))) }
         if job.completedAtUnixMs > 0 { rows.append(("completed", time(job.completedAtUnixMs))) }
         if !job.workerID.isEmpty { rows.append(("worker", job.workerID)) }
@@ -59,11 +61,12 @@ enum JobFormatting {
     }
 
     static func text(_ page: JobPage) -> String {
-        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED"])]
+        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "CREATED", "ETA"])]
         for j in page.jobs {
             lines.append(row([
                 j.id, j.status.name + (j.deadLettered ? "*" : ""), j.stage.name, "\(j.progress)%",
                 j.type.name, j.userID, j.sceneID, time(j.createdAtUnixMs),
+                j.etaUnixMs > 0 ? eta(j) : "-",
             ]))
         }
         if page.jobs.isEmpty { lines.append("(no jobs)") }
@@ -74,7 +77,7 @@ enum JobFormatting {
 
     // MARK: Helpers
 
-    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 0]
+    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 24, 0]
 
     private static func row(_ cells: [String]) -> String {
         var out = ""
@@ -91,6 +94,11 @@ enum JobFormatting {
         return rows.map { key, value in
             key + ":" + String(repeating: " ", count: width - key.count + 1) + value
         }.joined(separator: "\n")
+    }
+
+    /// The ETA as a time, "(at risk)" when it is past the job's deadline.
+    static func eta(_ job: Job) -> String {
+        time(job.etaUnixMs) + (job.deadlineUnixMs > 0 && job.etaUnixMs > job.deadlineUnixMs ? " (at risk)" : "")
     }
 
     static func time(_ unixMs: Int64) -> String {
