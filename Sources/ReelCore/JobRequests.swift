@@ -41,6 +41,9 @@ public struct NewJob: Sendable, Equatable {
     /// The provider that is expected to run it and what that is expected to cost (DESIGN §2
     /// "Cost"), set by the service before the store reserves it against the tenant's budget.
     public var expectedCostUnits: Double = 0
+    /// How long a run is expected to take (ms; the ETA estimator's figure, set by the service):
+    /// a deadline's priority boost is computed from it (`PriorityScore.enqueuedAt`).
+    public var expectedRunMs: Int64 = 0
     /// Set by the service from the caller's key; idempotency keys are per tenant and user.
     public var tenantID: String = ""
 }

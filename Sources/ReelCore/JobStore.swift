@@ -51,9 +51,16 @@ public protocol JobStore: Sendable {
     func scene(tenantID: String, id: String) async throws -> Scene?
     /// The bible as of `bibleVersion` and the scripts of the scene's `recent` latest segments.
     func sceneContext(tenantID: String, sceneID: String, bibleVersion: Int32, recent: Int) async throws -> SceneContext
+    /// Where queued jobs stand, for ETAs (a default answers an empty queue).
+    func queueSnapshot(limit: Int) async throws -> ETAEstimator.QueueSnapshot
 }
 
 extension JobStore {
+    /// Where queued jobs stand, for ETAs (`ETAEstimator.QueueSnapshot`): the first `limit`
+    /// runnable queued jobs in claim-key order and the queued and running counts. A store that
+    /// can't tell answers an empty queue.
+    public func queueSnapshot(limit: Int) async throws -> ETAEstimator.QueueSnapshot { ETAEstimator.QueueSnapshot() }
+
     public func listJobs(_ filter: ListJobsInput, pageSize: Int32) async throws -> JobPage {
         try await listJobs(filter, pageSize: pageSize, tenantID: nil)
     }

@@ -228,7 +228,7 @@ extension Pipeline {
                 throw StageFailure(code: "PROVIDER_FAILED", message: "\(name) failed task \(record.taskID): \(why)",
                                    retryable: true, newTaskOnRetry: true)
             case .submitted, .processing:
-                let p = GenerationTimes.progress(elapsed: ContinuousClock.now - started, expected: expected)
+                let p = StageTimes.progress(elapsed: ContinuousClock.now - started, expected: expected)
                 if p > last {
                     last = p
                     try await step(run, .continuityChecked, .videoGeneration, p, "generating video at \(name)",

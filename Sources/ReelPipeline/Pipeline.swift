@@ -40,13 +40,16 @@ public struct Pipeline: Sendable {
     let workerID: String
     let logger: Logger
     let publish: @Sendable (JobEvent) -> Void
+    /// Fed each stage's measured time (the ETA follows them); nil: nothing measured.
+    let estimator: ETAEstimator?
 
     public init(store: any JobStore, provider: any VideoProvider, remote: ProviderRuntime? = nil,
                 postProcessor: PostProcessing? = nil, config: Config,
-                workerID: String, logger: Logger, publish: @escaping @Sendable (JobEvent) -> Void) {
+                workerID: String, logger: Logger, estimator: ETAEstimator? = nil,
+                publish: @escaping @Sendable (JobEvent) -> Void) {
         self.store = store; self.provider = remote?.provider ?? provider; self.remote = remote
         self.postProcessor = postProcessor; self.config = config
-        self.workerID = workerID; self.logger = logger; self.publish = publish
+        self.workerID = workerID; self.logger = logger; self.estimator = estimator; self.publish = publish
     }
 
     /// A stage failure: `retryable` ones go back to the queue while attempts remain.
@@ -68,7 +71,16 @@ public struct Pipeline: Sendable {
         jobLogger[metadataKey: "reel.job_id"] = "\(claimed.id)"
         let log = jobLogger
         let run = RunState(writer: RunWriter(job: claimed, store: store, publish: publish))
-        let watchdog = Watchdog(stage: claimed.stage, limit: config.stageTimeout)
+        estimator?.remember(claimed)
+        // A real provider's generation time is measured by `follow` (the task alone, not the
+        // wait for an account slot); every other stage here, as the run leaves it.
+        let measure: (@Sendable (Stage, Duration) -> Void)? = estimator.map { est in
+            let config = claimed.config, remote = self.remote != nil
+            return { stage, took in
+                if !(remote && stage == .videoGeneration) { est.record(config, stage, took: took) }
+            }
+        }
+        let watchdog = Watchdog(stage: claimed.stage, limit: config.stageTimeout, measure: measure)
         // The stages race a watchdog that cancels them when a stage overruns its timeout.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.runStages(run, watchdog, slot, log) }
@@ -345,9 +357,12 @@ final class Watchdog: Sendable {
         var done = false
     }
     private let state: Mutex<State>
+    /// Told each stage's time as the run leaves it (the ETA estimator).
+    private let measure: (@Sendable (Stage, Duration) -> Void)?
 
-    init(stage: Stage, limit: Duration) {
+    init(stage: Stage, limit: Duration, measure: (@Sendable (Stage, Duration) -> Void)? = nil) {
         state = Mutex(State(stage: stage, deadline: .now + limit))
+        self.measure = measure
     }
 
     /// Moves to `stage`; the stage left behind is recorded in `reel_stage_duration_seconds`.
@@ -357,7 +372,10 @@ final class Watchdog: Sendable {
             s.stage = stage; s.deadline = .now + limit; s.enteredAt = .now
             return r
         }
-        if left != stage && left != .pending { ReelMetrics.stageDuration(left, took) }
+        if left != stage && left != .pending {
+            ReelMetrics.stageDuration(left, took)
+            measure?(left, took)
+        }
     }
 
     /// The run ended; a stage completed by it (finalization) is recorded.
@@ -367,7 +385,10 @@ final class Watchdog: Sendable {
             s.done = true
             return (s.stage, ContinuousClock.now - s.enteredAt)
         }
-        if let (stage, took) = finished, stage == .finalization { ReelMetrics.stageDuration(stage, took) }
+        if let (stage, took) = finished, stage == .finalization {
+            ReelMetrics.stageDuration(stage, took)
+            measure?(stage, took)
+        }
     }
 
     var timedOut: Stage? { state.withLock { $0.timedOut } }

@@ -40,12 +40,14 @@ public final class ProviderRuntime: Sendable {
     let tasks: any ProviderTaskStore
     let gate: ProviderGate
     let slots = Doorbell()
-    let times = GenerationTimes()
+    /// Measured generation times (shared with the ETA estimator when reeld wires one).
+    let times: StageTimes
     let logger: Logger
 
     public init(provider: any VideoProvider, tasks: any ProviderTaskStore, settings: Settings,
-                callbacks: ProviderCallbacks = ProviderCallbacks(), logger: Logger) {
+                callbacks: ProviderCallbacks = ProviderCallbacks(), times: StageTimes = StageTimes(), logger: Logger) {
         self.provider = provider; self.tasks = tasks; self.settings = settings; self.callbacks = callbacks
+        self.times = times
         var log = logger
         log[metadataKey: "reel.provider"] = "\(provider.name)"
         self.logger = log

@@ -12,8 +12,13 @@ public final class JobEventHub: Sendable {
     private let state = Mutex(State())
     /// Events a watcher may have pending before it counts as fallen behind.
     public let bufferLimit: Int
+    /// Applied once to each published event before any watcher sees it: its ETA and at-risk
+    /// flag (DESIGN §2), so every watcher gets the same event, encoded once.
+    private let annotate: (@Sendable (JobEvent) -> JobEvent)?
 
-    public init(bufferLimit: Int = 1024) { self.bufferLimit = bufferLimit }
+    public init(bufferLimit: Int = 1024, annotate: (@Sendable (JobEvent) -> JobEvent)? = nil) {
+        self.bufferLimit = bufferLimit; self.annotate = annotate
+    }
 
     /// Starts buffering `jobID`'s events. The stream ends early (without a terminal event) only
     /// when the watcher falls more than `bufferLimit` events behind.
@@ -54,7 +59,8 @@ public final class JobEventHub: Sendable {
         }
     }
 
-    public func publish(_ event: JobEvent) {
+    public func publish(_ raw: JobEvent) {
+        let event = annotate?(raw) ?? raw
         let (conts, receivers) = state.withLock { s in
             (s.watchers[event.jobID].map { Array($0.values) } ?? [], s.direct[event.jobID].map { Array($0.values) } ?? [])
         }

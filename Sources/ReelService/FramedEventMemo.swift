@@ -10,6 +10,8 @@ final class FramedEventMemo: Sendable {
     private struct Key: Hashable {
         let jobID: String
         let seq: Int64
+        /// A replay may carry another ETA than the live event (0 once the job is terminal).
+        let eta: Int64
     }
     private struct State {
         var map: [Key: [UInt8]] = [:]
@@ -24,7 +26,7 @@ final class FramedEventMemo: Sendable {
 
     func framed(_ event: JobEvent) -> [UInt8] {
         guard event.snapshot == nil else { return GRPCFraming.frame(ProtoCodec.encode(event)) }
-        let key = Key(jobID: event.jobID, seq: event.seq)
+        let key = Key(jobID: event.jobID, seq: event.seq, eta: event.etaUnixMs)
         if let bytes = state.withLock({ $0.map[key] }) { return bytes }
         let bytes = GRPCFraming.frame(ProtoCodec.encode(event))
         state.withLock { s in

@@ -9,6 +9,9 @@ public struct CreatePolicy: Sendable {
     /// A job's expected cost in weighted provider units, before it runs (reserved against the
     /// tenant's budget when the job is accepted).
     public var expectedCost: @Sendable (NewJob) -> Double = { _ in 0 }
+    /// How long a run of the job is expected to take in ms (the ETA estimator's figure): a
+    /// deadline's priority boost is computed from it (`PriorityScore.enqueuedAt`).
+    public var expectedRunMs: @Sendable (NewJob) -> Int64 = { _ in 0 }
 
     public init() {}
 
@@ -16,6 +19,7 @@ public struct CreatePolicy: Sendable {
         var new = try input.validated(allowPrivateWebhooks: allowPrivateWebhooks)
         new.tenantID = caller.tenantID
         new.expectedCostUnits = expectedCost(new)
+        new.expectedRunMs = expectedRunMs(new)
         return new
     }
 }
@@ -31,17 +35,24 @@ public struct JobOperations: Sendable {
     let fanout: WatchFanout
     /// What a create is checked and priced by (set by reeld from its flags).
     public var createPolicy = CreatePolicy()
+    /// ETAs on every job answered and every event replayed (nil: none).
+    let eta: JobETA?
 
-    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, cache: HotJobCache? = nil) {
+    public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, cache: HotJobCache? = nil, eta: JobETA? = nil) {
         self.store = store; self.hub = hub; self.scheduler = scheduler
         self.cache = cache ?? HotJobCache(hub: hub)
-        self.fanout = WatchFanout(store: store, hub: hub)
+        self.eta = eta
+        self.fanout = WatchFanout(store: store, hub: hub, eta: eta)
     }
+
+    /// The job with its ETA (when ETAs are on).
+    func withETA(_ job: Job) async -> Job { await eta?.job(job) ?? job }
 
     /// Validates, stores (committed) and enqueues; a repeated idempotency key returns the first job.
     public func create(_ input: CreateJobInput, caller: Caller) async throws -> Job {
         let new = try createPolicy.prepare(input, caller: caller)
-        let (job, event) = try await store.createJob(new)
+        let (stored, event) = try await store.createJob(new)
+        let job = await withETA(stored)  // before the event: its ETA needs the job's config
         if let event {
             ReelMetrics.jobCreated(type: job.type, tier: job.tier)
             hub.publish(event)
@@ -64,12 +75,19 @@ public struct JobOperations: Sendable {
             }
         }
         let stored = try await store.createJobs(valid.map(\.new))
-        var created = false
+        var made: [(index: Int, job: Job, event: JobEvent?)] = []
         for ((i, _), answer) in zip(valid, stored) {
-            guard case .success(let (job, event)) = answer else {
-                if case .failure(let why) = answer { results[i] = .failure(ReelError(why.code, "jobs[\(i)]: \(why.message)")) }
-                continue
+            switch answer {
+            case .success(let (job, event)): made.append((i, job, event))
+            case .failure(let why): results[i] = .failure(ReelError(why.code, "jobs[\(i)]: \(why.message)"))
             }
+        }
+        if let eta {
+            let jobs = await eta.jobs(made.map(\.job))
+            for n in made.indices { made[n].job = jobs[n] }
+        }
+        var created = false
+        for (i, job, event) in made {
             results[i] = .success(job)
             if let event {
                 created = true
@@ -98,7 +116,11 @@ public struct JobOperations: Sendable {
     /// `get`, and whether the answer came from memory.
     public func getTellingSource(id rawID: String, caller: Caller) async throws -> (job: Job, fromMemory: Bool) {
         let id = try Validate.jobID(rawID)
-        let found = try await cache.job(id: id) { try await store.job(id: id) }
+        // The ETA is set before caching: the cached copy (and its encoding) carries it.
+        let found = try await cache.job(id: id) {
+            guard let job = try await store.job(id: id) else { return nil }
+            return await withETA(job)
+        }
         guard let found, caller.owns(found.job) else { throw ReelError.notFound(jobID: id) }
         return found
     }
@@ -117,7 +139,7 @@ public struct JobOperations: Sendable {
         ReelMetrics.jobEnded(updated, stage: updated.stage)
         hub.publish(event)
         await scheduler?.cancelLocal(jobID: id)
-        return updated
+        return await withETA(updated)
     }
 
     public func retry(id rawID: String, caller: Caller) async throws -> Job {
@@ -130,23 +152,27 @@ public struct JobOperations: Sendable {
                                  deadLettered: false, retryCount: 0, runAfterMs: 0)
         let (updated, event) = try await store.apply(change, to: id)
         cache.invalidate(id: id)
+        let answered = await withETA(updated)  // before the event: its ETA needs the job's config
         hub.publish(event)
         scheduler?.notifyWork()
-        return updated
+        return answered
     }
 
     public func list(_ filter: ListJobsInput, caller: Caller) async throws -> JobPage {
         let pageSize = try filter.validatedPageSize()
         // An admin sees every tenant's jobs (dead-letter reprocessing); others their own.
-        return try await store.listJobs(filter, pageSize: pageSize, tenantID: caller.admin ? nil : caller.tenantID)
+        var page = try await store.listJobs(filter, pageSize: pageSize, tenantID: caller.admin ? nil : caller.tenantID)
+        if let eta { page.jobs = await eta.jobs(page.jobs) }
+        return page
     }
 
     /// The job's stored events with `seq > afterSeq`, in order (its history: `afterSeq` 0 is all).
     public func history(id rawID: String, afterSeq: Int64, caller: Caller) async throws -> [JobEvent] {
         let id = try Validate.jobID(rawID)
         try Validate.afterSeq(afterSeq)
-        _ = try await ownedJob(id, caller)
-        return try await store.events(jobID: id, afterSeq: afterSeq)
+        let job = try await ownedJob(id, caller)
+        let events = try await store.events(jobID: id, afterSeq: afterSeq)
+        return eta?.stored(events, of: job) ?? events
     }
 
     /// How a watch ended when it did not throw.
@@ -171,7 +197,7 @@ public struct JobOperations: Sendable {
         let live = hub.subscribe(jobID: id)
         var cursor: WatchCursor
         if afterSeq == 0 {
-            let job = try await ownedJob(id, caller)
+            let job = await withETA(try await ownedJob(id, caller))
             try await send(JobEvent.snapshot(of: job))
             cursor = WatchCursor(snapshotOf: job)
         } else {

@@ -24,9 +24,10 @@ public struct JobService: Sendable {
     /// `failures` enables `reel.v1.WorkerService` (external workers) on `scheduler`; `auth`
     /// with a key store turns API keys on (and `reel.v1.KeyService`).
     public init(store: any JobStore, hub: JobEventHub, scheduler: Scheduler?, failures: FailureRecorder? = nil,
-                auth: Authenticator = Authenticator(keys: nil), createPolicy: CreatePolicy = CreatePolicy(), logger: Logger) {
+                auth: Authenticator = Authenticator(keys: nil), createPolicy: CreatePolicy = CreatePolicy(),
+                eta: JobETA? = nil, logger: Logger) {
         self.store = store; self.hub = hub; self.scheduler = scheduler; self.failures = failures; self.auth = auth
-        var operations = JobOperations(store: store, hub: hub, scheduler: scheduler)
+        var operations = JobOperations(store: store, hub: hub, scheduler: scheduler, eta: eta)
         operations.createPolicy = createPolicy
         self.operations = operations
         self.logger = logger

@@ -71,6 +71,8 @@ final class WatchFanout: Sendable {
     /// Events a watcher may have pending (opening, catching up) before it counts as fallen behind.
     let limit: Int
     let framedEvents = FramedEventMemo()
+    /// ETAs on snapshots and replayed events (live ones carry theirs from the hub).
+    let eta: JobETA?
 
     private struct Group {
         let receiver: GroupReceiver
@@ -83,9 +85,10 @@ final class WatchFanout: Sendable {
     }
     private let groups = Mutex<[String: Group]>([:])
 
-    init(store: any JobStore, hub: JobEventHub) {
+    init(store: any JobStore, hub: JobEventHub, eta: JobETA? = nil) {
         self.store = store
         self.hub = hub
+        self.eta = eta
         self.limit = max(1, hub.bufferLimit)
     }
 
@@ -181,7 +184,10 @@ final class WatchFanout: Sendable {
             }
             if batch.isEmpty { return }
             let result: Result<Job?, any Error>
-            do { result = .success(try await store.job(id: jobID)) } catch { result = .failure(error) }
+            do {
+                let job = try await store.job(id: jobID)
+                if let job, let eta { result = .success(await eta.job(job)) } else { result = .success(job) }
+            } catch { result = .failure(error) }
             let snapshot = Snapshot(result: result)
             for (_, ws) in Dictionary(grouping: batch, by: { $0.part.loop.id }) {
                 let ws = UncheckedWatchers(ws)
@@ -213,11 +219,20 @@ final class WatchFanout: Sendable {
     func sendStored(_ jobID: String, _ cursor: inout WatchCursor, opening caller: Caller? = nil,
                     send: (JobEvent) async throws -> Void) async throws {
         var finishedAt: Int64? = nil
+        var opened: Job? = nil
         if let caller {
             guard let job = try await store.job(id: jobID), caller.owns(job) else { throw ReelError.notFound(jobID: jobID) }
             if job.isFinished { finishedAt = job.lastEventSeq }
+            opened = job
         }
-        try await Self.sendInOrder(try await store.events(jobID: jobID, afterSeq: cursor.last), &cursor, send: send)
+        var events = try await store.events(jobID: jobID, afterSeq: cursor.last)
+        if let eta, !events.isEmpty {
+            // Replayed events carry the job's current ETA (0 for all once it is terminal).
+            var job = opened
+            if job == nil { job = try await store.job(id: jobID) }
+            if let job { events = eta.stored(events, of: job) }
+        }
+        try await Self.sendInOrder(events, &cursor, send: send)
         if let finishedAt, cursor.last >= finishedAt { cursor.end() }
     }
 

@@ -445,6 +445,7 @@ enum Migrations {
                 AND (NEW.reserved_units <> 0 OR NEW.cost_units <> NEW.settled_units))
               OR (NEW.status = 'queued' AND OLD.status = 'failed' AND OLD.dead_lettered AND NEW.expected_cost_units > 0))
         EXECUTE FUNCTION reel_settle_job();
+        """),
         (15, "completion webhooks: a durable outbox filled by the job's final transition", """
         -- Issue #17 item 6 (DESIGN §8). A row per delivery of a job's end (final_ready, cancelled,
         -- failed and dead-lettered), written by a trigger in the same transaction as the final
@@ -490,6 +491,8 @@ enum Migrations {
             id          integer PRIMARY KEY CHECK (id = 1),
             created_at  timestamptz NOT NULL,
             job_id      uuid NOT NULL
+        );
+        """),
         (16, "delayed jobs out of the ready indexes; fair share by cost across tenants and users", """
         -- Issue #17 items 5 and 3. A queued job whose run time is still ahead (a delayed job, or a
         -- retry backing off) is `waiting`: the ready indexes leave it out, so a claim never walks
@@ -517,5 +520,5 @@ enum Migrations {
             PRIMARY KEY (tenant_id, user_id, claimer)
         );
         """),
-]
+    ]
 }

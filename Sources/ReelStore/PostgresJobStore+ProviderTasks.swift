@@ -56,3 +56,19 @@ extension PostgresJobStore: ProviderTaskStore {
                            live: r[7] == "t", status: r[8] ?? "")
     }
 }
+
+extension PostgresJobStore {
+    /// See `JobStore.queueSnapshot`.
+    public func queueSnapshot(limit: Int) async throws -> ETAEstimator.QueueSnapshot {
+        try await pool.withConnection { c in
+            var order: [String: Int] = [:]
+            for (i, row) in try c.query(SQL.queueOrder, [String(limit)]).rows.enumerated() {
+                if let id = row[0] { order[id] = i }
+            }
+            let counts = try c.query(SQL.queueCounts, []).first
+            let queued = counts?[0].flatMap { Int($0) } ?? order.count
+            let running = counts?[1].flatMap { Int($0) } ?? 0
+            return ETAEstimator.QueueSnapshot(order: order, queued: queued, running: running)
+        }
+    }
+}

@@ -63,13 +63,18 @@ public final class PostgresJobStore: JobStore {
     static func createJobs(_ jobs: [NewJob], pool: PGPool) async throws -> [Result<(job: Job, event: JobEvent?), ReelError>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         func col(_ f: (NewJob) -> String) -> String? { JobRow.textArray(jobs.map(f)) }
+        // A deadline moves the job's enqueue time earlier as its deadline nears (the boost).
+        func enqueuedAt(_ j: NewJob) -> Int64 {
+            PriorityScore.enqueuedAt(nowUnixMs: now, runAtUnixMs: j.runAtUnixMs, deadlineUnixMs: j.deadlineUnixMs,
+                                     expectedRunMs: j.expectedRunMs)
+        }
         let params: [String?] = [
             col(\.userID), col(\.sceneID), col(\.type.name), col(\.inputText),
             col { String($0.config.targetDurationSeconds) }, col(\.config.quality.name), col(\.config.model),
             col { JobRow.encodeStringMap($0.config.styleOverrides) }, col(\.idempotencyKey), col(\.tier.name),
             col { String($0.maxRetries) },
-            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: max(now, $0.runAtUnixMs))) },
-            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: max(now, $0.runAtUnixMs))) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: true).sortKey(enqueuedAtUnixMs: enqueuedAt($0))) },
+            col { String(PriorityScore(tier: $0.tier, type: $0.type, firstJobToday: false).sortKey(enqueuedAtUnixMs: enqueuedAt($0))) },
             col(\.tenantID), JobRow.textArray(jobs.indices.map(String.init)),
             JobStatus.initial.status.name, JobStatus.initial.stage?.name, JobStatus.initial.progress.map { String($0) },
             JobStatus.initial.message,

@@ -587,6 +587,16 @@ enum SQL {
     ORDER BY t.updated_at LIMIT $2::int
     """
 
+    /// The queue as the ETA sees it: the first `$1` runnable queued jobs in key order, then the
+    /// counts of runnable queued and of running jobs (one scan of the narrow `job_queue`).
+    static let queueOrder = """
+    SELECT job_id::text FROM job_queue WHERE worker_id IS NULL AND run_at <= now() ORDER BY priority_key LIMIT $1::int
+    """
+    static let queueCounts = """
+    SELECT count(*) FILTER (WHERE worker_id IS NULL AND run_at <= now()), count(*) FILTER (WHERE worker_id IS NOT NULL)
+    FROM job_queue
+    """
+
     // MARK: completion webhooks (DESIGN §8): the outbox `webhook_deliveries` (migration 15)
 
     /// Claims due deliveries ($1 at most) for one attempt each, pushing their next attempt $2 ms

@@ -28,6 +28,9 @@ extension JobUpdatesSocket {
         var deadLettered: Bool
         var atUnixMs: Int64
         var terminal: Bool
+        /// When the job is expected to be final (0 when terminal), and whether that is past its deadline.
+        var etaUnixMs: Int64
+        var atRisk: Bool
         /// The whole job, on the first update of a subscription.
         var job: JobJSON?
     }
@@ -50,7 +53,8 @@ extension JobUpdatesSocket {
     static func jobUpdate(_ e: JobEvent) -> String {
         JSONCoding.encode(JobUpdate(jobId: e.jobID, seq: e.seq, status: e.status.name, stage: e.stage.name,
                                     progress: e.progress, message: e.message, deadLettered: e.deadLettered,
-                                    atUnixMs: e.atUnixMs, terminal: e.endsWatch, job: e.snapshot.map(JobJSON.init)))
+                                    atUnixMs: e.atUnixMs, terminal: e.endsWatch, etaUnixMs: e.etaUnixMs,
+                                    atRisk: e.atRisk, job: e.snapshot.map(JobJSON.init)))
     }
 
     static func errorMessage(code: String, message: String, jobID: String?) -> String {

@@ -32,6 +32,8 @@ enum JobFormatting {
             ("created", time(job.createdAtUnixMs)),
         ]
         if job.runAtUnixMs > 0 { rows.append(("run at", time(job.runAtUnixMs))) }
+        if job.etaUnixMs > 0 { rows.append(("eta", eta(job))) }
+        if job.deadlineUnixMs > 0 { rows.append(("deadline", time(job.deadlineUnixMs))) }
         if job.startedAtUnixMs > 0 { rows.append(("started", time(job.startedAtUnixMs))) }
         if job.completedAtUnixMs > 0 { rows.append(("completed", time(job.completedAtUnixMs))) }
         if !job.workerID.isEmpty { rows.append(("worker", job.workerID)) }
@@ -63,12 +65,12 @@ enum JobFormatting {
     }
 
     static func text(_ page: JobPage) -> String {
-        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "PROVIDER", "COST", "CREATED", "RUN AT"])]
+        var lines = [row(["ID", "STATUS", "STAGE", "PROG", "TYPE", "USER", "SCENE", "PROVIDER", "COST", "CREATED", "RUN AT", "ETA"])]
         for j in page.jobs {
             lines.append(row([
                 j.id, j.status.name + (j.deadLettered ? "*" : ""), j.stage.name, "\(j.progress)%",
                 j.type.name, j.userID, j.sceneID, j.provider.isEmpty ? "-" : j.provider, TenantBudget.units(j.costUnits),
-                time(j.createdAtUnixMs), time(j.runAtUnixMs),
+                time(j.createdAtUnixMs), time(j.runAtUnixMs), j.etaUnixMs > 0 ? eta(j) : "-",
             ]))
         }
         if page.jobs.isEmpty { lines.append("(no jobs)") }
@@ -79,7 +81,7 @@ enum JobFormatting {
 
     // MARK: Helpers
 
-    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 10, 8, 24, 0]
+    private static let columnWidths = [36, 19, 22, 5, 15, 16, 16, 10, 8, 24, 24, 0]
 
     private static func row(_ cells: [String]) -> String {
         var out = ""
@@ -96,6 +98,11 @@ enum JobFormatting {
         return rows.map { key, value in
             key + ":" + String(repeating: " ", count: width - key.count + 1) + value
         }.joined(separator: "\n")
+    }
+
+    /// The ETA as a time, "(at risk)" when it is past the job's deadline.
+    static func eta(_ job: Job) -> String {
+        time(job.etaUnixMs) + (job.deadlineUnixMs > 0 && job.etaUnixMs > job.deadlineUnixMs ? " (at risk)" : "")
     }
 
     static func time(_ unixMs: Int64) -> String {

@@ -1,3 +1,4 @@
+import Foundation
 import ReelCore
 
 /// The live one-line view of a watched job on a terminal, redrawn in place:
@@ -32,8 +33,13 @@ struct ProgressLine {
 
     var elapsed: String { Self.format(started.duration(to: .now)) }
 
-    /// Time left at the pace seen so far (progress per second since the watch began).
+    /// Time left: the server's ETA when the event has one, else at the pace seen so far
+    /// (progress per second since the watch began).
     var eta: String? {
+        if let at = last?.etaUnixMs, at > 0 {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            return Self.format(.milliseconds(max(0, at - now)))
+        }
         guard let p = last?.progress, p > 0, p < 100, !(last?.endsWatch ?? true) else { return nil }
         let spent = started.duration(to: .now)
         return Self.format(spent * Double(100 - p) / Double(p))
@@ -46,6 +52,7 @@ struct ProgressLine {
         let percent = String(repeating: " ", count: max(0, 3 - String(p).count)) + "\(p)%"
         var line = "\(bar) \(percent)  \(e.stage.name)  \(e.status.name)  \(elapsed)"
         if let eta { line += "  ETA \(eta)" }
+        if e.atRisk { line += "  AT RISK (past its deadline)" }
         if !e.message.isEmpty { line += "  \"\(JobFormatting.oneLine(e.message, limit: 200))\"" }
         return line
     }

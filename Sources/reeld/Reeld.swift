@@ -236,7 +236,21 @@ struct Reeld: AsyncParsableCommand {
             fail("cannot use database \(redact(databaseURL)): \(error)")
         }
 
-        let hub = JobEventHub()
+        // ETAs (DESIGN §2): stage times start from the configured ones and follow what this
+        // process measures; the hub puts one on every event as it is published.
+        let stageTimes = StageTimes()
+        let etaDefaults: ETAEstimator.Defaults
+        if let sim = videoProvider as? SimulatedProvider {
+            etaDefaults = .simulated(stepDelay: pipelineConfig.stageDelay, polls: sim.pollsToFinish)
+        } else {
+            // Upload: a download, thumbnail and HLS renditions with ffmpeg; 10 s until measured.
+            etaDefaults = ETAEstimator.Defaults(stepDelay: pipelineConfig.stageDelay,
+                                                generation: { [videoProvider] in videoProvider.expectedGenerationTime(for: $0) },
+                                                upload: .seconds(10))
+        }
+        let estimator = ETAEstimator(provider: videoProvider.name, defaults: etaDefaults, slots: max(1, workers), times: stageTimes)
+        let eta = JobETA(estimator: estimator, store: store)
+        let hub = JobEventHub(annotate: { eta.event($0) })
         // Events written by any reeld on this database (this one included) reach our watchers;
         // duplicates of the ones published here directly are skipped by seq.
         let health = HealthState()
@@ -249,13 +263,13 @@ struct Reeld: AsyncParsableCommand {
             probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))), backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
         remoteSettings.costWeight = costModel.weight(videoProvider.name)
         let remote: ProviderRuntime? = videoProvider.isRemote ? ProviderRuntime(
-            provider: videoProvider, tasks: store, settings: remoteSettings, logger: logger) : nil
+            provider: videoProvider, tasks: store, settings: remoteSettings, times: stageTimes, logger: logger) : nil
         if remote != nil && publicURL != nil && httpAddress == nil {
             fail("--public-url needs --http-listen: callbacks arrive there")
         }
         let pipeline = Pipeline(
             store: store, provider: videoProvider, remote: remote, postProcessor: postProcessor, config: pipelineConfig,
-            workerID: workerID, logger: logger, publish: { hub.publish($0) })
+            workerID: workerID, logger: logger, estimator: estimator, publish: { hub.publish($0) })
         let scheduler = Scheduler(
             store: store, hub: hub,
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
@@ -274,8 +288,9 @@ struct Reeld: AsyncParsableCommand {
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
         let providerName = provider
         createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
+        createPolicy.expectedRunMs = { estimator.expectedRunMs(of: $0) }
         var service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
-                                 createPolicy: createPolicy, logger: logger)
+                                 createPolicy: createPolicy, eta: eta, logger: logger)
         service.budgets = store
 
         var config = GRPCServerConfig(host: host, port: port, loops: max(1, loops))

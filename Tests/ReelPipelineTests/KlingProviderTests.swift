@@ -332,17 +332,17 @@ func finished(_ p: KlingProvider, _ t: ProviderTask) async throws -> ProviderTas
     }
 
     @Test func progressFromElapsedTimeNeverPasses84() {
-        #expect(GenerationTimes.progress(elapsed: .zero, expected: .seconds(90)) == 40)
-        #expect(GenerationTimes.progress(elapsed: .seconds(45), expected: .seconds(90)) == 62)
-        #expect(GenerationTimes.progress(elapsed: .seconds(900), expected: .seconds(90)) == 84)
-        #expect(GenerationTimes.progress(elapsed: .seconds(1), expected: .zero) == 84)
+        #expect(StageTimes.progress(elapsed: .zero, expected: .seconds(90)) == 40)
+        #expect(StageTimes.progress(elapsed: .seconds(45), expected: .seconds(90)) == 62)
+        #expect(StageTimes.progress(elapsed: .seconds(900), expected: .seconds(90)) == 84)
+        #expect(StageTimes.progress(elapsed: .seconds(1), expected: .zero) == 84)
         var last: Int32 = 0
         for s in stride(from: 0, through: 200, by: 3) {
-            let p = GenerationTimes.progress(elapsed: .seconds(s), expected: .seconds(90))
+            let p = StageTimes.progress(elapsed: .seconds(s), expected: .seconds(90))
             #expect(p >= last && p <= 84)
             last = p
         }
-        let times = GenerationTimes()
+        let times = StageTimes()
         let c = JobConfig(targetDurationSeconds: 10, quality: .high)
         let p = KlingProvider(baseURL: "http://x", accessKey: "a", secretKey: "s", client: CurlHTTPClient(threads: 1), logger: testLogger)
         #expect(p.expectedGenerationTime(for: c) == .seconds(360), "pro at 10 s: 180 s doubled")

@@ -130,7 +130,7 @@ struct FairShareTests {
         let store = try await freshStore()
         let runAt = Self.nowMs() + 1500
         let created = try await store.createJobs(try Self.jobs(1, tenant: "", user: "later", cost: 1, runAt: runAt))
-        let job = created[0].job
+        let job = try created[0].get().job
         #expect(job.status == .queued && job.runAtUnixMs == runAt, "the create answers its run time")
         #expect(try await store.job(id: job.id)?.runAtUnixMs == runAt)
         #expect(try await store.listJobs(ListJobsInput(), pageSize: 10).jobs.first?.runAtUnixMs == runAt)
@@ -154,7 +154,7 @@ struct FairShareTests {
 
     @Test func aRetryBackingOffWaitsToo() async throws {
         let store = try await freshStore()
-        let job = try await store.createJobs(try Self.jobs(1, tenant: "", user: "r", cost: 1))[0].job
+        let job = try await store.createJobs(try Self.jobs(1, tenant: "", user: "r", cost: 1))[0].get().job
         _ = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000)
         _ = try await store.apply(StateChange(status: .failed, stage: .error, progress: nil, message: "boom",
                                               requireWorker: "w"), to: job.id)
@@ -172,7 +172,7 @@ struct FairShareTests {
         for b in 0..<5 {
             _ = try await store.createJobs(try Self.jobs(1000, tenant: "t\(b % 2)", user: "u\(b)", cost: 1, runAt: later))
         }
-        let ready = try await store.createJobs(try Self.jobs(1, tenant: "t0", user: "now", cost: 1))[0].job
+        let ready = try await store.createJobs(try Self.jobs(1, tenant: "t0", user: "now", cost: 1))[0].get().job
         _ = try await store.scalar("ANALYZE job_queue; SELECT 1")
         let plan = try await store.pool.withConnection { c in
             try c.query("EXPLAIN (ANALYZE, FORMAT JSON) " + SQL.claim, ["w", "4", "60000", "48", nil, "600"]).rows[0][0]!

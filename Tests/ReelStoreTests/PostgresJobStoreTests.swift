@@ -289,6 +289,25 @@ struct PostgresJobStoreTests {
         #expect(first.map(\.job.id) == [old.id], "20 points of score are worth 2 minutes; it waited 10")
     }
 
+    @Test func aJobNearItsDeadlineIsClaimedAheadOfOlderJobsWithoutOne() async throws {
+        let store = try await freshStore()
+        let older = try await store.createJobs((0..<3).map { try newJob(user: "dl", text: "older \($0)") }).map { try $0.get().job }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var far = try newJob(user: "dl", text: "deadline in an hour")
+        far.deadlineUnixMs = now + 3_600_000
+        far.expectedRunMs = 1_400
+        var near = try newJob(user: "dl", text: "deadline in 2 s")
+        near.deadlineUnixMs = now + 2_000
+        near.expectedRunMs = 1_400
+        let farJob = try await store.createJob(far).job
+        let nearJob = try await store.createJob(near).job
+        #expect(nearJob.deadlineUnixMs == near.deadlineUnixMs, "the deadline is stored")
+        let order = try await store.claim(workerID: "w", limit: 5, leaseMs: 60_000).map(\.job.id)
+        #expect(order.first == nearJob.id, "the near deadline overtakes the older jobs")
+        #expect(Set(order.dropFirst().prefix(3)) == Set(older.map(\.id)))
+        #expect(order.last == farJob.id, "a far deadline is no boost: it keeps its place")
+    }
+
     @Test func expiredLeaseIsRequeuedWithTheAttemptCounted() async throws {
         let store = try await freshStore()
         let (job, _) = try await store.createJob(newJob())

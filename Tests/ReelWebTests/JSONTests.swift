@@ -34,11 +34,16 @@ struct SocketMessageTests {
     @Test func aJobUpdateKeepsSeed002sEnvelopeAndEmbedsTheOneJobShape() {
         let job = Job(id: "j-1", status: .processing, stage: .videoGeneration, progress: 40, lastEventSeq: 4)
         let text = JobUpdatesSocket.jobUpdate(.snapshot(of: job))
-        #expect(text.hasPrefix(#"{"atUnixMs":0,"deadLettered":false,"job":"# + JSONCoding.encode(JobJSON(job)) + ","), "\(text)")
+        // The envelope grew the event's ETA and at-risk flag (issue #17); seed 002's members are unchanged.
+        #expect(text.hasPrefix(#"{"atRisk":false,"atUnixMs":0,"deadLettered":false,"etaUnixMs":0,"job":"# + JSONCoding.encode(JobJSON(job)) + ","), "\(text)")
         #expect(text.hasSuffix(#","jobId":"j-1","message":"","progress":40,"seq":4,"stage":"video_generation","status":"processing","terminal":false,"type":"job_update"}"#), "\(text)")
         let later = JobEvent(jobID: "j-1", seq: 5, status: .finalReady, stage: .completed, progress: 100, message: "", atUnixMs: 1)
         #expect(!JobUpdatesSocket.jobUpdate(later).contains(#""job""#), "only the first update carries the job")
         #expect(JobUpdatesSocket.jobUpdate(later).contains(#""terminal":true"#))
+        var running = JobEvent(jobID: "j-1", seq: 6, status: .processing, stage: .upload, progress: 90, message: "", atUnixMs: 1)
+        running.etaUnixMs = 5_000; running.atRisk = true
+        #expect(JobUpdatesSocket.jobUpdate(running).contains(#""atRisk":true"#))
+        #expect(JobUpdatesSocket.jobUpdate(running).contains(#""etaUnixMs":5000"#))
     }
 
     @Test func controlMessages() {

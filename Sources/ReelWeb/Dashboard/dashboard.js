@@ -54,11 +54,25 @@ function normJob(j) {
   return Object.assign({}, j, {
     status: norm(j.status), stage: norm(j.stage), type: norm(j.type), tier: norm(j.tier),
     progress: num(j.progress), lastEventSeq: num(j.lastEventSeq), createdAtUnixMs: num(j.createdAtUnixMs),
+    etaUnixMs: num(j.etaUnixMs), deadlineUnixMs: num(j.deadlineUnixMs),
+    atRisk: num(j.deadlineUnixMs) > 0 && num(j.etaUnixMs) > num(j.deadlineUnixMs),
   });
 }
 
 // A cost in weighted provider units, as people write it: 2, 1.5.
 const fmtUnits = (v) => String(Math.round(num(v) * 1e6) / 1e6);
+// The ETA (when the job is expected to be final) as "ETA 14:03:07 (in 2m05s)", flagged when past the deadline.
+function etaText(j) {
+  if (!j.etaUnixMs || isEnded(j)) return '';
+  const s = Math.max(0, Math.round((j.etaUnixMs - Date.now()) / 1000));
+  const left = s < 60 ? s + 's' : s < 3600 ? Math.floor(s / 60) + 'm' + String(s % 60).padStart(2, '0') + 's' : Math.floor(s / 3600) + 'h' + String(Math.floor(s % 3600 / 60)).padStart(2, '0') + 'm';
+  return 'ETA ' + fmtTime(j.etaUnixMs) + ' (in ' + left + ')';
+}
+function etaBox(j) {
+  const risk = j.atRisk && !isEnded(j);
+  return el('span', { class: 'eta' + (risk ? ' at-risk' : ''), 'data-eta': String(j.etaUnixMs || 0), title: j.deadlineUnixMs ? 'deadline ' + fmtDate(j.deadlineUnixMs) : '' },
+    etaText(j), risk ? el('span', { class: 'risk-badge', text: 'at risk' }) : null);
+}
 
 function banner(text) { const b = $('#banner'); b.textContent = text || ''; b.hidden = !text; }
 
@@ -86,7 +100,7 @@ async function loadJobs({ more = false } = {}) {
     if (e.status !== 401) banner('Could not load jobs: ' + e.message);
   }
 }
-const pickLive = (j) => ({ status: j.status, stage: j.stage, progress: j.progress, message: j.message, lastEventSeq: j.lastEventSeq, deadLettered: j.deadLettered });
+const pickLive = (j) => ({ status: j.status, stage: j.stage, progress: j.progress, message: j.message, lastEventSeq: j.lastEventSeq, deadLettered: j.deadLettered, etaUnixMs: j.etaUnixMs, atRisk: j.atRisk });
 
 function render() {
   const rows = $('#job-rows');
@@ -103,7 +117,8 @@ function progressBar(j) {
       el('span', { style: `width:${Math.max(0, Math.min(100, j.progress))}%` })),
     el('div', { class: 'bar-label' },
       el('span', { class: 'what' }, el('span', { class: 'stage', text: words(j.stage) }), el('span', { class: 'msg', title: j.message || '', text: j.message || '' })),
-      el('span', { class: 'pct', text: j.progress + '%' })));
+      el('span', { class: 'pct', text: j.progress + '%' })),
+    etaBox(j));
 }
 
 function actions(j) {
@@ -114,7 +129,7 @@ function actions(j) {
 }
 
 function row(j) {
-  return el('tr', { class: 'job' + (state.selected === j.id ? ' selected' : ''), 'data-job-id': j.id, 'data-status': j.status, onclick: () => openDetail(j.id) },
+  return el('tr', { class: 'job' + (state.selected === j.id ? ' selected' : '') + (j.atRisk && !isEnded(j) ? ' at-risk' : ''), 'data-job-id': j.id, 'data-status': j.status, onclick: () => openDetail(j.id) },
     el('td', {}, el('div', { class: 'jid', text: j.id.slice(0, 8) }), el('div', { class: 'who', text: `${j.userId} · ${j.sceneId} · ${words(j.type)}` }), el('div', { class: 'text', title: j.inputText, text: j.inputText })),
     el('td', {}, el('span', { class: 'badge ' + j.status, text: words(j.status) + (j.deadLettered ? ' (dead-lettered)' : '') })),
     el('td', {}, progressBar(j)),
@@ -134,6 +149,9 @@ function updateRow(j) {
     $('.bar-label .stage', old).textContent = words(j.stage);
     $('.bar-label .msg', old).textContent = j.message || '';
     $('.bar-label .pct', old).textContent = j.progress + '%';
+    const eta = $('.eta', old);
+    if (eta) eta.replaceWith(etaBox(j));
+    old.classList.toggle('at-risk', !!j.atRisk && !isEnded(j));
   } else {
     old.replaceWith(row(j));
   }
@@ -159,6 +177,7 @@ function applyEvent(u) {
   if (u.job || u.snapshot) Object.assign(j, normJob(u.job || u.snapshot));
   if (seq && seq < j.lastEventSeq) return;
   Object.assign(j, { status: norm(u.status), stage: norm(u.stage), progress: num(u.progress), message: u.message, deadLettered: !!u.deadLettered, lastEventSeq: Math.max(seq, j.lastEventSeq) });
+  if (u.etaUnixMs !== undefined) Object.assign(j, { etaUnixMs: num(u.etaUnixMs), atRisk: !!u.atRisk });
   updateRow(j);
   if (state.selected === j.id) {
     if (seq && !state.timeline.some((e) => e.seq === seq)) { state.timeline.push(Object.assign({}, u, { seq })); renderTimeline(); }
@@ -299,6 +318,7 @@ function renderDetail(j) {
       el('dt', { text: 'attempts' }), el('dd', { text: `${j.retryCount} of ${j.maxRetries} retries` }),
       el('dt', { text: 'provider / cost' }), el('dd', { class: 'cost', text: `${j.provider || '–'} / ${fmtUnits(j.costUnits)} units` }),
       el('dt', { text: 'created' }), el('dd', { text: fmtDate(j.createdAtUnixMs) }),
+      j.deadlineUnixMs ? el('dt', { text: 'deadline' }) : null, j.deadlineUnixMs ? el('dd', { class: j.atRisk && !isEnded(j) ? 'at-risk' : '', text: fmtDate(j.deadlineUnixMs) + (j.atRisk && !isEnded(j) ? ' — at risk' : '') }) : null,
       el('dt', { text: 'completed' }), el('dd', { text: fmtDate(j.completedAtUnixMs) }),
       el('dt', { text: 'idempotency key' }), el('dd', { class: 'jid', text: j.idempotencyKey })),
     el('details', {}, el('summary', { text: 'Input text' }), el('pre', { text: j.inputText })),
