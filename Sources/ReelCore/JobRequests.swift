@@ -60,6 +60,8 @@ public enum JobLimits {
     /// `run_at_unix_ms` at most this far ahead.
     public static let maxRunAheadMs: Int64 = 366 * 24 * 3_600_000
     public static let maxWebhookURLCharacters = 2048
+    /// `deadline_unix_ms` at most this far ahead (a timestamp PostgreSQL can hold, and sense).
+    public static let maxDeadlineAheadMs: Int64 = 10 * 366 * 24 * 3_600_000
 }
 
 extension CreateJobInput {
@@ -94,6 +96,9 @@ extension CreateJobInput {
         }
         if deadlineUnixMs < 0 { throw .invalid("deadline_unix_ms", "must not be negative") }
         if deadlineUnixMs > 0 && deadlineUnixMs <= now { throw .invalid("deadline_unix_ms", "is in the past") }
+        if deadlineUnixMs > now + JobLimits.maxDeadlineAheadMs {
+            throw .invalid("deadline_unix_ms", "must be at most 10 years ahead")
+        }
         if deadlineUnixMs > 0 && runAtUnixMs > 0 && deadlineUnixMs <= runAtUnixMs {
             throw .invalid("deadline_unix_ms", "must be after run_at_unix_ms")
         }

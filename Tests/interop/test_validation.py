@@ -38,6 +38,7 @@ BAD_CREATES = {
     "run_at_unix_ms over a year ahead": (dict(run_at_unix_ms=int(time.time() * 1000) + 367 * 86_400_000),
                                          "run_at_unix_ms"),
     "negative run_at_unix_ms": (dict(run_at_unix_ms=-1), "run_at_unix_ms"),
+    "deadline past any timestamp": (dict(deadline_unix_ms=9_223_372_036_854_775_807), "deadline_unix_ms"),
     "deadline in the past": (dict(deadline_unix_ms=int(time.time() * 1000) - 1000), "deadline_unix_ms"),
     "deadline before run_at": (dict(run_at_unix_ms=int(time.time() * 1000) + 3_600_000,
                                     deadline_unix_ms=int(time.time() * 1000) + 60_000), "deadline_unix_ms"),
