@@ -51,8 +51,15 @@ public struct RetryPolicy: Sendable, Equatable {
 
     /// `attempt` counts from 1 (the first retry). `jitter` is in 0..<1.
     public func delayMs(attempt: Int32, jitter: Double) -> Int64 {
-        let exp = min(max(Int(attempt) - 1, 0), 20)
-        let raw = min(baseMs << Int64(exp), maxMs)
+        let raw = cappedDelayMs(attempt: attempt)
         return raw + Int64(Double(raw) * 0.2 * min(max(jitter, 0), 1))
+    }
+
+    /// base × 2^(attempt−1), at most `maxMs`, before jitter (never overflows).
+    public func cappedDelayMs(attempt: Int32) -> Int64 {
+        let exp = max(Int(attempt) - 1, 0)
+        if exp >= 62 { return maxMs }
+        let (d, overflow) = baseMs.multipliedReportingOverflow(by: Int64(1) << Int64(exp))
+        return overflow ? maxMs : min(d, maxMs)
     }
 }

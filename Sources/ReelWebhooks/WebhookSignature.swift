@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ReelCore
 
 /// The `Reel-Signature` header of a completion webhook (DESIGN §8): `t=UNIX,v1=HEX`, where HEX
 /// is the lowercase HMAC-SHA256, keyed with the secret's UTF-8 bytes, of the bytes `<t>.`
@@ -51,10 +52,7 @@ public struct WebhookRetryPolicy: Sendable {
 
     /// The delay after failed attempt number `attempt` (from 1), before jitter: base × 2^(attempt−1), capped.
     public func delayMs(afterAttempt attempt: Int32) -> Int64 {
-        let n = max(0, Int(attempt) - 1)
-        if n >= 40 { return maxDelayMs }
-        let (d, overflow) = baseMs.multipliedReportingOverflow(by: Int64(1) << n)
-        return overflow ? maxDelayMs : min(d, maxDelayMs)
+        RetryPolicy(baseMs: baseMs, maxMs: maxDelayMs).cappedDelayMs(attempt: attempt)
     }
 
     /// The delay with jitter, in [½·d, d]; nil when the next attempt would come more than
