@@ -90,4 +90,12 @@ extension JobStore {
 public protocol WorkerSlot: Sendable {
     func park() async
     func unpark() async
+    /// The (parked) job waits in line for one of a provider account's scarce task slots. While
+    /// a few jobs here do, claiming more that would only join them is pointless: the next job
+    /// to claim is better chosen, in fair-share order, when a slot is nearer.
+    func waitingForProviderSlot(_ waiting: Bool) async
+}
+
+extension WorkerSlot {
+    public func waitingForProviderSlot(_ waiting: Bool) async {}
 }

@@ -37,8 +37,11 @@ public protocol ProviderTaskStore: Sendable {
     /// The job's newest attempt, if it has one.
     func latestProviderTask(jobID: String) async throws -> ProviderTaskRecord?
     /// Takes a slot for `record` (inserted, or its row made live again) if fewer than the
-    /// provider's effective cap of tasks are live; false (and nothing written) when full.
+    /// provider's effective cap of tasks are live and the job's turn among the jobs waiting for
+    /// one has come (fair share by cost); false when not, and the job waits in that line.
     func acquireProviderSlot(_ record: ProviderTaskRecord, cap: Int) async throws -> Bool
+    /// The job stops waiting for a slot at `provider` (cancelled, or gave up).
+    func leaveProviderSlotQueue(provider: String, jobID: String) async throws
     /// Gives a slot back without a task having been made (a throttled or parked submit).
     func releaseProviderSlot(jobID: String, attempt: Int32) async throws
     /// The provider answered: its task id (and kind) for the attempt.

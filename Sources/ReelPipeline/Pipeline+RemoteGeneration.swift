@@ -23,7 +23,7 @@ extension Pipeline {
                 run.providerJobID = r.taskID
                 try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) task \(r.taskID)")
             } else {
-                (record, task) = try await submitRemotely(run, remote, latest, &a, context: context)
+                (record, task) = try await submitRemotely(run, remote, latest, &a, context: context, slot: slot)
             }
             let done = try await follow(run, remote, record, first: task)
             await slot?.unpark()
@@ -37,7 +37,8 @@ extension Pipeline {
     /// Submits the job's attempt (a new one, or the one in flight whose answer was lost) and
     /// saves the task id as a checkpoint. Returns the attempt and the task as last answered.
     private func submitRemotely(_ run: RunState, _ remote: ProviderRuntime, _ latest: ProviderTaskRecord?,
-                                _ a: inout Artifacts, context: SceneContext) async throws -> (ProviderTaskRecord, ProviderTask) {
+                                _ a: inout Artifacts, context: SceneContext,
+                                slot: (any WorkerSlot)?) async throws -> (ProviderTaskRecord, ProviderTask) {
         let job = run.writer.job
         let name = provider.name
         var image: SourceImage? = nil
@@ -82,10 +83,18 @@ extension Pipeline {
                 inDoubt = false
             }
             let probe = try await remote.gate.permit()
-            try await remote.acquireSlot(record) { live in
-                try await step(run, .continuityChecked, .videoGeneration, 36,
-                               "waiting for a free \(name) slot (\(live) of \(remote.settings.concurrency) in use)")
+            // In line from the first ask, so the scheduler counts it before it has to wait.
+            await slot?.waitingForProviderSlot(true)
+            do {
+                try await remote.acquireSlot(record) { live in
+                    try await step(run, .continuityChecked, .videoGeneration, 36,
+                                   "waiting for a free \(name) slot (\(live) of \(remote.settings.concurrency) in use)")
+                }
+            } catch {
+                await slot?.waitingForProviderSlot(false)
+                throw error
             }
+            await slot?.waitingForProviderSlot(false)
             do {
                 let t = try await provider.submit(request)
                 remote.gate.submitted()

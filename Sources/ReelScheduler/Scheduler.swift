@@ -31,6 +31,8 @@ public actor Scheduler {
     /// Workers connected over RPC (issue #9): what they serve, their slots, what they hold.
     private var external: [String: ExternalWorker] = [:]
     private var parked: Set<String> = []
+    /// Parked jobs in line for a provider account's task slot (`WorkerSlot.waitingForProviderSlot`).
+    private var inProviderLine: Set<String> = []
     /// Parked jobs back from the provider, waiting for a worker slot (served before new claims).
     private var unparkWaiters: [(id: String, resume: CheckedContinuation<Void, Never>)] = []
     private var loops: [Task<Void, Never>] = []
@@ -66,9 +68,22 @@ public actor Scheduler {
     private var activeCount: Int { running.count - parked.count }
 
     /// Free slots for new claims: workers not busy with an unparked job, after the parked jobs
-    /// that wait to come back, within the in-flight cap.
+    /// that wait to come back, within the in-flight cap; none while as many jobs as there are
+    /// workers wait in line for a provider's scarce slots. Those slots are then what limits
+    /// throughput, and a job claimed only to wait would take its place in the line now, by the
+    /// fair share of the time it was claimed, instead of when a slot is near (issue #17 item 3).
     private var freeSlots: Int {
-        min(config.workers - activeCount - unparkWaiters.count, config.maxInFlight - running.count)
+        min(config.workers - activeCount - unparkWaiters.count, config.maxInFlight - running.count,
+            config.workers - inProviderLine.count)
+    }
+
+    func waitingForProviderSlot(_ id: String, _ waiting: Bool) {
+        guard running[id] != nil else { return }
+        if waiting {
+            inProviderLine.insert(id)
+        } else if inProviderLine.remove(id) != nil {
+            notifyWork()
+        }
     }
 
     func park(_ id: String) {
@@ -210,6 +225,7 @@ public actor Scheduler {
     private func finished(_ id: String) {
         running[id] = nil
         parked.remove(id)
+        inProviderLine.remove(id)
         admitUnparked()
         notifyWork()
     }
@@ -304,4 +320,5 @@ struct Slot: WorkerSlot {
     let scheduler: Scheduler
     func park() async { await scheduler.park(jobID) }
     func unpark() async { await scheduler.unpark(jobID) }
+    func waitingForProviderSlot(_ waiting: Bool) async { await scheduler.waitingForProviderSlot(jobID, waiting) }
 }

@@ -520,5 +520,18 @@ enum Migrations {
             PRIMARY KEY (tenant_id, user_id, claimer)
         );
         """),
+        (19, "provider slots in fair-share order among the jobs waiting for one", """
+        -- Issue #17 item 3: when a provider account's slots are scarce, the next free one goes to
+        -- the waiting job first in fair-share order by cost (SQL.acquireProviderSlot), not to
+        -- whichever asks first. A waiter asks again at least every second (seen_at).
+        CREATE TABLE provider_slot_waiters (
+            provider  text NOT NULL,
+            job_id    uuid NOT NULL,
+            seen_at   timestamptz NOT NULL,
+            PRIMARY KEY (provider, job_id)
+        );
+        -- The slot is now taken by a statement of SQL.swift after a lock of its own.
+        DROP FUNCTION reel_acquire_provider_slot(text, uuid, int, text, text, text, int);
+        """),
     ]
 }

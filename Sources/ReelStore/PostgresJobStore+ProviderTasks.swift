@@ -7,9 +7,15 @@ extension PostgresJobStore: ProviderTaskStore {
 
     public func acquireProviderSlot(_ r: ProviderTaskRecord, cap: Int) async throws -> Bool {
         try await pool.withConnection { c in
-            try c.query(SQL.acquireProviderSlot, [r.provider, r.jobID, String(r.attempt), r.externalTaskID, r.kind,
-                                                  r.callbackToken, String(cap)]).first?[0] == "t"
+            try c.pipeline([(SQL.lockProviderSlots, [r.provider]),
+                            (SQL.acquireProviderSlot, [r.provider, r.jobID, String(r.attempt), r.externalTaskID, r.kind,
+                                                       r.callbackToken, String(cap), String(self.fairShareHalfLifeSeconds)])])
+                .last?.first?[0] == "t"
         }
+    }
+
+    public func leaveProviderSlotQueue(provider: String, jobID: String) async throws {
+        try await pool.withConnection { c in _ = try c.query(SQL.leaveProviderSlotQueue, [provider, jobID]) }
     }
 
     public func releaseProviderSlot(jobID: String, attempt: Int32) async throws {

@@ -262,15 +262,10 @@ enum SQL {
     /// - candidates: the best few ready jobs (`$2` + 2, at most 6) of every (tenant, user) with
     ///   any (a loose index scan over `job_queue_ready_user`; more than one each, so concurrent
     ///   claimers skipping each other's locks still find every user's jobs), plus the `$4` best ready jobs overall (`job_queue_ready`);
-    /// - each candidate's place in its user's line: the user's decayed cost so far (`fair_usage`)
-    ///   plus the expected cost of the user's candidates ahead of it (by `priority_key`);
-    /// - its place in its tenant's line: the tenant's decayed cost plus the cost of the tenant's
-    ///   candidates ahead of it (ordered by their users' places), divided by `tenants.weight`;
-    /// - claimed in order of (tenant place, user place, rank within the user, `priority_key`),
-    ///   and the claimed cost is added to the claimer's `fair_usage` rows.
-    /// So the tenant with the least weighted cost gets the next slot, its user with the least
-    /// cost gets it within the tenant, and `priority_key` orders one user's jobs. With costs all
-    /// equal (or 0) this is round-robin: every user's best job before anyone's second.
+    /// - claimed in `fairOrder` (the tenant with the least weighted cost first, then its user
+    ///   with the least cost, then `priority_key`), and the claimed cost is added to the
+    ///   claimer's `fair_usage` rows. With costs all equal (or 0) this is round-robin: every
+    ///   user's best job before anyone's second.
     /// `$6`: the half-life of the usage in seconds. Delayed jobs are `waiting` rows the ready
     /// indexes leave out (`promoteDueJobs`); `run_at <= now()` still guards.
     /// SKIP LOCKED lets several claimers share the queue. Each claim bumps the job's `fence`.
@@ -302,33 +297,14 @@ enum SQL {
         ORDER BY priority_key LIMIT $4::int
     ), cand AS (
         SELECT * FROM heads UNION SELECT * FROM rest
-    ), usage AS (
-        SELECT f.tenant_id, f.user_id, sum(\(decayed("f"))) AS units FROM fair_usage f
-        WHERE (f.tenant_id, f.user_id) IN (SELECT tenant_id, user_id FROM cand UNION SELECT tenant_id, '' FROM cand)
-        GROUP BY f.tenant_id, f.user_id
-    ), by_user AS (
-        SELECT c.*, row_number() OVER w AS user_rank,
-               COALESCE(u.units, 0) + COALESCE(sum(c.cost_units) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-                   AS user_place
-        FROM cand c LEFT JOIN usage u ON u.tenant_id = c.tenant_id AND u.user_id = c.user_id
-        WINDOW w AS (PARTITION BY c.tenant_id, c.user_id ORDER BY c.priority_key, c.job_id)
-    ), ranked AS (
-        SELECT b.job_id, b.user_place, b.user_rank, b.priority_key,
-               (COALESCE(t.units, 0) + COALESCE(sum(b.cost_units) OVER (
-                    PARTITION BY b.tenant_id ORDER BY b.user_place, b.user_rank, b.priority_key, b.job_id
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)) / COALESCE(tw.weight, 1) AS tenant_place
-        FROM by_user b LEFT JOIN usage t ON t.tenant_id = b.tenant_id AND t.user_id = ''
-        LEFT JOIN tenants tw ON tw.tenant_id = b.tenant_id
-    ), ordered AS (
-        SELECT job_id, row_number() OVER (ORDER BY tenant_place, user_place, user_rank, priority_key, job_id) AS rn FROM ranked
-        -- Bounded (and so estimated small), the join below probes job_queue's key, not scans it.
-        ORDER BY rn LIMIT $4::int
-    ), c AS (
-        -- More candidates than slots ($2), so concurrent claimers skip each other's locks.
-        SELECT q.job_id FROM job_queue q JOIN ordered r ON r.job_id = q.job_id
+    ), \(fairOrder(halfLife: "$6", limit: "$4::int", discountWaiting: false)), c AS (
+        -- More candidates than slots ($2), so concurrent claimers skip each other's locks. The
+        -- job's row is locked here too, skipped when a change holds it (a CancelJob locks the
+        -- job, then its queue row: waiting for it while holding the queue row would deadlock).
+        SELECT q.job_id FROM job_queue q JOIN ordered r ON r.job_id = q.job_id JOIN jobs j ON j.id = q.job_id
         WHERE q.worker_id IS NULL AND NOT q.waiting AND EXISTS (SELECT 1 FROM lease)
         ORDER BY r.rn LIMIT $2::int
-        FOR UPDATE OF q SKIP LOCKED
+        FOR UPDATE OF q, j SKIP LOCKED
     ), qu AS (
         UPDATE job_queue q SET worker_id = $1, fence = q.fence + 1 FROM c WHERE q.job_id = c.job_id
         RETURNING q.job_id, q.fence, q.tenant_id, q.user_id, q.cost_units
@@ -337,7 +313,7 @@ enum SQL {
         SELECT tenant_id, user_id, $1, sum(cost_units), now() FROM qu GROUP BY tenant_id, user_id HAVING sum(cost_units) > 0
         UNION ALL
         SELECT tenant_id, '', $1, sum(cost_units), now() FROM qu GROUP BY tenant_id HAVING sum(cost_units) > 0
-        ON CONFLICT (tenant_id, user_id, claimer) DO UPDATE SET units = \(decayed("f")) + EXCLUDED.units, at = now()
+        ON CONFLICT (tenant_id, user_id, claimer) DO UPDATE SET units = \(decayed("f", halfLife: "$6")) + EXCLUDED.units, at = now()
     ), u AS (
         UPDATE jobs j SET status = 'processing', stage = 'script_expansion',
             message = 'claimed by ' || $1 || CASE WHEN j.retry_count > 0 THEN ' (attempt ' || (j.retry_count + 1) || ')' ELSE '' END,
@@ -353,10 +329,58 @@ enum SQL {
     JOIN ordered ON ordered.job_id = u.id ORDER BY ordered.rn
     """
 
-    /// A `fair_usage` row's units decayed to now with the half-life `$6` (seconds). The exponent
-    /// is bounded, since `exp` of a large negative number is an error in PostgreSQL, not 0.
-    static func decayed(_ f: String) -> String {
-        "\(f).units * exp(greatest(-40, -0.6931471805599453 * extract(epoch FROM now() - \(f).at) / $6::float8))"
+    /// A `fair_usage` row's units decayed to now with the half-life `halfLife` (a parameter, in
+    /// seconds). The exponent is bounded: `exp` of a large negative number is an error in
+    /// PostgreSQL, not 0.
+    static func decayed(_ f: String, halfLife: String) -> String {
+        "\(f).units * exp(greatest(-40, -0.6931471805599453 * extract(epoch FROM now() - \(f).at) / \(halfLife)::float8))"
+    }
+
+    /// The fair-share order by cost (issue #17 item 3), the one rule for both a worker's claim
+    /// and a provider's next account slot: CTEs `usage`, `by_user`, `ranked` and `ordered`
+    /// (`job_id`, `rn`: 1 goes first; `limit` rows at most) over a CTE `cand` of candidate
+    /// jobs (`job_id, tenant_id, user_id, priority_key, cost_units`).
+    /// - a candidate's place in its user's line: the user's decayed cost so far (`fair_usage`)
+    ///   plus the expected cost of the user's candidates ahead of it (by `priority_key`);
+    /// - its place in its tenant's line: the tenant's decayed cost plus the cost of the tenant's
+    ///   candidates ahead of it (ordered by their users' places), divided by `tenants.weight`;
+    /// - the order: (tenant place, user place, rank within the user, `priority_key`).
+    /// So the tenant with the least weighted cost goes next, its user with the least cost within
+    /// the tenant, and `priority_key` orders one user's jobs; with costs all equal (or 0) it is
+    /// round-robin. `discountWaiting`: the candidates' own cost is already in the usage (it was
+    /// counted when they were claimed) and is taken out again, so the usage is the cost that
+    /// went ahead of them (the provider-slot waiters: claimed, not yet at the provider).
+    static func fairOrder(halfLife: String, limit: String, discountWaiting: Bool) -> String {
+        func consumed(_ usage: String, _ partition: String) -> String {
+            discountWaiting
+                ? "greatest(0, COALESCE(\(usage).units, 0) - sum(c.cost_units) OVER (PARTITION BY \(partition)))"
+                : "COALESCE(\(usage).units, 0)"
+        }
+        return """
+        usage AS (
+            SELECT f.tenant_id, f.user_id, sum(\(decayed("f", halfLife: halfLife))) AS units FROM fair_usage f
+            WHERE (f.tenant_id, f.user_id) IN (SELECT tenant_id, user_id FROM cand UNION SELECT tenant_id, '' FROM cand)
+            GROUP BY f.tenant_id, f.user_id
+        ), by_user AS (
+            SELECT c.*, row_number() OVER w AS user_rank,
+                   \(consumed("u", "c.tenant_id, c.user_id"))
+                     + COALESCE(sum(c.cost_units) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS user_place,
+                   \(consumed("t", "c.tenant_id")) AS tenant_used
+            FROM cand c LEFT JOIN usage u ON u.tenant_id = c.tenant_id AND u.user_id = c.user_id
+            LEFT JOIN usage t ON t.tenant_id = c.tenant_id AND t.user_id = ''
+            WINDOW w AS (PARTITION BY c.tenant_id, c.user_id ORDER BY c.priority_key, c.job_id)
+        ), ranked AS (
+            SELECT b.job_id, b.user_place, b.user_rank, b.priority_key,
+                   (b.tenant_used + COALESCE(sum(b.cost_units) OVER (
+                        PARTITION BY b.tenant_id ORDER BY b.user_place, b.user_rank, b.priority_key, b.job_id
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)) / COALESCE(tw.weight, 1) AS tenant_place
+            FROM by_user b LEFT JOIN tenants tw ON tw.tenant_id = b.tenant_id
+        ), ordered AS (
+            SELECT job_id, row_number() OVER (ORDER BY tenant_place, user_place, user_rank, priority_key, job_id) AS rn FROM ranked
+            -- Bounded (and so estimated small), a join with it probes an index, not scans a table.
+            ORDER BY rn LIMIT \(limit)
+        )
+        """
     }
 
     /// Delayed jobs (and retries backing off) whose time has come leave `waiting` and join the
@@ -543,8 +567,50 @@ enum SQL {
     static let latestProviderTask = """
     SELECT \(providerTaskColumns) FROM provider_tasks WHERE job_id = $1::uuid ORDER BY attempt DESC LIMIT 1
     """
-    /// $1 provider, $2 job, $3 attempt, $4 external id, $5 kind, $6 token, $7 cap.
-    static let acquireProviderSlot = "SELECT reel_acquire_provider_slot($1, $2::uuid, $3::int, $4, $5, $6, $7::int)"
+    /// Taking one of the account's task slots is two statements in one round trip and one
+    /// transaction: this lock on the provider's slots, then `acquireProviderSlot`, which then
+    /// sees every slot taken or freed before it.
+    static let lockProviderSlots = "SELECT pg_advisory_xact_lock(hashtext('reel.provider_slots'), hashtext($1))"
+    /// A slot for attempt $3 of job $2 at provider $1 ($4 external id, $5 kind, $6 callback
+    /// token; $7 the cap, lowered by `provider_limits` while another client holds slots; $8 the
+    /// fair-share half-life in seconds). When the job already holds it: yes. When slots are
+    /// free, they go in fair-share order by cost (issue #17 item 3, `fairOrder`) among the jobs
+    /// waiting for one (`provider_slot_waiters`, each seen within the last 5 s — a waiter asks
+    /// again at least every second, so one whose reeld died drops out), so the job gets a slot
+    /// only when its place in that order is within the free slots. Otherwise it is (still) a
+    /// waiter. Answers whether the job holds the slot now. Waiters gone a minute are cleared.
+    static let acquireProviderSlot = """
+    WITH held AS (
+        SELECT 1 FROM provider_tasks WHERE job_id = $2::uuid AND attempt = $3::int AND live
+    ), room AS (
+        SELECT least($7::int, COALESCE((SELECT l.cap FROM provider_limits l WHERE l.provider = $1 AND l.until > now()), $7::int))
+               - (SELECT count(*) FROM provider_tasks t WHERE t.provider = $1 AND t.live) AS free
+    ), cand AS (
+        SELECT q.job_id, q.tenant_id, q.user_id, q.priority_key, q.cost_units
+        FROM provider_slot_waiters w JOIN job_queue q ON q.job_id = w.job_id
+        WHERE w.provider = $1 AND w.seen_at > now() - interval '5 seconds'
+        UNION
+        SELECT job_id, tenant_id, user_id, priority_key, cost_units FROM job_queue WHERE job_id = $2::uuid
+    ), \(fairOrder(halfLife: "$8", limit: "1000", discountWaiting: true)), granted AS (
+        INSERT INTO provider_tasks (job_id, attempt, provider, external_task_id, kind, callback_token, live, status)
+        SELECT $2::uuid, $3::int, $1, $4, $5, $6, true, 'pending'
+        WHERE NOT EXISTS (SELECT 1 FROM held)
+          AND COALESCE((SELECT rn FROM ordered WHERE job_id = $2::uuid), 1) <= (SELECT free FROM room)
+        ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now()
+        RETURNING 1
+    ), waiting AS (
+        INSERT INTO provider_slot_waiters (provider, job_id, seen_at)
+        SELECT $1, $2::uuid, now() WHERE NOT EXISTS (SELECT 1 FROM held) AND NOT EXISTS (SELECT 1 FROM granted)
+        ON CONFLICT (provider, job_id) DO UPDATE SET seen_at = now()
+    ), cleared AS (
+        DELETE FROM provider_slot_waiters w
+        WHERE w.provider = $1 AND CASE WHEN w.job_id = $2::uuid THEN EXISTS (SELECT 1 FROM held) OR EXISTS (SELECT 1 FROM granted)
+                                       ELSE w.seen_at < now() - interval '1 minute' END
+    )
+    SELECT EXISTS (SELECT 1 FROM held) OR EXISTS (SELECT 1 FROM granted)
+    """
+    /// A job no longer waits for a slot at provider $1 (it was cancelled, or gave up).
+    static let leaveProviderSlotQueue = "DELETE FROM provider_slot_waiters WHERE provider = $1 AND job_id = $2::uuid"
     static let releaseProviderSlot = """
     UPDATE provider_tasks SET live = false, updated_at = now() WHERE job_id = $1::uuid AND attempt = $2::int
     """

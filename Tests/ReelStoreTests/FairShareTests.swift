@@ -105,6 +105,45 @@ struct FairShareTests {
         #expect(try await count(store, "SELECT count(DISTINCT claimer) FROM fair_usage") == 4)
     }
 
+    /// Scarce provider slots (one, here) go in fair-share order among the jobs waiting for one,
+    /// not to whichever asks first: the flood's jobs always ask first, yet the units that get a
+    /// slot share out equally. The usage charged at claim for jobs still waiting is taken out
+    /// (both tenants' whole backlogs were claimed, neither has run anything).
+    @Test func scarceProviderSlotsGoInFairShareOrder() async throws {
+        let store = try await freshStore()
+        _ = try await store.createJobs(try Self.jobs(12, tenant: "flood", user: "f", cost: 2))
+        _ = try await store.createJobs(try Self.jobs(12, tenant: "cheap", user: "c", cost: 1))
+        let claimed = try await store.claim(workerID: "w", limit: 24, leaseMs: 60_000).map(\.job)
+        #expect(claimed.count == 24)
+        let order = claimed.sorted { ($0.userID, $0.id) > ($1.userID, $1.id) }  // "f" before "c"
+        let costs = try await Self.costByJob(store)
+        func record(_ job: Job) -> ProviderTaskRecord {
+            ProviderTaskRecord(provider: "kling", jobID: job.id, attempt: 1, externalTaskID: "reel-\(job.id)-1",
+                               kind: "text2video", callbackToken: UUID().uuidString)
+        }
+        var units: [String: Double] = [:]
+        var done = Set<String>()
+        for _ in 0..<14 {
+            var granted: [Job] = []
+            for job in order where !done.contains(job.id) {
+                if try await store.acquireProviderSlot(record(job), cap: 1) { granted.append(job) }
+            }
+            #expect(granted.count == 1, "one slot, one job at a time: \(granted.map(\.userID))")
+            for job in granted {
+                units[job.userID, default: 0] += costs[job.id] ?? 0
+                done.insert(job.id)
+                try await store.endProviderTask(jobID: job.id, attempt: 1, status: "succeed")
+            }
+        }
+        let f = units["f"] ?? 0, c = units["c"] ?? 0
+        #expect(abs(f - c) <= 2, "units given a slot: flood \(f), cheap \(c)")
+        #expect(try await count(store, "SELECT count(*) FROM provider_slot_waiters") == 24 - 14)
+        // A job that stops waiting leaves the line at once.
+        let left = try #require(order.first { !done.contains($0.id) })
+        try await store.leaveProviderSlotQueue(provider: "kling", jobID: left.id)
+        #expect(try await count(store, "SELECT count(*) FROM provider_slot_waiters") == 24 - 15)
+    }
+
     @Test func pastUsageDecaysWithTheHalfLife() async throws {
         let store = try await freshStore()
         _ = try await store.createJobs(try Self.jobs(3, tenant: "old", user: "o", cost: 1))

@@ -100,3 +100,38 @@ def test_equal_weights_share_units_equally(reeld_factory):
 def test_weights_two_to_one_share_units_two_to_one(reeld_factory):
     flood, cheap, _, _ = run_contest(reeld_factory, "fair-weighted", (2, 1))
     assert abs(flood / cheap - 2) <= 0.2, f"units: flood {flood}, cheap {cheap} (want 2:1 within 10 %)"
+
+
+def test_scarce_provider_slots_go_to_the_tenant_that_has_used_least(reeld_factory, fake_kling, tmp_path):
+    """Kling's account holds one task at a time (`--provider-concurrency 1`), so its slot, not
+    a worker, is what is scarce. The flood tenant's backlog comes first and is at Kling, with
+    more of its jobs in line for the slot, when the cheap tenant's comes. The slot goes in
+    fair-share order by cost among the waiting jobs, and a reeld claims no more jobs while as
+    many as it has workers wait in that line (they would take their place in it by the fair
+    share of when they were claimed), so over the run the units sent to Kling share out
+    equally, not first come first served."""
+    fake_kling.control(concurrency_limit=1, queued_ms=100, processing_ms=300)
+    art = tmp_path / "artifacts"
+    srv = ri.kling_reeld(reeld_factory, "fair-kling", fake_kling.url, art, workers=2, concurrency=1,
+                         extra_args=("--auth", "--admin-key", ADMIN))
+    flood_key, cheap_key = key_for(srv, ri.unique("flood")), key_for(srv, ri.unique("cheap"))
+    backlog(srv, flood_key, 60, 10, None)
+    ri.wait_for("the flood at Kling, and its next jobs waiting for the slot",
+                lambda: int(ri.psql_value(srv.db_url, "SELECT count(*) FROM provider_slot_waiters")) >= 1,
+                timeout=30, poll=0.1)
+    backlog(srv, cheap_key, 120, 5, None)
+
+    def sent():
+        rows = ri.psql_value(srv.db_url, "SELECT j.tenant_id LIKE 'flood%', "
+                                         "sum(j.expected_cost_units) FROM provider_tasks p JOIN jobs j ON j.id = p.job_id "
+                                         "GROUP BY 1")
+        out = {"t": 0.0, "f": 0.0}
+        for line in rows.splitlines():
+            k, v = line.split("|")
+            out[k] = float(v)
+        return out["t"], out["f"]
+
+    ri.wait_for("60 units sent to Kling", lambda: sum(sent()) >= 60, timeout=90, poll=0.1)
+    flood, cheap = sent()
+    print(f"units sent to Kling: flood {flood}, cheap {cheap}")
+    assert abs(flood - cheap) <= 0.10 * (flood + cheap) / 2 + 2, f"units sent to Kling: flood {flood}, cheap {cheap}"
