@@ -34,8 +34,11 @@ public final class ETAEstimator: Sendable {
         public var order: [String: Int]
         public var queued: Int
         public var running: Int
-        public init(order: [String: Int] = [:], queued: Int = 0, running: Int = 0) {
-            self.order = order; self.queued = queued; self.running = running
+        /// Worker slots serving the queue across every live reeld on the database (their own
+        /// workers and the external workers connected to them); 0: unknown.
+        public var slots: Int
+        public init(order: [String: Int] = [:], queued: Int = 0, running: Int = 0, slots: Int = 0) {
+            self.order = order; self.queued = queued; self.running = running; self.slots = slots
         }
     }
 
@@ -47,8 +50,12 @@ public final class ETAEstimator: Sendable {
 
     public let provider: String
     public let defaults: Defaults
-    /// Worker slots that serve the queue (at least 1).
+    /// Worker slots that serve the queue (at least 1): this process's, until a queue snapshot
+    /// tells how many all instances have.
     public let slots: Int
+    /// A real provider's account slots (`--provider-concurrency`), shared by every instance: no
+    /// more jobs than that run at once, however many workers there are. nil: no such limit.
+    public let providerSlots: Int?
     public let times: StageTimes
     private struct Profile { var config: JobConfig; var deadlineUnixMs: Int64; var runAtUnixMs: Int64 }
     private struct State {
@@ -59,8 +66,10 @@ public final class ETAEstimator: Sendable {
     /// Jobs remembered at most (a job's config and deadline, for its events).
     let capacity: Int
 
-    public init(provider: String, defaults: Defaults, slots: Int, times: StageTimes = StageTimes(), capacity: Int = 100_000) {
+    public init(provider: String, defaults: Defaults, slots: Int, providerSlots: Int? = nil, times: StageTimes = StageTimes(),
+                capacity: Int = 100_000) {
         self.provider = provider; self.defaults = defaults; self.slots = max(1, slots); self.times = times
+        self.providerSlots = providerSlots.map { max(1, $0) }
         self.capacity = max(1, capacity)
     }
 
@@ -109,10 +118,13 @@ public final class ETAEstimator: Sendable {
 
     /// The wait for a slot with `ahead` queued jobs before this one and `running` jobs holding
     /// slots: nothing while a slot is free for it, else a whole run per round of `slots` jobs.
-    public func waitMs(ahead: Int, running: Int, runMs: Int64) -> Int64 {
-        let free = max(0, slots - running)
+    /// `slots`: those serving the queue across instances (0: this process's own), at most the
+    /// provider's account slots.
+    public func waitMs(ahead: Int, running: Int, runMs: Int64, slots all: Int = 0) -> Int64 {
+        let serving = max(1, min(all > 0 ? all : slots, providerSlots ?? .max))
+        let free = max(0, serving - running)
         guard ahead >= free else { return 0 }
-        let rounds = (ahead - free) / slots + 1
+        let rounds = (ahead - free) / serving + 1
         return Int64(rounds) * runMs
     }
 
@@ -132,7 +144,7 @@ public final class ETAEstimator: Sendable {
         if status == .queued || status == .failed {
             let q = state.withLock { $0.queue }
             let ahead = q.order[id] ?? q.queued
-            let start = max(nowMs + waitMs(ahead: ahead, running: q.running, runMs: run), profile.runAtUnixMs)
+            let start = max(nowMs + waitMs(ahead: ahead, running: q.running, runMs: run, slots: q.slots), profile.runAtUnixMs)
             return start + run
         }
         return nowMs + remainingMs(profile.config, stage: stage, progress: progress)

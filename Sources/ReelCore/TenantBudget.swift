@@ -44,10 +44,29 @@ public struct TenantBudget: Sendable, Equatable {
     }
 }
 
-/// Where budgets live (ReelStore: `tenant_budgets`, checked and reserved in the create statement).
+/// A tenant's fair-share weight (issue #17 item 3): tenants share scarce workers and provider
+/// slots in proportion to their weights, by the cost they start.
+public enum TenantWeight {
+    public static let `default` = 1.0
+    public static let maximum = 1000.0
+
+    /// SetWeight's rule: a finite weight > 0 and at most 1000.
+    public static func validated(_ weight: Double) throws(ReelError) -> Double {
+        guard weight.isFinite, weight > 0 else { throw .invalid("weight", "must be a number greater than 0 (1 is the default)") }
+        guard weight <= maximum else { throw .invalid("weight", "must be at most \(Int(maximum))") }
+        return weight
+    }
+}
+
+/// Where budgets live (ReelStore: `tenant_budgets`, checked and reserved in the create
+/// statement), and tenants' fair-share weights (`tenants.weight`).
 public protocol BudgetStore: Sendable {
     /// Sets (limit > 0) or removes (limit 0) the tenant's budget; a new budget's period starts now.
     func setBudget(tenantID: String, limitUnits: Double, periodSeconds: Int64) async throws -> TenantBudget
     /// The tenant's budget as of now (a passed period rolled over); limit 0 when it has none.
     func budget(tenantID: String) async throws -> TenantBudget
+    /// Sets the tenant's fair-share weight; answers it as stored.
+    func setWeight(tenantID: String, weight: Double) async throws -> Double
+    /// The tenant's fair-share weight (1 when never set).
+    func weight(tenantID: String) async throws -> Double
 }

@@ -65,6 +65,9 @@ public actor Scheduler {
 
     public var runningCount: Int { running.count }
 
+    /// The slots of the external workers connected here.
+    public var externalSlots: Int { external.values.reduce(0) { $0 + Int($1.hello.slots) } }
+
     private var activeCount: Int { running.count - parked.count }
 
     /// Free slots for new claims: workers not busy with an unparked job, after the parked jobs

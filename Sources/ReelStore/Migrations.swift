@@ -533,5 +533,10 @@ enum Migrations {
         -- The slot is now taken by a statement of SQL.swift after a lock of its own.
         DROP FUNCTION reel_acquire_provider_slot(text, uuid, int, text, text, text, int);
         """),
+        (20, "each live reeld's worker slots, for ETAs across instances", """
+        -- Issue #17 item 4: a queued job's ETA counts the slots of every live reeld (its workers
+        -- and the external workers connected to it), not only those of the one answering.
+        ALTER TABLE reel_instances ADD COLUMN slots integer NOT NULL DEFAULT 0;
+        """),
     ]
 }

@@ -17,6 +17,18 @@ extension PostgresJobStore: BudgetStore {
         }
     }
 
+    public func setWeight(tenantID: String, weight: Double) async throws -> Double {
+        try await pool.withConnection { c in
+            Double(try c.query(SQL.setTenantWeight, [tenantID, String(weight)]).first?[0] ?? "") ?? weight
+        }
+    }
+
+    public func weight(tenantID: String) async throws -> Double {
+        try await pool.withConnection { c in
+            try c.query(SQL.tenantWeight, [tenantID]).first.flatMap { Double($0[0] ?? "") } ?? TenantWeight.default
+        }
+    }
+
     static func decodeBudget(_ r: [String?]) -> TenantBudget {
         TenantBudget(tenantID: r[0] ?? "", limitUnits: Double(r[1] ?? "") ?? 0, spentUnits: Double(r[2] ?? "") ?? 0,
                      reservedUnits: Double(r[3] ?? "") ?? 0, periodStartUnixMs: Int64(r[4] ?? "") ?? 0,

@@ -74,7 +74,8 @@ extension PostgresJobStore {
             let counts = try c.query(SQL.queueCounts, []).first
             let queued = counts?[0].flatMap { Int($0) } ?? order.count
             let running = counts?[1].flatMap { Int($0) } ?? 0
-            return ETAEstimator.QueueSnapshot(order: order, queued: queued, running: running)
+            let slots = counts?[2].flatMap { Int($0) } ?? 0
+            return ETAEstimator.QueueSnapshot(order: order, queued: queued, running: running, slots: slots)
         }
     }
 }

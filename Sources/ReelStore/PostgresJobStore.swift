@@ -450,12 +450,13 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
-    /// Says this reeld is alive (at start, then every few seconds); answers how many are.
+    /// Says this reeld is alive (at start, then every few seconds) with the worker `slots` it
+    /// serves the queue with (the ETA counts every instance's); answers how many are alive.
     /// While two or more are, job events are NOTIFYed for each other's watchers.
     @discardableResult
-    public func touchInstance(id: String) async throws -> Int {
+    public func touchInstance(id: String, slots: Int = 0) async throws -> Int {
         try await pool.withConnection { c in
-            _ = try c.query(SQL.touchInstance, [id])
+            _ = try c.query(SQL.touchInstance, [id, String(slots)])
             return Int(try c.query(SQL.liveInstances, []).first?[0] ?? "") ?? 0
         }
     }

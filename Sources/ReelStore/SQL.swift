@@ -533,7 +533,7 @@ enum SQL {
     static let touchInstance = """
     WITH gone AS (DELETE FROM reel_instances WHERE last_seen < now() - interval '1 hour'),
          past_days AS (DELETE FROM user_days WHERE day < current_date - 1)
-    INSERT INTO reel_instances (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET last_seen = now()
+    INSERT INTO reel_instances (id, slots) VALUES ($1, $2::int) ON CONFLICT (id) DO UPDATE SET last_seen = now(), slots = EXCLUDED.slots
     """
     static let liveInstances = "SELECT count(*) FROM reel_instances WHERE last_seen > now() - interval '30 seconds'"
     static let removeInstance = "DELETE FROM reel_instances WHERE id = $1"
@@ -654,12 +654,14 @@ enum SQL {
     """
 
     /// The queue as the ETA sees it: the first `$1` runnable queued jobs in key order, then the
-    /// counts of runnable queued and of running jobs (one scan of the narrow `job_queue`).
+    /// counts of runnable queued and of running jobs (one scan of the narrow `job_queue`) and
+    /// the worker slots of the live instances.
     static let queueOrder = """
     SELECT job_id::text FROM job_queue WHERE worker_id IS NULL AND run_at <= now() ORDER BY priority_key LIMIT $1::int
     """
     static let queueCounts = """
-    SELECT count(*) FILTER (WHERE worker_id IS NULL AND run_at <= now()), count(*) FILTER (WHERE worker_id IS NOT NULL)
+    SELECT count(*) FILTER (WHERE worker_id IS NULL AND run_at <= now()), count(*) FILTER (WHERE worker_id IS NOT NULL),
+           (SELECT COALESCE(sum(slots), 0) FROM reel_instances WHERE last_seen > now() - interval '30 seconds')
     FROM job_queue
     """
 
@@ -808,4 +810,12 @@ extension SQL {
            reserved_units, (extract(epoch FROM reel_budget_period(period_start, period_seconds)) * 1000)::int8, period_seconds
     FROM tenant_budgets WHERE tenant_id = $1
     """
+
+    /// A tenant's fair-share weight (`tenants.weight`, read by `fairOrder`).
+    static let setTenantWeight = """
+    INSERT INTO tenants (tenant_id, weight) VALUES ($1, $2::float8)
+    ON CONFLICT (tenant_id) DO UPDATE SET weight = EXCLUDED.weight
+    RETURNING weight
+    """
+    static let tenantWeight = "SELECT weight FROM tenants WHERE tenant_id = $1"
 }

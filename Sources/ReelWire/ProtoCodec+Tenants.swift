@@ -47,6 +47,46 @@ extension ProtoCodec {
         return pack(&m, reel__v1__get_budget_request__get_packed_size, reel__v1__get_budget_request__pack)
     }
 
+    public static func decodeSetWeightRequest(_ b: [UInt8]) throws(GRPCStatus) -> (tenantID: String, weight: Double) {
+        try unpack(b, reel__v1__set_weight_request__unpack, reel__v1__set_weight_request__free_unpacked) {
+            (str($0.tenant_id), $0.weight)
+        }
+    }
+
+    public static func decodeGetWeightRequest(_ b: [UInt8]) throws(GRPCStatus) -> String {
+        try unpack(b, reel__v1__get_weight_request__unpack, reel__v1__get_weight_request__free_unpacked) { str($0.tenant_id) }
+    }
+
+    public static func encodeTenantWeight(tenantID: String, weight: Double) -> [UInt8] {
+        let arena = CArena()
+        var m = Reel__V1__TenantWeight()
+        reel__v1__tenant_weight__init(&m)
+        m.tenant_id = arena.str(tenantID)
+        m.weight = weight
+        return pack(&m, reel__v1__tenant_weight__get_packed_size, reel__v1__tenant_weight__pack)
+    }
+
+    public static func decodeTenantWeight(_ b: [UInt8]) throws(GRPCStatus) -> (tenantID: String, weight: Double) {
+        try unpack(b, reel__v1__tenant_weight__unpack, reel__v1__tenant_weight__free_unpacked) { (str($0.tenant_id), $0.weight) }
+    }
+
+    public static func encodeSetWeightRequest(tenantID: String, weight: Double) -> [UInt8] {
+        let arena = CArena()
+        var m = Reel__V1__SetWeightRequest()
+        reel__v1__set_weight_request__init(&m)
+        m.tenant_id = arena.str(tenantID)
+        m.weight = weight
+        return pack(&m, reel__v1__set_weight_request__get_packed_size, reel__v1__set_weight_request__pack)
+    }
+
+    public static func encodeGetWeightRequest(tenantID: String) -> [UInt8] {
+        let arena = CArena()
+        var m = Reel__V1__GetWeightRequest()
+        reel__v1__get_weight_request__init(&m)
+        m.tenant_id = arena.str(tenantID)
+        return pack(&m, reel__v1__get_weight_request__get_packed_size, reel__v1__get_weight_request__pack)
+    }
+
     public static func decodeBudget(_ b: [UInt8]) throws(GRPCStatus) -> TenantBudget {
         try unpack(b, reel__v1__budget__unpack, reel__v1__budget__free_unpacked) {
             TenantBudget(tenantID: str($0.tenant_id), limitUnits: $0.limit_units, spentUnits: $0.spent_units,

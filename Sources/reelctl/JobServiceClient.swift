@@ -74,6 +74,18 @@ struct JobServiceClient {
                                                timeout: timeout, metadata: metadata))
     }
 
+    func setWeight(tenantID: String, weight: Double) throws -> Double {
+        try ProtoCodec.decodeTenantWeight(grpc.unary(path: "/reel.v1.TenantService/SetWeight",
+                                                     request: ProtoCodec.encodeSetWeightRequest(tenantID: tenantID, weight: weight),
+                                                     timeout: timeout, metadata: metadata)).weight
+    }
+
+    func weight(tenantID: String) throws -> Double {
+        try ProtoCodec.decodeTenantWeight(grpc.unary(path: "/reel.v1.TenantService/GetWeight",
+                                                     request: ProtoCodec.encodeGetWeightRequest(tenantID: tenantID),
+                                                     timeout: timeout, metadata: metadata)).weight
+    }
+
     func listKeys(tenantID: String) throws -> [APIKey] {
         try ProtoCodec.decodeListKeysResponse(grpc.unary(path: "/reel.v1.KeyService/ListKeys",
                                                          request: ProtoCodec.encodeListKeysRequest(tenantID: tenantID),

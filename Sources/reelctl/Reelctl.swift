@@ -28,7 +28,7 @@ struct Reelctl: ParsableCommand {
         """,
         subcommands: [
             CreateCommand.self, GetCommand.self, WatchCommand.self, CancelCommand.self,
-            RetryCommand.self, ListCommand.self, HealthCommand.self, SceneCommand.self, KeysCommand.self, BudgetCommand.self,
+            RetryCommand.self, ListCommand.self, HealthCommand.self, SceneCommand.self, KeysCommand.self, BudgetCommand.self, WeightCommand.self,
         ]
     )
 

@@ -248,7 +248,8 @@ struct Reeld: AsyncParsableCommand {
                                                 generation: { [videoProvider] in videoProvider.expectedGenerationTime(for: $0) },
                                                 upload: .seconds(10))
         }
-        let estimator = ETAEstimator(provider: videoProvider.name, defaults: etaDefaults, slots: max(1, workers), times: stageTimes)
+        let estimator = ETAEstimator(provider: videoProvider.name, defaults: etaDefaults, slots: max(1, workers),
+                                     providerSlots: videoProvider is SimulatedProvider ? nil : providerConcurrency, times: stageTimes)
         let eta = JobETA(estimator: estimator, store: store)
         let hub = JobEventHub(annotate: { eta.event($0) })
         // Events written by any reeld on this database (this one included) reach our watchers;
@@ -319,7 +320,7 @@ struct Reeld: AsyncParsableCommand {
             if event.status == .queued { scheduler.notifyWork() }
         }
         listener.start()
-        let alive = (try? await store.touchInstance(id: workerID)) ?? 1
+        let alive = (try? await store.touchInstance(id: workerID, slots: workers)) ?? 1
         if alive > 1 { try? await Task.sleep(for: .seconds(1)) }
         server.start()
         await scheduler.start()  // --workers 0: a pure coordinator for external workers
@@ -340,7 +341,9 @@ struct Reeld: AsyncParsableCommand {
             }, serviceName: "grpc-server"),
             // Health follows the database; gauges follow the queue and the open calls.
             .init(service: Every(.seconds(1)) { tick in
-                if tick % 5 == 0 { _ = try? await store.touchInstance(id: workerID) }
+                if tick % 5 == 0 {
+                    _ = try? await store.touchInstance(id: workerID, slots: workers + (await scheduler.externalSlots))
+                }
                 let up = await store.ping()
                 health.set(up ? HealthState.serving : HealthState.notServing)
                 if up, let stats = try? await store.queueStats() {

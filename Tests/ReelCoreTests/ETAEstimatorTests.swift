@@ -53,6 +53,23 @@ import Testing
         #expect(e.eta(of: job(.queued, .pending, 0, id: "new"), nowMs: 0) == 5 * 1400 + 1400)
     }
 
+    /// Every live reeld's slots serve the queue (the snapshot says how many), and a real
+    /// provider's account slots cap how many run at once however many workers there are.
+    @Test func theWaitCountsEveryInstancesSlotsAndTheProvidersCap() {
+        let e = simulated(slots: 2)
+        // Six slots across three instances, six running, six ahead: the running end, the six
+        // ahead run, then this one: two rounds, not the four this process's 2 slots would take.
+        e.updateQueue(.init(order: [:], queued: 6, running: 6, slots: 6))
+        #expect(e.eta(of: job(.queued, .pending, 0, id: "new"), nowMs: 0) == 2 * 1400 + 1400)
+        #expect(e.waitMs(ahead: 6, running: 6, runMs: 1400, slots: 6) == 2 * 1400)
+        #expect(e.waitMs(ahead: 6, running: 6, runMs: 1400) == 4 * 1400, "without the snapshot's count: this process's 2")
+        let kling = ETAEstimator(provider: "kling", defaults: .simulated(stepDelay: .milliseconds(200), polls: 4), slots: 8,
+                                 providerSlots: 2)
+        // Eight workers, but two account slots: four ahead with two running take two rounds.
+        #expect(kling.waitMs(ahead: 4, running: 2, runMs: 1000, slots: 8) == 3 * 1000)
+        #expect(kling.waitMs(ahead: 0, running: 1, runMs: 1000, slots: 8) == 0, "a free account slot: no wait")
+    }
+
     @Test func aDelayedJobIsNotExpectedBeforeItsRunTime() {
         let e = simulated()
         var j = job(.queued, .pending, 0)

@@ -86,6 +86,37 @@ def test_budgets_are_for_admin_keys_and_follow_the_rules(reeld_factory):
     assert gone.limit_units == 0 and get_budget(srv, "acme", key=ADMIN).limit_units == 0
 
 
+def test_weights_are_for_admin_keys_and_follow_the_rules(reeld_factory):
+    """TenantService.SetWeight/GetWeight: a tenant's fair-share weight (default 1), admin only,
+    > 0 and at most 1000; `reelctl weight` sets and shows it."""
+    srv = reeld_factory("weight-rules", workers=0, extra_args=("--auth", "--admin-key", ADMIN))
+    acme = tenant_key(srv, "acme")
+    t = tenants(srv)
+    set_w = lambda tenant, w, key=ADMIN: t.SetWeight(tpb.SetWeightRequest(tenant_id=tenant, weight=w), timeout=T,
+                                                     metadata=md(key))
+    get_w = lambda tenant, key=ADMIN: t.GetWeight(tpb.GetWeightRequest(tenant_id=tenant), timeout=T, metadata=md(key))
+    ri.assert_code(ri.rpc_error(lambda: set_w("acme", 2, key=acme)), grpc.StatusCode.PERMISSION_DENIED)
+    ri.assert_code(ri.rpc_error(lambda: get_w("acme", key=acme)), grpc.StatusCode.PERMISSION_DENIED)
+    assert (get_w("acme").tenant_id, get_w("acme").weight) == ("acme", 1)
+    for bad in (0, -1, float("nan"), float("inf"), 1000.5):
+        ri.assert_code(ri.rpc_error(lambda: set_w("acme", bad)), grpc.StatusCode.INVALID_ARGUMENT, mentions="weight")
+    ri.assert_code(ri.rpc_error(lambda: set_w("bad tenant!", 2)), grpc.StatusCode.INVALID_ARGUMENT, mentions="tenant_id")
+    assert set_w("acme", 2.5).weight == 2.5 and get_w("acme").weight == 2.5
+    assert get_w("other").weight == 1, "one tenant's weight is its own"
+    assert ri.psql_value(srv.db_url, "SELECT weight FROM tenants WHERE tenant_id = 'acme'") == "2.5"
+
+    import json, os, subprocess
+    run = lambda *a: subprocess.run([os.path.join(os.environ["REEL_BIN_DIR"], "reelctl"), "--address", srv.target, *a],
+                                    capture_output=True, text=True, timeout=30, env=dict(os.environ, REEL_API_KEY=ADMIN))
+    r = run("--json", "weight", "set", "--tenant", "acme", "4")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"tenant_id": "acme", "weight": 4}
+    r = run("weight", "get", "--tenant", "acme")
+    assert r.returncode == 0 and "weight" in r.stdout and "4" in r.stdout, r.stdout + r.stderr
+    r = run("weight", "set", "--tenant", "acme", "--", "-1")
+    assert r.returncode != 0 and "weight" in r.stderr, r.stdout + r.stderr
+
+
 def test_with_auth_off_every_caller_may_set_the_budget(reeld_factory):
     srv = reeld_factory("budget-noauth", workers=0)
     b = set_budget(srv, "", 3)

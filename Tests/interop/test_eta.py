@@ -141,3 +141,27 @@ def test_http_json_carries_eta_and_at_risk(eta_reeld):
             assert eta >= int(data["atUnixMs"]) and data["atRisk"] is False, data
     final = web.call(base, "GET", f"/v1/jobs/{created['id']}").json
     assert final["status"] == "JOB_STATUS_FINAL_READY" and int(final.get("etaUnixMs", 0)) == 0, final
+
+
+def test_a_queued_jobs_eta_counts_every_instances_workers(reeld_factory):
+    """The reeld answering (a coordinator with no workers of its own) counts the workers of
+    every live reeld on the database: two running on another instance, the next two queued run
+    in the second round and the fifth behind them in the third, not in the fifth round as one
+    slot (this process's own minimum) would make it."""
+    coord = reeld_factory("eta-coord", workers=0, sim_stage_ms=4000)
+    runner = reeld_factory("eta-runner", db_url=coord.db_url, workers=2, sim_stage_ms=4000)
+    user = ri.unique("eta-slots")
+    jobs = [coord.stub.CreateJob(ri.create_request(user, text=f"job {i}")) for i in range(6)]
+    ri.wait_for("two jobs running on the other instance",
+                lambda: sum(coord.stub.GetJob(pb.GetJobRequest(id=j.id)).status == pb.JOB_STATUS_PROCESSING
+                            for j in jobs) == 2, timeout=30, poll=0.1)
+    time.sleep(0.6)  # the ETA's queue snapshot is at most 500 ms old
+    queued = sorted((j for j in coord.stub.ListJobs(pb.ListJobsRequest(user_id=user)).jobs
+                     if j.status == pb.JOB_STATUS_QUEUED), key=lambda j: j.eta_unix_ms)
+    assert len(queued) == 4, [ri.describe_job(j) for j in queued]
+    t = now_ms()
+    first, last = queued[0].eta_unix_ms - t, queued[-1].eta_unix_ms - t
+    # With 2 slots: the first queued ends after 2 runs, the fourth after 3 (ratio 1.5); with
+    # one slot it would be 2 and 5 runs (ratio 2.5).
+    assert 1.3 <= last / first <= 1.7, f"queued ETAs from now: {first} ms ... {last} ms"
+    runner.stop()

@@ -7,7 +7,7 @@ Both backlogs are made through a reeld with no workers (a pure coordinator), and
 a second reeld with two workers start on the same database, so neither tenant gets a head start
 however slowly the machine creates the 600 jobs (a run_at race did that under CI load). Part of
 each backlog is delayed, due at the same instant, so the promoted jobs compete too. The tenants'
-keys are made through KeyService; the weight is set with the SQL the README gives."""
+keys are made through KeyService; the weight is set with `reelctl weight set` (TenantService.SetWeight)."""
 
 import json
 import os
@@ -65,9 +65,11 @@ def run_contest(reeld_factory, name: str, weights: tuple[float, float]):
     coordinator = reeld_factory(name + "-coord", workers=0, sim_stage_ms=5, extra_args=args)
     flood_tenant, cheap_tenant = ri.unique("flood"), ri.unique("cheap")
     for tenant, w in ((flood_tenant, weights[0]), (cheap_tenant, weights[1])):
-        if w != 1:
-            ri.psql_value(coordinator.db_url, f"INSERT INTO tenants (tenant_id, weight) VALUES ('{tenant}', {w}) "
-                                              f"ON CONFLICT (tenant_id) DO UPDATE SET weight = EXCLUDED.weight")
+        if w != 1:  # TenantService.SetWeight, through reelctl
+            r = subprocess.run([os.path.join(os.environ["REEL_BIN_DIR"], "reelctl"), "--address", coordinator.target,
+                                "weight", "set", "--tenant", tenant, str(w)],
+                               capture_output=True, text=True, timeout=30, env=dict(os.environ, REEL_API_KEY=ADMIN))
+            assert r.returncode == 0, r.stderr
     flood_key, cheap_key = key_for(coordinator, flood_tenant), key_for(coordinator, cheap_tenant)
     run_at = int(time.time() * 1000) + 2000
     backlog(coordinator, flood_key, 150, 10, None)

@@ -142,6 +142,141 @@ void   reel__v1__budget__free_unpacked
   assert(message->base.descriptor == &reel__v1__budget__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   reel__v1__set_weight_request__init
+                     (Reel__V1__SetWeightRequest         *message)
+{
+  static const Reel__V1__SetWeightRequest init_value = REEL__V1__SET_WEIGHT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t reel__v1__set_weight_request__get_packed_size
+                     (const Reel__V1__SetWeightRequest *message)
+{
+  assert(message->base.descriptor == &reel__v1__set_weight_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__set_weight_request__pack
+                     (const Reel__V1__SetWeightRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__set_weight_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__set_weight_request__pack_to_buffer
+                     (const Reel__V1__SetWeightRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__set_weight_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__SetWeightRequest *
+       reel__v1__set_weight_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__SetWeightRequest *)
+     protobuf_c_message_unpack (&reel__v1__set_weight_request__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__set_weight_request__free_unpacked
+                     (Reel__V1__SetWeightRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__set_weight_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__get_weight_request__init
+                     (Reel__V1__GetWeightRequest         *message)
+{
+  static const Reel__V1__GetWeightRequest init_value = REEL__V1__GET_WEIGHT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t reel__v1__get_weight_request__get_packed_size
+                     (const Reel__V1__GetWeightRequest *message)
+{
+  assert(message->base.descriptor == &reel__v1__get_weight_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__get_weight_request__pack
+                     (const Reel__V1__GetWeightRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__get_weight_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__get_weight_request__pack_to_buffer
+                     (const Reel__V1__GetWeightRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__get_weight_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__GetWeightRequest *
+       reel__v1__get_weight_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__GetWeightRequest *)
+     protobuf_c_message_unpack (&reel__v1__get_weight_request__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__get_weight_request__free_unpacked
+                     (Reel__V1__GetWeightRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__get_weight_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   reel__v1__tenant_weight__init
+                     (Reel__V1__TenantWeight         *message)
+{
+  static const Reel__V1__TenantWeight init_value = REEL__V1__TENANT_WEIGHT__INIT;
+  *message = init_value;
+}
+size_t reel__v1__tenant_weight__get_packed_size
+                     (const Reel__V1__TenantWeight *message)
+{
+  assert(message->base.descriptor == &reel__v1__tenant_weight__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t reel__v1__tenant_weight__pack
+                     (const Reel__V1__TenantWeight *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &reel__v1__tenant_weight__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t reel__v1__tenant_weight__pack_to_buffer
+                     (const Reel__V1__TenantWeight *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &reel__v1__tenant_weight__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Reel__V1__TenantWeight *
+       reel__v1__tenant_weight__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Reel__V1__TenantWeight *)
+     protobuf_c_message_unpack (&reel__v1__tenant_weight__descriptor,
+                                allocator, len, data);
+}
+void   reel__v1__tenant_weight__free_unpacked
+                     (Reel__V1__TenantWeight *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &reel__v1__tenant_weight__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor reel__v1__set_budget_request__field_descriptors[3] =
 {
   {
@@ -347,14 +482,158 @@ const ProtobufCMessageDescriptor reel__v1__budget__descriptor =
   (ProtobufCMessageInit) reel__v1__budget__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor reel__v1__tenant_service__method_descriptors[2] =
+static const ProtobufCFieldDescriptor reel__v1__set_weight_request__field_descriptors[2] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__SetWeightRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__SetWeightRequest, weight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__set_weight_request__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+  1,   /* field[1] = weight */
+};
+static const ProtobufCIntRange reel__v1__set_weight_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor reel__v1__set_weight_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.SetWeightRequest",
+  "SetWeightRequest",
+  "Reel__V1__SetWeightRequest",
+  "reel.v1",
+  sizeof(Reel__V1__SetWeightRequest),
+  2,
+  reel__v1__set_weight_request__field_descriptors,
+  reel__v1__set_weight_request__field_indices_by_name,
+  1,  reel__v1__set_weight_request__number_ranges,
+  (ProtobufCMessageInit) reel__v1__set_weight_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__get_weight_request__field_descriptors[1] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__GetWeightRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__get_weight_request__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+};
+static const ProtobufCIntRange reel__v1__get_weight_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor reel__v1__get_weight_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.GetWeightRequest",
+  "GetWeightRequest",
+  "Reel__V1__GetWeightRequest",
+  "reel.v1",
+  sizeof(Reel__V1__GetWeightRequest),
+  1,
+  reel__v1__get_weight_request__field_descriptors,
+  reel__v1__get_weight_request__field_indices_by_name,
+  1,  reel__v1__get_weight_request__number_ranges,
+  (ProtobufCMessageInit) reel__v1__get_weight_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor reel__v1__tenant_weight__field_descriptors[2] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__TenantWeight, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Reel__V1__TenantWeight, weight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned reel__v1__tenant_weight__field_indices_by_name[] = {
+  0,   /* field[0] = tenant_id */
+  1,   /* field[1] = weight */
+};
+static const ProtobufCIntRange reel__v1__tenant_weight__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor reel__v1__tenant_weight__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "reel.v1.TenantWeight",
+  "TenantWeight",
+  "Reel__V1__TenantWeight",
+  "reel.v1",
+  sizeof(Reel__V1__TenantWeight),
+  2,
+  reel__v1__tenant_weight__field_descriptors,
+  reel__v1__tenant_weight__field_indices_by_name,
+  1,  reel__v1__tenant_weight__number_ranges,
+  (ProtobufCMessageInit) reel__v1__tenant_weight__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor reel__v1__tenant_service__method_descriptors[4] =
 {
   { "SetBudget", &reel__v1__set_budget_request__descriptor, &reel__v1__budget__descriptor },
   { "GetBudget", &reel__v1__get_budget_request__descriptor, &reel__v1__budget__descriptor },
+  { "SetWeight", &reel__v1__set_weight_request__descriptor, &reel__v1__tenant_weight__descriptor },
+  { "GetWeight", &reel__v1__get_weight_request__descriptor, &reel__v1__tenant_weight__descriptor },
 };
 const unsigned reel__v1__tenant_service__method_indices_by_name[] = {
   1,        /* GetBudget */
-  0         /* SetBudget */
+  3,        /* GetWeight */
+  0,        /* SetBudget */
+  2         /* SetWeight */
 };
 const ProtobufCServiceDescriptor reel__v1__tenant_service__descriptor =
 {
@@ -363,7 +642,7 @@ const ProtobufCServiceDescriptor reel__v1__tenant_service__descriptor =
   "TenantService",
   "Reel__V1__TenantService",
   "reel.v1",
-  2,
+  4,
   reel__v1__tenant_service__method_descriptors,
   reel__v1__tenant_service__method_indices_by_name
 };
@@ -382,6 +661,22 @@ void reel__v1__tenant_service__get_budget(ProtobufCService *service,
 {
   assert(service->descriptor == &reel__v1__tenant_service__descriptor);
   service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void reel__v1__tenant_service__set_weight(ProtobufCService *service,
+                                          const Reel__V1__SetWeightRequest *input,
+                                          Reel__V1__TenantWeight_Closure closure,
+                                          void *closure_data)
+{
+  assert(service->descriptor == &reel__v1__tenant_service__descriptor);
+  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void reel__v1__tenant_service__get_weight(ProtobufCService *service,
+                                          const Reel__V1__GetWeightRequest *input,
+                                          Reel__V1__TenantWeight_Closure closure,
+                                          void *closure_data)
+{
+  assert(service->descriptor == &reel__v1__tenant_service__descriptor);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void reel__v1__tenant_service__init (Reel__V1__TenantService_Service *service,
                                      Reel__V1__TenantService_ServiceDestroy destroy)

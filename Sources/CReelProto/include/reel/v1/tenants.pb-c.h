@@ -18,6 +18,9 @@ PROTOBUF_C__BEGIN_DECLS
 typedef struct Reel__V1__SetBudgetRequest Reel__V1__SetBudgetRequest;
 typedef struct Reel__V1__GetBudgetRequest Reel__V1__GetBudgetRequest;
 typedef struct Reel__V1__Budget Reel__V1__Budget;
+typedef struct Reel__V1__SetWeightRequest Reel__V1__SetWeightRequest;
+typedef struct Reel__V1__GetWeightRequest Reel__V1__GetWeightRequest;
+typedef struct Reel__V1__TenantWeight Reel__V1__TenantWeight;
 
 
 /* --- enums --- */
@@ -77,6 +80,45 @@ struct  Reel__V1__Budget
     , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
+/*
+ * A tenant's fair-share weight (issue #17 item 3): when workers or a provider's task slots are
+ * scarce, tenants share the units they start in proportion to their weights. Default 1.
+ */
+struct  Reel__V1__SetWeightRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  /*
+   * > 0 and at most 1000; anything else: INVALID_ARGUMENT
+   */
+  double weight;
+};
+#define REEL__V1__SET_WEIGHT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__set_weight_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Reel__V1__GetWeightRequest
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+};
+#define REEL__V1__GET_WEIGHT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__get_weight_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Reel__V1__TenantWeight
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  double weight;
+};
+#define REEL__V1__TENANT_WEIGHT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&reel__v1__tenant_weight__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
 /* Reel__V1__SetBudgetRequest methods */
 void   reel__v1__set_budget_request__init
                      (Reel__V1__SetBudgetRequest         *message);
@@ -134,6 +176,63 @@ Reel__V1__Budget *
 void   reel__v1__budget__free_unpacked
                      (Reel__V1__Budget *message,
                       ProtobufCAllocator *allocator);
+/* Reel__V1__SetWeightRequest methods */
+void   reel__v1__set_weight_request__init
+                     (Reel__V1__SetWeightRequest         *message);
+size_t reel__v1__set_weight_request__get_packed_size
+                     (const Reel__V1__SetWeightRequest   *message);
+size_t reel__v1__set_weight_request__pack
+                     (const Reel__V1__SetWeightRequest   *message,
+                      uint8_t             *out);
+size_t reel__v1__set_weight_request__pack_to_buffer
+                     (const Reel__V1__SetWeightRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__SetWeightRequest *
+       reel__v1__set_weight_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__set_weight_request__free_unpacked
+                     (Reel__V1__SetWeightRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__GetWeightRequest methods */
+void   reel__v1__get_weight_request__init
+                     (Reel__V1__GetWeightRequest         *message);
+size_t reel__v1__get_weight_request__get_packed_size
+                     (const Reel__V1__GetWeightRequest   *message);
+size_t reel__v1__get_weight_request__pack
+                     (const Reel__V1__GetWeightRequest   *message,
+                      uint8_t             *out);
+size_t reel__v1__get_weight_request__pack_to_buffer
+                     (const Reel__V1__GetWeightRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__GetWeightRequest *
+       reel__v1__get_weight_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__get_weight_request__free_unpacked
+                     (Reel__V1__GetWeightRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Reel__V1__TenantWeight methods */
+void   reel__v1__tenant_weight__init
+                     (Reel__V1__TenantWeight         *message);
+size_t reel__v1__tenant_weight__get_packed_size
+                     (const Reel__V1__TenantWeight   *message);
+size_t reel__v1__tenant_weight__pack
+                     (const Reel__V1__TenantWeight   *message,
+                      uint8_t             *out);
+size_t reel__v1__tenant_weight__pack_to_buffer
+                     (const Reel__V1__TenantWeight   *message,
+                      ProtobufCBuffer     *buffer);
+Reel__V1__TenantWeight *
+       reel__v1__tenant_weight__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   reel__v1__tenant_weight__free_unpacked
+                     (Reel__V1__TenantWeight *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Reel__V1__SetBudgetRequest_Closure)
@@ -144,6 +243,15 @@ typedef void (*Reel__V1__GetBudgetRequest_Closure)
                   void *closure_data);
 typedef void (*Reel__V1__Budget_Closure)
                  (const Reel__V1__Budget *message,
+                  void *closure_data);
+typedef void (*Reel__V1__SetWeightRequest_Closure)
+                 (const Reel__V1__SetWeightRequest *message,
+                  void *closure_data);
+typedef void (*Reel__V1__GetWeightRequest_Closure)
+                 (const Reel__V1__GetWeightRequest *message,
+                  void *closure_data);
+typedef void (*Reel__V1__TenantWeight_Closure)
+                 (const Reel__V1__TenantWeight *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -160,6 +268,14 @@ struct Reel__V1__TenantService_Service
                      const Reel__V1__GetBudgetRequest *input,
                      Reel__V1__Budget_Closure closure,
                      void *closure_data);
+  void (*set_weight)(Reel__V1__TenantService_Service *service,
+                     const Reel__V1__SetWeightRequest *input,
+                     Reel__V1__TenantWeight_Closure closure,
+                     void *closure_data);
+  void (*get_weight)(Reel__V1__TenantService_Service *service,
+                     const Reel__V1__GetWeightRequest *input,
+                     Reel__V1__TenantWeight_Closure closure,
+                     void *closure_data);
 };
 typedef void (*Reel__V1__TenantService_ServiceDestroy)(Reel__V1__TenantService_Service *);
 void reel__v1__tenant_service__init (Reel__V1__TenantService_Service *service,
@@ -169,7 +285,9 @@ void reel__v1__tenant_service__init (Reel__V1__TenantService_Service *service,
 #define REEL__V1__TENANT_SERVICE__INIT(function_prefix__) \
     { REEL__V1__TENANT_SERVICE__BASE_INIT,\
       function_prefix__ ## set_budget,\
-      function_prefix__ ## get_budget  }
+      function_prefix__ ## get_budget,\
+      function_prefix__ ## set_weight,\
+      function_prefix__ ## get_weight  }
 void reel__v1__tenant_service__set_budget(ProtobufCService *service,
                                           const Reel__V1__SetBudgetRequest *input,
                                           Reel__V1__Budget_Closure closure,
@@ -178,12 +296,23 @@ void reel__v1__tenant_service__get_budget(ProtobufCService *service,
                                           const Reel__V1__GetBudgetRequest *input,
                                           Reel__V1__Budget_Closure closure,
                                           void *closure_data);
+void reel__v1__tenant_service__set_weight(ProtobufCService *service,
+                                          const Reel__V1__SetWeightRequest *input,
+                                          Reel__V1__TenantWeight_Closure closure,
+                                          void *closure_data);
+void reel__v1__tenant_service__get_weight(ProtobufCService *service,
+                                          const Reel__V1__GetWeightRequest *input,
+                                          Reel__V1__TenantWeight_Closure closure,
+                                          void *closure_data);
 
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor reel__v1__set_budget_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__get_budget_request__descriptor;
 extern const ProtobufCMessageDescriptor reel__v1__budget__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__set_weight_request__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__get_weight_request__descriptor;
+extern const ProtobufCMessageDescriptor reel__v1__tenant_weight__descriptor;
 extern const ProtobufCServiceDescriptor reel__v1__tenant_service__descriptor;
 
 PROTOBUF_C__END_DECLS
