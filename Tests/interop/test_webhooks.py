@@ -152,19 +152,25 @@ def test_final_failed_and_cancelled_jobs_are_delivered_signed_with_the_api_json(
         assert not verify(req, SECRET + "x")
         body = json.loads(req["body"])
         assert body["id"] == job.id and body["status"] == want
-        # The body is the HTTP API's JSON of the job as it ended.
-        api = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}").json
-        assert body == api, f"webhook body differs from GET /v1/jobs/{job.id}:\n{body}\n{api}"
         d = wait_delivery_state(srv, job.id, "DELIVERED")
         assert d["id"] == h["reel-delivery-id"] and d["attempts"] == 1 and d["lastStatus"] == 200
         assert d["jobStatus"] == want and d["url"] == job.webhook_url
-        # Exactly one terminal event: deliveries are not events.
+        # The body is the HTTP API's JSON of the job as it ended: since then the delivery's
+        # event (the job's next seq) is all that changed.
+        api = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}").json
+        assert api["lastEventSeq"] == body["lastEventSeq"] + 1
+        assert {**body, "lastEventSeq": api["lastEventSeq"]} == api, \
+            f"webhook body differs from GET /v1/jobs/{job.id}:\n{body}\n{api}"
+        # A watch from the start gets the snapshot, the terminal one, alone.
         events = ri.watch(srv.stub, job.id, after_seq=0)
         assert len(events) == 1 and ri.is_terminal(events[0])
-        stored_terminal = ri.psql_value(srv.db_url, f"SELECT count(*) FROM job_events WHERE job_id = '{job.id}' "
-                                                    "AND status IN ('final_ready', 'cancelled') OR "
-                                                    f"(job_id = '{job.id}' AND dead_lettered)")
-        assert stored_terminal == "1"
+        # One event made the job terminal; the one after it tells the delivery, in the same status.
+        stored = ri.psql_value(srv.db_url, "SELECT string_agg(status || ':' || dead_lettered || ':' || "
+                                           "(message LIKE 'webhook delivered to %'), ',' ORDER BY seq) "
+                                           f"FROM job_events WHERE job_id = '{job.id}'").split(",")
+        end = stored[-1].split(":")[0] + ":" + stored[-1].split(":")[1]
+        assert stored[-1] == end + ":true" and stored[-2] == end + ":false", stored
+        assert sum(1 for e in stored if e.startswith(end)) == 2, stored
     # A job without a webhook_url makes no delivery; the failed attempts that were retried made none.
     assert deliveries(srv, plain.id) == []
     assert ri.psql_value(srv.db_url, f"SELECT count(*) FROM webhook_deliveries WHERE job_id = '{failing.id}'") == "1"
@@ -243,7 +249,17 @@ def test_bad_webhook_urls_are_invalid_and_a_name_resolving_to_loopback_is_refuse
     time.sleep(0.5)
     assert receiver.for_path(job.webhook_url) == [], "nothing reaches a refused address"
     m = ri.scrape(srv)
-    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "failed")})), 0) >= 1
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "failed")})), 0) == 1
+    # One event tells it, failed for good, after the terminal one (a replay after it).
+    ended = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    (ev,) = ri.watch(srv.stub, job.id, after_seq=ended.last_event_seq - 1)
+    assert ev.seq == ended.last_event_seq and ev.status == pb.JOB_STATUS_FINAL_READY
+    path = job.webhook_url.split("?")[0]
+    assert ev.message.startswith(f"webhook delivery to {path} failed for good: ") and "127.0.0.1" in ev.message, ev.message
+    assert ev.message.endswith(f"(attempt 1, delivery {d['id']})"), ev.message
+    history = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}/events", headers={"Accept": "application/json"}).json["events"]
+    assert [e["seq"] for e in history] == list(range(1, ended.last_event_seq + 1))
+    assert [e["message"] for e in history if e["message"].startswith("webhook ")] == [ev.message]
 
 
 def test_a_delivery_survives_a_sigkill_after_the_job_ended(reeld_factory, receiver):
@@ -264,3 +280,60 @@ def test_a_delivery_survives_a_sigkill_after_the_job_ended(reeld_factory, receiv
     assert verify(ok, SECRET)
     assert json.loads(ok["body"])["status"] == "JOB_STATUS_FINAL_READY"
     assert ri.psql_value(srv.db_url, f"SELECT count(*) FROM webhook_deliveries WHERE job_id = '{job.id}'") == "1"
+
+
+def test_each_delivery_outcome_is_an_event_of_the_job_after_its_end(reeld_factory, receiver):
+    """A first attempt answered 500, then a 200: two events after the terminal one, dense seq,
+    the job's status kept — seen by a replay after the terminal event (gRPC and HTTP SSE), in
+    the HTTP history, and by `reelctl get`; a replay from before the end still ends at it."""
+    srv = hook_reeld(reeld_factory, "hooks-events", "--webhook-secret", SECRET, "--webhook-allow-private")
+    job = srv.stub.CreateJob(ri.create_request(ri.unique("hook-ev"), webhook_url=receiver.url("flaky")),
+                             timeout=ri.DEFAULT_TIMEOUT)
+    d = wait_delivery_state(srv, job.id, "DELIVERED")
+    assert d["attempts"] == 2
+    got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    assert got.status == pb.JOB_STATUS_FINAL_READY
+    history = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}/events", headers={"Accept": "application/json"}).json["events"]
+    assert [e["seq"] for e in history] == list(range(1, got.last_event_seq + 1)), "seq stays dense"
+    end = next(e["seq"] for e in history if e["status"] == "JOB_STATUS_FINAL_READY")
+    assert got.last_event_seq == end + 2
+
+    failed, delivered = ri.watch(srv.stub, job.id, after_seq=end)
+    assert (failed.seq, delivered.seq) == (end + 1, end + 2)
+    for e in (failed, delivered):
+        assert e.status == pb.JOB_STATUS_FINAL_READY and e.stage == got.stage and e.progress == 100
+    assert failed.message.startswith(f"webhook delivery to {job.webhook_url} failed: HTTP 500")
+    assert f"(attempt 1, delivery {d['id']}); next attempt at 20" in failed.message, failed.message
+    assert failed.message.endswith("Z")
+    assert delivered.message == f"webhook delivered to {job.webhook_url}: HTTP 200 (attempt 2, delivery {d['id']})"
+    assert [e["message"] for e in history[end:]] == [failed.message, delivered.message]
+    # A replay from before the end stops at the terminal event, as ever (DESIGN §2).
+    before = ri.watch(srv.stub, job.id, after_seq=end - 1)
+    assert [e.seq for e in before] == [end]
+    # Past the last event of a finished job: OK at once.
+    assert ri.watch(srv.stub, job.id, after_seq=got.last_event_seq) == []
+    # The HTTP events view (SSE) after the terminal event sends the same two, then ends.
+    status, sse = web.sse_events(srv.http_url, f"/v1/jobs/{job.id}/events?after_seq={end}")
+    assert status == 200, sse
+    assert [e["data"]["message"] for e in sse if "data" in e] == [failed.message, delivered.message]
+
+    # The outcomes count once each.
+    m = ri.scrape(srv)
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "retry")})), 0) == 1
+    assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "delivered")})), 0) == 1
+
+    # reelctl get shows them, in text and in JSON.
+    import os
+    import subprocess
+    reelctl = os.path.join(os.environ["REEL_BIN_DIR"], "reelctl")
+    text = subprocess.run([reelctl, "--address", srv.target, "get", job.id], capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0, text.stderr
+    assert f"webhook: {job.webhook_url}" in " ".join(text.stdout.split()), text.stdout
+    lines = [l for l in text.stdout.splitlines() if l.startswith("delivery:")]
+    assert len(lines) == 2 and lines[0].endswith(failed.message) and lines[1].endswith(delivered.message), text.stdout
+    assert f"#{end + 1} " in lines[0] and f"#{end + 2} " in lines[1]
+    out = subprocess.run([reelctl, "--address", srv.target, "--json", "get", job.id], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["id"] == job.id and doc["lastEventSeq"] == got.last_event_seq
+    assert [(e["seq"], e["message"]) for e in doc["webhookEvents"]] == [(end + 1, failed.message), (end + 2, delivered.message)]
