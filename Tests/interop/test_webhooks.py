@@ -108,6 +108,21 @@ def wait_delivery_state(srv, job_id: str, state: str, key: str | None = None, ti
     return ri.wait_for(f"delivery of {job_id} {state}", done, timeout=timeout)
 
 
+def history(srv, job_id: str) -> list[dict]:
+    """The job's stored events (the HTTP API's JSON history)."""
+    r = web.call(srv.http_url, "GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "application/json"})
+    assert r.status == 200, r
+    return r.json["events"]
+
+
+def job_at_last_event(srv, job_id: str) -> pb.Job:
+    """GetJob once it reflects the job's newest stored event (a read just after a commit may be
+    answered from memory until the event reaches this process's hub)."""
+    last = history(srv, job_id)[-1]["seq"]
+    return ri.wait_for(f"{job_id} at seq {last}", lambda: (lambda j: j if j.last_event_seq == last else None)(
+        srv.stub.GetJob(pb.GetJobRequest(id=job_id), timeout=ri.DEFAULT_TIMEOUT)), timeout=10)
+
+
 def hook_reeld(factory, name, *extra, env=None, **kw):
     kw.setdefault("sim_stage_ms", 30)
     srv = factory(name, start=False, http=True, workers=kw.pop("workers", 4),
@@ -157,7 +172,9 @@ def test_final_failed_and_cancelled_jobs_are_delivered_signed_with_the_api_json(
         assert d["jobStatus"] == want and d["url"] == job.webhook_url
         # The body is the HTTP API's JSON of the job as it ended: since then the delivery's
         # event (the job's next seq) is all that changed.
-        api = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}").json
+        last = job_at_last_event(srv, job.id).last_event_seq
+        api = ri.wait_for("GET /v1/jobs at the last event", lambda: (lambda a: a if a["lastEventSeq"] == last else None)(
+            web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}").json), timeout=10)
         assert api["lastEventSeq"] == body["lastEventSeq"] + 1
         assert {**body, "lastEventSeq": api["lastEventSeq"]} == api, \
             f"webhook body differs from GET /v1/jobs/{job.id}:\n{body}\n{api}"
@@ -251,15 +268,15 @@ def test_bad_webhook_urls_are_invalid_and_a_name_resolving_to_loopback_is_refuse
     m = ri.scrape(srv)
     assert m.get(("reel_webhook_deliveries_total", frozenset({("outcome", "failed")})), 0) == 1
     # One event tells it, failed for good, after the terminal one (a replay after it).
-    ended = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    ended = job_at_last_event(srv, job.id)
     (ev,) = ri.watch(srv.stub, job.id, after_seq=ended.last_event_seq - 1)
     assert ev.seq == ended.last_event_seq and ev.status == pb.JOB_STATUS_FINAL_READY
     path = job.webhook_url.split("?")[0]
     assert ev.message.startswith(f"webhook delivery to {path} failed for good: ") and "127.0.0.1" in ev.message, ev.message
     assert ev.message.endswith(f"(attempt 1, delivery {d['id']})"), ev.message
-    history = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}/events", headers={"Accept": "application/json"}).json["events"]
-    assert [e["seq"] for e in history] == list(range(1, ended.last_event_seq + 1))
-    assert [e["message"] for e in history if e["message"].startswith("webhook ")] == [ev.message]
+    events = history(srv, job.id)
+    assert [e["seq"] for e in events] == list(range(1, ended.last_event_seq + 1))
+    assert [e["message"] for e in events if e["message"].startswith("webhook ")] == [ev.message]
 
 
 def test_a_delivery_survives_a_sigkill_after_the_job_ended(reeld_factory, receiver):
@@ -291,11 +308,11 @@ def test_each_delivery_outcome_is_an_event_of_the_job_after_its_end(reeld_factor
                              timeout=ri.DEFAULT_TIMEOUT)
     d = wait_delivery_state(srv, job.id, "DELIVERED")
     assert d["attempts"] == 2
-    got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    got = job_at_last_event(srv, job.id)
     assert got.status == pb.JOB_STATUS_FINAL_READY
-    history = web.call(srv.http_url, "GET", f"/v1/jobs/{job.id}/events", headers={"Accept": "application/json"}).json["events"]
-    assert [e["seq"] for e in history] == list(range(1, got.last_event_seq + 1)), "seq stays dense"
-    end = next(e["seq"] for e in history if e["status"] == "JOB_STATUS_FINAL_READY")
+    events = history(srv, job.id)
+    assert [e["seq"] for e in events] == list(range(1, got.last_event_seq + 1)), "seq stays dense"
+    end = next(e["seq"] for e in events if e["status"] == "JOB_STATUS_FINAL_READY")
     assert got.last_event_seq == end + 2
 
     failed, delivered = ri.watch(srv.stub, job.id, after_seq=end)
@@ -306,7 +323,7 @@ def test_each_delivery_outcome_is_an_event_of_the_job_after_its_end(reeld_factor
     assert f"(attempt 1, delivery {d['id']}); next attempt at 20" in failed.message, failed.message
     assert failed.message.endswith("Z")
     assert delivered.message == f"webhook delivered to {job.webhook_url}: HTTP 200 (attempt 2, delivery {d['id']})"
-    assert [e["message"] for e in history[end:]] == [failed.message, delivered.message]
+    assert [e["message"] for e in events[end:]] == [failed.message, delivered.message]
     # A replay from before the end stops at the terminal event, as ever (DESIGN §2).
     before = ri.watch(srv.stub, job.id, after_seq=end - 1)
     assert [e.seq for e in before] == [end]
