@@ -49,6 +49,38 @@ struct WebhookEventTests {
         #expect(try await store.scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = '\(id)'") == 1)
     }
 
+    @Test func aDeliveryOfAnEndThatWasRetriedMeanwhileKeepsTheJobsNewState() async throws {
+        let store = try await TestDatabase.freshStore()
+        defer { store.close() }
+        var input = CreateJobInput(userID: "u", sceneID: "s", type: .sceneCreation, inputText: "hook")
+        input.webhookURL = "http://127.0.0.1:9/h"
+        let id = try await store.createJob(try input.validated(allowPrivateWebhooks: true)).job.id
+        // Claimed, then failed for good (dead-lettered): its delivery is made.
+        #expect(try await store.claim(workerID: "w0", limit: 1, leaseMs: 60_000, types: nil).count == 1)
+        let failed = StateChange(status: .failed, stage: .scriptExpansion, progress: 0, message: "failed",
+                                 error: JobError(code: "X", message: "x", stage: .scriptExpansion), deadLettered: true)
+        _ = try await store.apply(failed, to: id)
+        let a = try #require(try await store.claimWebhookDeliveries(limit: 5, leaseMs: 60_000).only)
+        // RetryJob (as JobOperations.retry) while the attempt is under way.
+        let retried = try await store.apply(StateChange(status: .queued, stage: .pending, progress: 0, message: "retry requested",
+                                                        deadLettered: false, retryCount: 0, runAfterMs: 0), to: id)
+        let outcome = WebhookOutcome.retry(afterMs: 60_000, status: 503, error: "HTTP 503")
+        let r = try #require(try await store.finishWebhookDelivery(
+            id: a.deliveryID, attempt: 1, outcome: outcome, body: "{}",
+            eventMessage: outcome.eventMessage(url: a.url, attempt: 1, deliveryID: a.deliveryID)))
+        let e = try #require(r.event)
+        #expect(e.seq == retried.job.lastEventSeq + 1)
+        #expect(e.status == .queued && e.stage == .pending && !e.deadLettered, "the job's state now, unchanged")
+        let job = try #require(try await store.job(id: id))
+        #expect(job.status == .queued && !job.deadLettered && job.lastEventSeq == e.seq && job.message == "retry requested")
+        // Still claimable as the queued job it is; no delivery for an end that did not happen.
+        #expect(try await store.scalar("SELECT count(*) FROM job_queue WHERE job_id = '\(id)'") == 1)
+        #expect(try await store.scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = '\(id)'") == 1)
+        let claimed = try await store.claim(workerID: "w", limit: 1, leaseMs: 60_000, types: nil)
+        #expect(claimed.map(\.job.id) == [id])
+        #expect(claimed.first?.event.seq == e.seq + 1)
+    }
+
     @Test func failedForGoodNamesTheReason() {
         let o = WebhookOutcome.failed(status: 0, error: "REFUSED_ADDRESS: refused to send to 10.0.0.1: not a public address")
         #expect(o.eventMessage(url: "https://user:pw@example.com/hook#x", attempt: 1, deliveryID: "d") ==
