@@ -354,3 +354,52 @@ def test_each_delivery_outcome_is_an_event_of_the_job_after_its_end(reeld_factor
     doc = json.loads(out.stdout)
     assert doc["id"] == job.id and doc["lastEventSeq"] == got.last_event_seq
     assert [(e["seq"], e["message"]) for e in doc["webhookEvents"]] == [(end + 1, failed.message), (end + 2, delivered.message)]
+
+
+def test_a_delivery_of_an_end_that_retryjob_undid_is_a_live_event_in_the_jobs_new_state(reeld_factory, receiver):
+    """A job fails for good; its delivery keeps failing (503); RetryJob queues it again on a reeld
+    without workers (so it stays queued). Each later attempt is an event of the queued job that a
+    live watcher gets, in order, without its stream ending; the watch ends at the job's next end."""
+    first = hook_reeld(reeld_factory, "hooks-undone-a", "--webhook-secret", SECRET, "--webhook-allow-private")
+    job = first.stub.CreateJob(ri.create_request(ri.unique("hook-undone"), webhook_url=receiver.url("down"), max_retries=1,
+                                                 config=pb.JobConfig(model="simulated-failure")), timeout=ri.DEFAULT_TIMEOUT)
+    ri.wait_for_job(first.stub, job.id, want=(pb.JOB_STATUS_FAILED,), timeout=60)
+    ri.wait_for(f"{job.id} dead-lettered", lambda: first.stub.GetJob(pb.GetJobRequest(id=job.id),
+                                                                     timeout=ri.DEFAULT_TIMEOUT).dead_lettered)
+    receiver.wait(job.webhook_url)
+    first.kill()
+    # The killed reeld's claim (if it was mid-attempt) lapses: made due at once here.
+    ri.psql_value(first.db_url, "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE state = 'pending' RETURNING 1")
+    srv = hook_reeld(reeld_factory, "hooks-undone-b", "--webhook-secret", SECRET, "--webhook-allow-private",
+                     db_url=first.db_url, workers=0)
+    retried = srv.stub.RetryJob(pb.RetryJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    assert retried.status == pb.JOB_STATUS_QUEUED and not retried.dead_lettered
+    watcher = ri.Watcher(srv.stub, job.id)
+    watcher.start()
+    assert watcher.first_event.wait(10)
+
+    def seen(prefix: str):
+        return next((e for e in watcher.events if e.message.startswith(prefix)), None)
+    failing = ri.wait_for("a failed attempt seen live", lambda: seen("webhook delivery to "), timeout=30)
+    assert failing.status == pb.JOB_STATUS_QUEUED and not failing.dead_lettered, failing
+    assert "HTTP 503" in failing.message and "next attempt at" in failing.message
+    receiver.down = False
+    delivered = ri.wait_for("the delivery seen live", lambda: seen("webhook delivered to "), timeout=30)
+    assert delivered.status == pb.JOB_STATUS_QUEUED and delivered.message.startswith(f"webhook delivered to {job.webhook_url}: HTTP 200")
+    assert watcher.is_alive(), "an event of a delivery ends no watch"
+    # Still the queued job it was made: claimable, one delivery (of the end RetryJob undid).
+    got = srv.stub.GetJob(pb.GetJobRequest(id=job.id), timeout=ri.DEFAULT_TIMEOUT)
+    assert got.status == pb.JOB_STATUS_QUEUED and not got.dead_lettered
+    assert ri.psql_value(srv.db_url, f"SELECT count(*) FROM job_queue WHERE job_id = '{job.id}'") == "1"
+    assert len(deliveries(srv, job.id)) == 1
+
+    srv.stub.CancelJob(pb.CancelJobRequest(id=job.id, reason="test"), timeout=ri.DEFAULT_TIMEOUT)
+    events = watcher.finish()
+    assert watcher.error is None, watcher.error
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"dense and in order: {seqs}"
+    assert events[-1].status == pb.JOB_STATUS_CANCELLED and not events[-1].message.startswith("webhook")
+    # The cancel is an end of its own: a second delivery, told after it.
+    ri.wait_for("the cancel delivered", lambda: (lambda d: len(d) == 2 and d[1]["state"] == "DELIVERED")(deliveries(srv, job.id)))
+    (after,) = ri.watch(srv.stub, job.id, after_seq=events[-1].seq)
+    assert after.status == pb.JOB_STATUS_CANCELLED and after.message.startswith("webhook delivered to ")
