@@ -1,7 +1,9 @@
 import Foundation
+import Logging
 import ReelCore
 import ReelStore
 import ReelTestSupport
+import Synchronization
 import Testing
 
 /// Completion-webhook deliveries as job events (issue #17 item 6), against the real PostgreSQL:
@@ -9,8 +11,16 @@ import Testing
 @Suite(.enabled(if: TestDatabase.baseURL != nil, "needs REEL_TEST_DATABASE_URL"), .serialized)
 struct WebhookEventTests {
     @Test func eachRecordedOutcomeIsTheJobsNextEventAndAStaleOneIsNothing() async throws {
-        let store = try await TestDatabase.freshStore()
+        let (store, url) = try await TestDatabase.freshStoreAndURL()
         defer { store.close() }
+        // Two reeld alive: events are NOTIFYed for the other's watchers, these too.
+        let heard = Mutex<[JobEvent]>([])
+        let listener = EventListener(url: url, logger: Logger(label: "test")) { e in heard.withLock { $0.append(e) } }
+        listener.start()
+        defer { listener.stop() }
+        _ = try await store.touchInstance(id: "reeld-a")
+        #expect(try await store.touchInstance(id: "reeld-b") == 2)
+        try await Task.sleep(for: .milliseconds(500))  // LISTEN is in place
         var input = CreateJobInput(userID: "u", sceneID: "s", type: .sceneCreation, inputText: "hook")
         input.webhookURL = "http://127.0.0.1:9/h?token=secret"
         let id = try await store.createJob(try input.validated(allowPrivateWebhooks: true)).job.id
@@ -45,6 +55,12 @@ struct WebhookEventTests {
         let job = try #require(try await store.job(id: id))
         #expect(job.lastEventSeq == 4 && job.status == .finalReady && job.message == "final video ready")
         #expect(try await store.events(jobID: id, afterSeq: 0).map(\.seq) == [1, 2, 3, 4])
+        let deadline = ContinuousClock.now + .seconds(5)
+        while heard.withLock({ !$0.contains { $0.seq == 4 } }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let notified = heard.withLock { $0 }.filter { $0.jobID == id && $0.seq > 2 }
+        #expect(notified.map(\.seq) == [3, 4] && notified.map(\.message) == [e1.message, r2.event?.message ?? ""])
         // The events changed no status: no second delivery.
         #expect(try await store.scalar("SELECT count(*) FROM webhook_deliveries WHERE job_id = '\(id)'") == 1)
     }
