@@ -692,12 +692,32 @@ enum SQL {
     ) j
     """
     /// The outcome of attempt $2 of delivery $1: $3 the new state, $4 the HTTP status (NULL:
-    /// none), $5 the error, $6 the body sent, $7 ms until the next attempt (pending only).
+    /// none), $5 the error, $6 the body sent, $7 ms until the next attempt (pending only) — and,
+    /// in the same statement, the job's next event (DESIGN §2: dense seq, `last_event_seq`)
+    /// telling it: message $8, with "; next attempt at <UTC time>" for one that will be retried.
+    /// The event copies the job's status, stage and progress, so it changes no state: neither the
+    /// outbox trigger (a status change) nor the budget settlement (nothing left to settle) fires.
+    /// Answers the outbox row's state, then the event (NULLs: the job is gone); no row for a stale attempt.
     static let finishWebhookDelivery = """
-    UPDATE webhook_deliveries SET state = $3, last_status = $4::int, last_error = $5, body = COALESCE(body, $6),
-        next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $7::int8 / 1000.0) ELSE next_attempt_at END,
-        finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
-    WHERE id = $1::uuid AND attempts = $2::int AND state = 'pending'
+    WITH d AS (
+        UPDATE webhook_deliveries SET state = $3, last_status = $4::int, last_error = $5, body = COALESCE(body, $6),
+            next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $7::int8 / 1000.0) ELSE next_attempt_at END,
+            finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
+        WHERE id = $1::uuid AND attempts = $2::int AND state = 'pending'
+        RETURNING job_id, state, next_attempt_at
+    ), u AS (
+        UPDATE jobs j SET last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM d WHERE j.id = d.job_id
+        RETURNING j.id, j.last_event_seq, j.status, j.stage, j.progress, j.dead_lettered, j.updated_at,
+            $8::text || CASE WHEN d.state = 'pending'
+                THEN '; next attempt at ' || to_char(d.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                ELSE '' END AS message
+    ), e AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+        RETURNING \(eventColumns)
+    )
+    SELECT d.state, e.* FROM d LEFT JOIN e ON true
     """
     static let webhookDeliveriesOfJob = """
     SELECT id::text, job_id::text, url, job_status, state, attempts, COALESCE(last_status, 0), last_error,

@@ -366,7 +366,8 @@ struct Reeld: AsyncParsableCommand {
         }
         let hookClient = CurlHTTPClient(threads: 2, connectTimeout: .seconds(5), totalTimeout: hookSettings.requestTimeout,
                                         maxResponseBytes: 64 << 10)
-        services.append(.init(service: WebhookDeliverer(store: store, client: hookClient, settings: hookSettings, logger: logger),
+        services.append(.init(service: WebhookDeliverer(store: store, client: hookClient, settings: hookSettings, logger: logger,
+                                                        publish: { hub.publish($0) }),
                               serviceName: "webhook-deliverer"))
         // Retention: a pass at start, then every ten minutes, each going on from where the last got.
         guard retentionDays >= 0 else { fail("--retention-days must be 0 (never) or more") }
