@@ -369,8 +369,11 @@ struct Reeld: AsyncParsableCommand {
         guard retentionDays >= 0 else { fail("--retention-days must be 0 (never) or more") }
         if retentionDays > 0 {
             let local = LocalArtifactStore(directory: artifactsDir, publicBaseURL: artifactsBaseURL)
-            let sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
+            var sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
                                            workingCopies: artifactStore == nil ? nil : local, days: retentionDays, logger: logger)
+            // A pruned job's events are renumbered: its cached copy (old last_event_seq) goes.
+            let operations = service.operations
+            sweeper.onPruned = { operations.forget(jobIDs: $0) }
             services.append(.init(service: Every(.seconds(600)) { _ in await sweeper.sweep() }, serviceName: "retention"))
         }
         if let remote {
