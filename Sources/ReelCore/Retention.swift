@@ -21,7 +21,7 @@ public struct EventPrune: Sendable, Equatable {
     public var events = 0
     /// The jobs it pruned (still terminal and old enough when locked).
     public var jobs: [String] = []
-    /// How many of them had their events renumbered.
+    /// How many of them had their `last_event_seq` changed (their events renumbered).
     public var renumbered = 0
     public init(events: Int = 0, jobs: [String] = [], renumbered: Int = 0) {
         self.events = events; self.jobs = jobs; self.renumbered = renumbered

@@ -20,9 +20,12 @@ extension PostgresJobStore: RetentionStore {
                 guard !locked.isEmpty else { return EventPrune() }
                 let ids = JobRow.textArray(locked)
                 let events = Int(try c.query(SQL.pruneEvents, [ids]).first?[0] ?? "") ?? 0
+                // Down always looks (it also closes gaps an earlier prune left); up and the
+                // jobs' last_event_seq only when an event was deleted or moved.
                 let moved = Int(try c.query(SQL.renumberEventsDown, [ids]).first?[0] ?? "") ?? 0
-                if moved > 0 { _ = try c.query(SQL.renumberEventsUp, [ids]) }
-                return EventPrune(events: events, jobs: locked, renumbered: moved)
+                guard events > 0 || moved > 0 else { return EventPrune(jobs: locked) }
+                let changed = Int(try c.query(SQL.renumberEventsUp, [ids]).first?[0] ?? "") ?? 0
+                return EventPrune(events: events, jobs: locked, renumbered: changed)
             }
         }
     }

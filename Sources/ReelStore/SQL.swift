@@ -714,7 +714,7 @@ enum SQL {
     SELECT count(DISTINCT job_id) FROM m
     """
     /// Then back to their rank, and each job's `last_event_seq` to its number of events (the
-    /// seq of its last one). Answers the jobs renumbered.
+    /// seq of its last one). Answers how many jobs' `last_event_seq` changed.
     static let renumberEventsUp = """
     WITH up AS (
         UPDATE job_events SET seq = -seq WHERE job_id = ANY($1::uuid[]) AND seq < 0 RETURNING job_id
