@@ -374,7 +374,8 @@ struct Reeld: AsyncParsableCommand {
             // A pruned job's events are renumbered: its cached copy (old last_event_seq) goes.
             let operations = service.operations
             sweeper.onPruned = { operations.forget(jobIDs: $0) }
-            services.append(.init(service: Every(.seconds(600)) { _ in await sweeper.sweep() }, serviceName: "retention"))
+            let pass = sweeper
+            services.append(.init(service: Every(.seconds(600)) { _ in await pass.sweep() }, serviceName: "retention"))
         }
         if let remote {
             // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
