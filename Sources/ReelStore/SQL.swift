@@ -656,11 +656,16 @@ enum SQL {
     /// its segment's URLs. A job still running at one pass has no `completed_at` yet; when it
     /// ends (again, after a retry) it gets one later than any cursor, so a later pass sees it.
     static let retentionBatch = """
-    WITH cur AS (SELECT completed_at, job_id FROM retention_cursor WHERE id = 1),
-    b AS (
+    WITH cur AS (
+        SELECT COALESCE(r.completed_at, '-infinity'::timestamptz) AS completed_at,
+               COALESCE(r.job_id, '00000000-0000-0000-0000-000000000000'::uuid) AS job_id
+        FROM (SELECT 1) one LEFT JOIN retention_cursor r ON r.id = 1
+    ), b AS (
+        -- The row comparison against two scalars is an index condition: a batch starts at the
+        -- cursor, never re-reading the index entries of the jobs passes went past.
         SELECT j.id, j.completed_at, j.status, j.dead_lettered FROM jobs j
         WHERE j.completed_at IS NOT NULL AND j.completed_at < now() - make_interval(days => $1::int)
-          AND (NOT EXISTS (SELECT 1 FROM cur) OR (j.completed_at, j.id) > (SELECT c.completed_at, c.job_id FROM cur c))
+          AND (j.completed_at, j.id) > ((SELECT completed_at FROM cur), (SELECT job_id FROM cur))
         ORDER BY j.completed_at, j.id LIMIT $2::int
     )
     SELECT b.id::text, b.completed_at::text || '|' || b.id::text,
