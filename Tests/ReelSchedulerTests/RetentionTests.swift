@@ -185,6 +185,24 @@ struct RetentionTests {
         #expect(try await seqs(store, id) == bits([1, 2, 3, 4, 5, 6, 7]))
     }
 
+    /// Gaps an earlier prune left (before the renumbering existed; migration 18 restarts the
+    /// walk) are closed by the next pass, with nothing left to delete.
+    @Test func gapsFromAnEarlierPruneAreClosed() async throws {
+        let store = try await TestDatabase.freshStore()
+        defer { store.close() }
+        let id = try await endedJob(store, 1, end: "cancelled", ageDays: 40)
+        _ = try await store.scalar("""
+        DELETE FROM job_events WHERE job_id = '\(id)' AND seq IN (3, 4, 6);
+        INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds)
+        VALUES ('\(id)', '', 's', '', '', 5);
+        SELECT 1
+        """)
+        let report = await RetentionSweeper(store: store, artifacts: nil, days: 30, logger: Logger(label: "test")).sweep()
+        #expect(report.eventsPruned == 0 && report.jobsDeleted == 0 && report.jobsRenumbered == 1)
+        #expect(try await seqs(store, id) == bits([1, 2, 3, 4]))
+        #expect(try await store.job(id: id)?.lastEventSeq == 4)
+    }
+
     @Test func zeroDaysKeepsEverything() async throws {
         let store = try await TestDatabase.freshStore()
         defer { store.close() }
