@@ -373,9 +373,13 @@ struct Reeld: AsyncParsableCommand {
         guard retentionDays >= 0 else { fail("--retention-days must be 0 (never) or more") }
         if retentionDays > 0 {
             let local = LocalArtifactStore(directory: artifactsDir, publicBaseURL: artifactsBaseURL)
-            let sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
+            var sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
                                            workingCopies: artifactStore == nil ? nil : local, days: retentionDays, logger: logger)
-            services.append(.init(service: Every(.seconds(600)) { _ in await sweeper.sweep() }, serviceName: "retention"))
+            // A pruned job's events are renumbered: its cached copy (old last_event_seq) goes.
+            let operations = service.operations
+            sweeper.onPruned = { operations.forget(jobIDs: $0) }
+            let pass = sweeper
+            services.append(.init(service: Every(.seconds(600)) { _ in await pass.sweep() }, serviceName: "retention"))
         }
         if let remote {
             // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
