@@ -62,27 +62,10 @@ public final class ProviderRuntime: Sendable {
         settings.publicURL.map { $0 + ProviderCallbacks.path(provider: provider.name, token: token) }
     }
 
-    /// Takes an account slot for `record`, waiting (without a worker) until one is free;
-    /// `waiting` is called once if it has to wait.
-    /// Free slots go in fair-share order among the waiting jobs of every instance, so a waiting
-    /// job asks again at least every second (and at once when a slot is freed here).
-    func acquireSlot(_ record: ProviderTaskRecord, waiting: (Int) async throws -> Void) async throws {
-        var announced = false
-        do {
-            while true {
-                try Task.checkCancellation()
-                if try await tasks.acquireProviderSlot(record, cap: settings.concurrency) { return }
-                if !announced {
-                    announced = true
-                    try await waiting(try await tasks.liveProviderTasks(provider: provider.name))
-                }
-                _ = await slots.wait(timeout: .seconds(1))
-            }
-        } catch {
-            // Out of the line at once, not after its turn had been held for 5 s.
-            if announced { try? await tasks.leaveProviderSlotQueue(provider: provider.name, jobID: record.jobID) }
-            throw error
-        }
+    /// One ask for an account slot for `record`: true when taken (or already held), else the
+    /// job is in this provider's line for one (`acquireSlot` waits; routing asks each provider).
+    func acquireSlotOnce(_ record: ProviderTaskRecord) async throws -> Bool {
+        try await tasks.acquireProviderSlot(record, cap: settings.concurrency)
     }
 
     func releaseSlot(_ record: ProviderTaskRecord) async throws {

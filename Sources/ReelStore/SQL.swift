@@ -581,7 +581,7 @@ enum SQL {
     /// waiter. Answers whether the job holds the slot now. Waiters gone a minute are cleared.
     static let acquireProviderSlot = """
     WITH held AS (
-        SELECT 1 FROM provider_tasks WHERE job_id = $2::uuid AND attempt = $3::int AND live
+        SELECT 1 FROM provider_tasks WHERE job_id = $2::uuid AND attempt = $3::int AND live AND provider = $1
     ), room AS (
         SELECT least($7::int, COALESCE((SELECT l.cap FROM provider_limits l WHERE l.provider = $1 AND l.until > now()), $7::int))
                - (SELECT count(*) FROM provider_tasks t WHERE t.provider = $1 AND t.live) AS free
@@ -596,7 +596,10 @@ enum SQL {
         SELECT $2::uuid, $3::int, $1, $4, $5, $6, true, 'pending'
         WHERE NOT EXISTS (SELECT 1 FROM held)
           AND COALESCE((SELECT rn FROM ordered WHERE job_id = $2::uuid), 1) <= (SELECT free FROM room)
-        ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now()
+        -- An attempt that made no task yet may move to another provider (routing, DESIGN §5).
+        ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now(),
+            provider = CASE WHEN provider_tasks.task_id = '' THEN EXCLUDED.provider ELSE provider_tasks.provider END,
+            kind = CASE WHEN provider_tasks.task_id = '' THEN EXCLUDED.kind ELSE provider_tasks.kind END
         RETURNING 1
     ), waiting AS (
         INSERT INTO provider_slot_waiters (provider, job_id, seen_at)
