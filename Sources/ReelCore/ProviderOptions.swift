@@ -44,3 +44,28 @@ public enum ProviderOptions {
         return out
     }
 }
+
+/// A real provider's state as this reeld sees it (`GET /v1/providers`, the dashboard): routing
+/// passes by one that is parked or whose circuit is open.
+public struct ProviderStatus: Sendable, Equatable {
+    public var name: String
+    /// Its place in `--provider` (0 is preferred).
+    public var order: Int
+    public var parked: Bool
+    public var parkedReason: String
+    public var circuitOpen: Bool
+    /// False after the provider refused Reel's credentials, until a submission goes through.
+    public var healthy: Bool
+    /// Live tasks of the account (every reeld on the database) and the cap on them.
+    public var liveTasks: Int
+    public var concurrency: Int
+
+    public init(name: String, order: Int, parked: Bool, parkedReason: String, circuitOpen: Bool, healthy: Bool,
+                liveTasks: Int, concurrency: Int) {
+        self.name = name; self.order = order; self.parked = parked; self.parkedReason = parkedReason
+        self.circuitOpen = circuitOpen; self.healthy = healthy; self.liveTasks = liveTasks; self.concurrency = concurrency
+    }
+
+    /// `up`, `parked`, `failing` (circuit open) or `unhealthy` (credentials refused).
+    public var state: String { !healthy ? "unhealthy" : parked ? "parked" : circuitOpen ? "failing" : "up" }
+}

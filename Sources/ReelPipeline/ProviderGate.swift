@@ -17,6 +17,7 @@ final class ProviderGate: Sendable {
         var throttles = 0
         var serverErrors = 0
         var circuitOpenedAt: ContinuousClock.Instant?
+        var unhealthy = false
     }
     /// Server errors in a row that open the circuit.
     static let circuitErrors = 5
@@ -36,6 +37,20 @@ final class ProviderGate: Sendable {
     }
 
     var isParked: Bool { state.withLock { $0.parked } }
+
+    /// (parked, why, circuit open, healthy) at once.
+    var snapshot: (parked: Bool, reason: String, circuitOpen: Bool, healthy: Bool) {
+        state.withLock { s in
+            (s.parked, s.parked ? s.reason : "",
+             s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false, !s.unhealthy)
+        }
+    }
+
+    /// The provider refused Reel's credentials (until a submission goes through).
+    func markUnhealthy() {
+        state.withLock { $0.unhealthy = true }
+        ReelMetrics.providerHealthy(provider: provider, false)
+    }
 
     /// Routing passes the provider by while its circuit is open (until `probeInterval` after it
     /// opened: then one submission may find out whether it is back).
@@ -92,15 +107,17 @@ final class ProviderGate: Sendable {
     /// A submission went through: a parked account is back, an open circuit closes, and
     /// throttling starts over.
     func submitted() {
-        let (unparked, closed) = state.withLock { s -> (Bool, Bool) in
-            let was = s.parked, open = s.circuitOpenedAt != nil
+        let (unparked, closed, healed) = state.withLock { s -> (Bool, Bool, Bool) in
+            let was = s.parked, open = s.circuitOpenedAt != nil, sick = s.unhealthy
             s.parked = false
             s.probing = false
             s.throttles = 0
             s.serverErrors = 0
             s.circuitOpenedAt = nil
-            return (was, open)
+            s.unhealthy = false
+            return (was, open, sick)
         }
+        if healed { ReelMetrics.providerHealthy(provider: provider, true) }
         if closed {
             ReelMetrics.providerCircuitOpen(provider: provider, false)
             logger.notice("provider circuit closed: a submission went through", metadata: ["reel.provider": "\(provider)"])

@@ -92,7 +92,15 @@ public final class ProviderRuntime: Sendable {
         logger.notice("the provider refused a task for the account's concurrency: Reel holds to \(live) live task(s) for \(hold)")
     }
 
-    func markUnhealthy() { ReelMetrics.providerHealthy(provider: provider.name, false) }
+    func markUnhealthy() { gate.markUnhealthy() }
+
+    /// The provider's state for `GET /v1/providers` (its live tasks read from the database).
+    public func status(order: Int) async -> ProviderStatus {
+        let g = gate.snapshot
+        let live = (try? await tasks.liveProviderTasks(provider: provider.name)) ?? 0
+        return ProviderStatus(name: provider.name, order: order, parked: g.parked, parkedReason: g.reason,
+                              circuitOpen: g.circuitOpen, healthy: g.healthy, liveTasks: live, concurrency: settings.concurrency)
+    }
 
     // MARK: - Tasks nobody follows
 

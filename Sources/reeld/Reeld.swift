@@ -399,6 +399,7 @@ struct Reeld: AsyncParsableCommand {
             api.webhookDeliveries = { jobID in try await store.webhookDeliveries(jobID: jobID) }
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
             if let remote {
+                api.providers = { [await remote.status(order: 0)] }
                 api.providerCallback = { name, token, body in
                     guard name == remote.provider.name else { return (404, "unknown provider \(name)") }
                     let answer = await remote.receiveCallback(token: token, body: body)

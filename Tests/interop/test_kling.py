@@ -293,6 +293,9 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
         assert cur.retry_count == 0, f"an attempt was burned while parked\n{d()}"
     assert fake_kling.stats()["creates_ok"] == 0, d()
     assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, d()
+    # The dashboard's view of it (GET /v1/providers): parked, with Kling's reason.
+    p = provider_states(srv)["kling"]
+    assert p["state"] == "parked" and p["parked"] and p["parkedReason"] and p["concurrency"] == 2, p
 
     fake_kling.control(account="ok")
     for j in jobs:
@@ -302,6 +305,14 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
     assert st["creates_ok"] == 2, d()
     assert sorted(t["external_task_id"] for t in st["tasks"]) == sorted(ext(j.id, 1) for j in jobs), d()
     assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 0, "still parked after success"
+    p = provider_states(srv)["kling"]
+    assert (p["state"], p["parked"], p["circuitOpen"], p["healthy"], p["order"]) == ("up", False, False, True, 0), p
+
+
+def provider_states(srv) -> dict:
+    """GET /v1/providers, by provider name."""
+    with _NO_PROXY.open(srv.http_url + "/v1/providers", timeout=10) as r:
+        return {p["name"]: p for p in json.loads(r.read())["providers"]}
 
 
 def test_model_without_access_is_rejected_naming_it_and_retry_job_submits_again(reeld_factory, fake_kling,
