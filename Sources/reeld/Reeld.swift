@@ -36,19 +36,19 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
     var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
 
-    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY). Env: REEL_PROVIDER.")
+    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY) | runway (key from RUNWAYML_API_SECRET), or a list in order of preference, e.g. kling,runway (routing with fallback). Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL)). Env: REEL_PROVIDER_URL.")
+    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL)); with a list, NAME=URL,…. Env: REEL_PROVIDER_URL.")
     var providerURLFlag: String?
     /// `--provider-url`, else the environment.
     var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
 
-    @Option(help: "Milliseconds between polls of a provider task (the fallback for callbacks). Env: REEL_PROVIDER_POLL_MS.")
-    var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 5000
+    @Option(help: "Milliseconds between polls of a provider task (the fallback for callbacks); N for each, or NAME=N,…. Env: REEL_PROVIDER_POLL_MS.")
+    var providerPollMs: String = env("REEL_PROVIDER_POLL_MS") ?? "5000"
 
-    @Option(help: "Live provider tasks at most, for the account, across every reeld on the database. Env: REEL_PROVIDER_CONCURRENCY.")
-    var providerConcurrency: Int = Int(env("REEL_PROVIDER_CONCURRENCY") ?? "") ?? 4
+    @Option(help: "Live provider tasks at most, for the account, across every reeld on the database; N for each, or NAME=N,…. Env: REEL_PROVIDER_CONCURRENCY.")
+    var providerConcurrency: String = env("REEL_PROVIDER_CONCURRENCY") ?? "4"
 
     @Option(help: "While a provider is parked (out of credit…), milliseconds between probe submissions. Env: REEL_PROVIDER_PROBE_MS.")
     var providerProbeMs: Int = Int(env("REEL_PROVIDER_PROBE_MS") ?? "") ?? 30_000
@@ -178,10 +178,13 @@ struct Reeld: AsyncParsableCommand {
         guard let databaseURL, !databaseURL.isEmpty else {
             fail("no database: pass --database-url or set REEL_DATABASE_URL")
         }
-        var videoProvider: any VideoProvider = SimulatedProvider()
+        let providerNames: [String]
+        do { providerNames = try ProviderOptions.names(provider) } catch { fail("--\(error.message)") }
+        let simulated = providerNames == ["simulated"]
+        var realProviders: [any VideoProvider] = []
         var postProcessor: PostProcessor? = nil
         var pipelineConfig = Pipeline.Config(
-            stageDelay: .milliseconds(simStageMs ?? (provider == "simulated" ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
+            stageDelay: .milliseconds(simStageMs ?? (simulated ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
         // Its threads start only for a provider or a bucket that needs them.
@@ -200,27 +203,42 @@ struct Reeld: AsyncParsableCommand {
                 fail("--artifacts-url: \(error)")
             }
         }
-        switch provider {
-        case "simulated":
-            break
-        case "kling":
-            guard let access = env("KLING_ACCESS_KEY"), let secret = env("KLING_SECRET_KEY") else {
-                fail("--provider kling needs KLING_ACCESS_KEY and KLING_SECRET_KEY in the environment")
+        // Per-provider settings (DESIGN §8): a bare value applies to each (a URL only to one).
+        let positive: (String) -> Int? = { Int($0.trimmingCharacters(in: .whitespaces)).flatMap { $0 >= 1 ? $0 : nil } }
+        let urls: [String: String], concurrencies: [String: Int], pollMs: [String: Int]
+        do {
+            urls = try ProviderOptions.values(providerURL, flag: "provider-url", providers: providerNames, bareAppliesToEach: false) {
+                $0.hasPrefix("http://") || $0.hasPrefix("https://") ? $0 : nil
             }
-            guard providerConcurrency >= 1 else { fail("--provider-concurrency must be at least 1") }
-            guard providerPollMs >= 1 else { fail("--provider-poll-ms must be at least 1") }
+            concurrencies = try ProviderOptions.values(providerConcurrency, flag: "provider-concurrency", providers: providerNames,
+                                                       bareAppliesToEach: true, parse: positive)
+            pollMs = try ProviderOptions.values(providerPollMs, flag: "provider-poll-ms", providers: providerNames,
+                                                bareAppliesToEach: true, parse: positive)
+        } catch {
+            fail("--\(error.message) (numbers must be at least 1, URLs http(s))")
+        }
+        if !simulated {
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
                 fail("--public-url must be an http(s) URL")
             }
-            videoProvider = KlingProvider(baseURL: providerURL ?? KlingProvider.defaultURL, accessKey: access,
-                                          secretKey: secret, client: client, logger: logger)
+            for name in providerNames {
+                switch name {
+                case "kling":
+                    guard let access = env("KLING_ACCESS_KEY"), let secret = env("KLING_SECRET_KEY") else {
+                        fail("--provider kling needs KLING_ACCESS_KEY and KLING_SECRET_KEY in the environment")
+                    }
+                    realProviders.append(KlingProvider(baseURL: urls[name] ?? KlingProvider.defaultURL, accessKey: access,
+                                                       secretKey: secret, client: client, logger: logger))
+                default:
+                    fail("--provider \(name) is not available in this build")
+                }
+            }
             postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
                                           client: client, logger: logger)
-            pipelineConfig.pollInterval = .milliseconds(providerPollMs)
+            pipelineConfig.pollInterval = .milliseconds(Int64(pollMs[providerNames[0]] ?? 5000))
             pipelineConfig.parkWhileGenerating = true
-        default:
-            fail("unknown provider '\(provider)': use simulated or kling")
         }
+        let videoProvider: any VideoProvider = realProviders.first ?? SimulatedProvider()
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
         let dashboard: Dashboard?
@@ -248,8 +266,10 @@ struct Reeld: AsyncParsableCommand {
                                                 generation: { [videoProvider] in videoProvider.expectedGenerationTime(for: $0) },
                                                 upload: .seconds(10))
         }
+        // A job runs on one provider at a time: the accounts' slots together bound how many run.
+        let accountSlots = realProviders.reduce(0) { $0 + (concurrencies[$1.name] ?? 4) }
         let estimator = ETAEstimator(provider: videoProvider.name, defaults: etaDefaults, slots: max(1, workers),
-                                     providerSlots: videoProvider is SimulatedProvider ? nil : providerConcurrency, times: stageTimes)
+                                     providerSlots: realProviders.isEmpty ? nil : accountSlots, times: stageTimes)
         let eta = JobETA(estimator: estimator, store: store)
         let hub = JobEventHub(annotate: { eta.event($0) })
         // Events written by any reeld on this database (this one included) reach our watchers;
@@ -259,17 +279,19 @@ struct Reeld: AsyncParsableCommand {
         var costModel = CostModel()
         do { costModel.weights = try CostModel.parseWeights(providerCostWeight ?? "") } catch { fail("--\(error.message)") }
         pipelineConfig.costModel = costModel
-        var remoteSettings = ProviderRuntime.Settings(
-            concurrency: providerConcurrency, pollInterval: .milliseconds(providerPollMs), publicURL: publicURL,
-            probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))), backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
-        remoteSettings.costWeight = costModel.weight(videoProvider.name)
-        let remote: ProviderRuntime? = videoProvider.isRemote ? ProviderRuntime(
-            provider: videoProvider, tasks: store, settings: remoteSettings, times: stageTimes, logger: logger) : nil
-        if remote != nil && publicURL != nil && httpAddress == nil {
+        let remotes: [ProviderRuntime] = realProviders.map { p in
+            var settings = ProviderRuntime.Settings(
+                concurrency: concurrencies[p.name] ?? 4, pollInterval: .milliseconds(Int64(pollMs[p.name] ?? 5000)),
+                publicURL: publicURL, probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))),
+                backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
+            settings.costWeight = costModel.weight(p.name)
+            return ProviderRuntime(provider: p, tasks: store, settings: settings, times: stageTimes, logger: logger)
+        }
+        if !remotes.isEmpty && publicURL != nil && httpAddress == nil {
             fail("--public-url needs --http-listen: callbacks arrive there")
         }
         let pipeline = Pipeline(
-            store: store, provider: videoProvider, remote: remote, postProcessor: postProcessor, config: pipelineConfig,
+            store: store, provider: videoProvider, remotes: remotes, postProcessor: postProcessor, config: pipelineConfig,
             workerID: workerID, logger: logger, estimator: estimator, publish: { hub.publish($0) })
         let scheduler = Scheduler(
             store: store, hub: hub,
@@ -287,7 +309,8 @@ struct Reeld: AsyncParsableCommand {
         let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
         var createPolicy = CreatePolicy()
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
-        let providerName = provider
+        // Expected at the preferred provider's weight (routing may run it elsewhere).
+        let providerName = videoProvider.name
         createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
         createPolicy.expectedRunMs = { estimator.expectedRunMs(of: $0) }
         var service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
@@ -381,11 +404,11 @@ struct Reeld: AsyncParsableCommand {
             let pass = sweeper
             services.append(.init(service: Every(.seconds(600)) { _ in await pass.sweep() }, serviceName: "retention"))
         }
-        if let remote {
+        for remote in remotes {
             // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
             // until the provider ends them; this notices when it does.
             services.append(.init(service: Every(remote.sweepInterval) { _ in await remote.sweep() },
-                                  serviceName: "provider-sweeper"))
+                                  serviceName: "provider-sweeper-\(remote.provider.name)"))
         }
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
@@ -398,10 +421,14 @@ struct Reeld: AsyncParsableCommand {
             }
             api.webhookDeliveries = { jobID in try await store.webhookDeliveries(jobID: jobID) }
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
-            if let remote {
-                api.providers = { [await remote.status(order: 0)] }
+            if !remotes.isEmpty {
+                api.providers = {
+                    var all: [ProviderStatus] = []
+                    for (i, r) in remotes.enumerated() { all.append(await r.status(order: i)) }
+                    return all
+                }
                 api.providerCallback = { name, token, body in
-                    guard name == remote.provider.name else { return (404, "unknown provider \(name)") }
+                    guard let remote = remotes.first(where: { $0.provider.name == name }) else { return (404, "unknown provider \(name)") }
                     let answer = await remote.receiveCallback(token: token, body: body)
                     return (answer.status, answer.message)
                 }
