@@ -40,7 +40,7 @@ OpenAI-compatible server: vLLM, Ollama, llama.cpp). Tests steer it through POST 
 Control (no auth): POST /_control with a JSON subset of the knobs (next, always, answers,
 delay; unknown knob or bad type -> 400, nothing changed) answers the knob set; GET /_control
 the same; GET /_stats {requests: [{path, status, authorized, model, schema_name, messages,
-body}], counts: {status: n}, completions: n}; POST /_reset.
+body, at (unix seconds of arrival)}], counts: {status: n}, completions: n}; POST /_reset.
 
 CLI:  python3 fake_openai.py [--host 127.0.0.1] [--port 0] [--api-key KEY] [--no-exit-with-parent]
       prints exactly one line "fake-openai listening on http://HOST:PORT" once ready (the API
@@ -329,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _completion(self, raw: bytes) -> None:
         state = self.server.state
-        entry: dict[str, Any] = {"path": self.path, "status": 0, "authorized": True, "model": None,
+        entry: dict[str, Any] = {"path": self.path, "at": time.time(), "status": 0, "authorized": True, "model": None,
                                  "schema_name": None, "messages": [], "body": None}
 
         def done(status: int) -> None:
