@@ -203,8 +203,15 @@ def test_rule_based_checker_runs_before_the_agent(srv, fo):
     assert not [r for r in fo.stats()["requests"] if r["schema_name"] == VERDICT_SCHEMA]
 
 
-def test_fallback_template_writes_the_script(reeld_factory, fo):
-    srv = agent_reeld(reeld_factory, fo, "agent-fallback", "--script-agent-fallback", "template")
+@pytest.fixture(scope="module")
+def fallback_srv(_session_factory, fake_openai):
+    """The script agent with the template as its fallback and a 700 ms request limit."""
+    return agent_reeld(_session_factory, fake_openai, "agent-fallback", "--script-agent-fallback", "template",
+                       "--script-agent-timeout-ms", "700")
+
+
+def test_fallback_template_writes_the_script(fallback_srv, fo):
+    srv = fallback_srv
     fo.control(always={"error": "overloaded"})
     job = ri.wait_for_job(srv.stub, create(srv, scene(srv), "Mara lights the lamp").id, timeout=30)
     assert [r["status"] for r in script_requests(fo)] == [503] * 4
@@ -213,6 +220,18 @@ def test_fallback_template_writes_the_script(reeld_factory, fo):
     assert "CHARACTER Mara: a lighthouse keeper with a red scarf" in script  # the template's lines
     notes = [e.message for e in events_of(srv, job.id) if "fallback" in e.message]
     assert len(notes) == 1 and "overloaded" in notes[0] and "template" in notes[0]
+
+
+def test_a_request_past_its_time_limit_is_retried(fallback_srv, fo):
+    srv = fallback_srv
+    fo.control(next=[{"delay": 1.5}])
+    job = ri.wait_for_job(srv.stub, create(srv, scene(srv), "Mara waits for dawn").id, timeout=30)
+    # The fake records the abandoned request when its delay is over.
+    reqs = ri.wait_for("both requests recorded", lambda: (r := script_requests(fo)) and len(r) >= 2 and r, timeout=5)
+    reqs = sorted(reqs, key=lambda r: r["at"])
+    assert len(reqs) == 2 and reqs[1]["at"] - reqs[0]["at"] >= 0.65, reqs
+    assert "SHOT 1" in job.artifacts.expanded_script  # the model's, not the fallback's
+    assert any("after 2 requests" in e.message for e in events_of(srv, job.id))
 
 
 def test_bad_agent_flags_end_reeld_with_one_line(reeld_factory, fo):
