@@ -45,6 +45,10 @@ public struct Pipeline: Sendable {
     let publish: @Sendable (JobEvent) -> Void
     /// Fed each stage's measured time (the ETA follows them); nil: nothing measured.
     let estimator: ETAEstimator?
+    /// Writes the script with an LLM (`--script-agent openai`); nil: the template writer.
+    public var scriptAgent: ScriptAgent?
+    /// Asks an LLM whether the script contradicts the bible after the rule-based check (`--continuity-agent openai`).
+    public var continuityAgent: ScriptAgent?
 
     public init(store: any JobStore, provider: any VideoProvider, remote: ProviderRuntime? = nil,
                 remotes: [ProviderRuntime] = [], postProcessor: PostProcessing? = nil, config: Config,
@@ -159,15 +163,17 @@ public struct Pipeline: Sendable {
         if a.expandedScript.isEmpty {
             try await step(run, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
             try await pause()
-            a.expandedScript = ScriptWriter.expand(job, context: context)
-            try await step(run, .scriptReady, .scriptExpansion, 25, "script expanded", artifacts: a)
+            let note: String
+            (a.expandedScript, note) = try await expandScript(job, context: context)
+            try await step(run, .scriptReady, .scriptExpansion, 25, note, artifacts: a)
         } else {
             try await step(run, .scriptReady, .scriptExpansion, 25, "script reused from an earlier attempt")
         }
 
         // 2. Continuity validation (→ 35 %): auto-correct what can be, else CONTINUITY_VIOLATION.
         watchdog.enter(.continuityValidation, limit: config.stageTimeout)
-        if a.validationResult.isEmpty {
+        // A result that found violations (the agent's, stored with its reasons) is checked again.
+        if a.validationResult.isEmpty || a.validationResult.contains("\"valid\":false") {
             try await step(run, .scriptReady, .continuityValidation, 30, "validating continuity")
             try await pause()
             let outcome = ContinuityChecker(bible: context.bible).check(a.expandedScript, overrides: job.config.styleOverrides)
@@ -176,7 +182,10 @@ public struct Pipeline: Sendable {
             }
             a.expandedScript = outcome.script
             a.validationResult = outcome.json(bibleVersion: job.bibleVersion)
-            let note = outcome.corrections.isEmpty ? "continuity checked" : "continuity checked; \(outcome.corrections.count) auto-corrected"
+            var note = outcome.corrections.isEmpty ? "continuity checked" : "continuity checked; \(outcome.corrections.count) auto-corrected"
+            if let agent = continuityAgent {
+                note += try await checkContinuityByAgent(agent, run, &a, context: context)
+            }
             try await step(run, .continuityChecked, .continuityValidation, 35, note, artifacts: a)
         } else {
             try await step(run, .continuityChecked, .continuityValidation, 35, "continuity result reused")

@@ -154,6 +154,30 @@ struct Reeld: AsyncParsableCommand {
     /// `--provider-cost-weight`, else the environment.
     var providerCostWeight: String? { providerCostWeightFlag ?? env("REEL_PROVIDER_COST_WEIGHT") }
 
+    @Option(name: .customLong("script-agent"), help: "Who writes the shot script: template (offline) | openai (an OpenAI-compatible chat-completions server; key from OPENAI_API_KEY when set). Env: REEL_SCRIPT_AGENT.")
+    var scriptAgentFlag: String?
+    var scriptAgentKind: String { scriptAgentFlag ?? env("REEL_SCRIPT_AGENT") ?? "template" }
+
+    @Option(name: .customLong("script-agent-url"), help: "The agent's API base including /v1 (default \(ChatCompletionsClient.Settings.defaultURL)). Env: REEL_SCRIPT_AGENT_URL.")
+    var scriptAgentURLFlag: String?
+    var scriptAgentURL: String { scriptAgentURLFlag ?? env("REEL_SCRIPT_AGENT_URL") ?? ChatCompletionsClient.Settings.defaultURL }
+
+    @Option(name: .customLong("script-agent-model"), help: "The agent's model (default \(ChatCompletionsClient.Settings.defaultModel)). Env: REEL_SCRIPT_AGENT_MODEL.")
+    var scriptAgentModelFlag: String?
+    var scriptAgentModel: String { scriptAgentModelFlag ?? env("REEL_SCRIPT_AGENT_MODEL") ?? ChatCompletionsClient.Settings.defaultModel }
+
+    @Option(name: .customLong("script-agent-fallback"), help: "When the script agent fails: none (the attempt fails with SCRIPT_AGENT) | template (the template writes the script). Env: REEL_SCRIPT_AGENT_FALLBACK.")
+    var scriptAgentFallbackFlag: String?
+    var scriptAgentFallback: String { scriptAgentFallbackFlag ?? env("REEL_SCRIPT_AGENT_FALLBACK") ?? "none" }
+
+    @Option(name: .customLong("script-agent-timeout-ms"), help: "One agent request's time limit in milliseconds (default 60000). Env: REEL_SCRIPT_AGENT_TIMEOUT_MS.")
+    var scriptAgentTimeoutMsFlag: Int?
+    var scriptAgentTimeoutMs: Int { scriptAgentTimeoutMsFlag ?? Int(env("REEL_SCRIPT_AGENT_TIMEOUT_MS") ?? "") ?? 60_000 }
+
+    @Option(name: .customLong("continuity-agent"), help: "After the rule-based continuity check: none | openai (the script agent's server and model asked whether the script contradicts the bible). Env: REEL_CONTINUITY_AGENT.")
+    var continuityAgentFlag: String?
+    var continuityAgentKind: String { continuityAgentFlag ?? env("REEL_CONTINUITY_AGENT") ?? "none" }
+
     @Option(help: "Log format: text | json (one object per line). Env: REEL_LOG_FORMAT.")
     var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
 
@@ -239,6 +263,8 @@ struct Reeld: AsyncParsableCommand {
             pipelineConfig.parkWhileGenerating = true
         }
         let videoProvider: any VideoProvider = realProviders.first ?? SimulatedProvider()
+        // The prompt fits every provider it may be routed to.
+        let agents = scriptAgents(client: client, promptLimit: providerNames.contains("kling") ? KlingProvider.maxPromptCharacters : 2500)
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
         let dashboard: Dashboard?
@@ -290,9 +316,11 @@ struct Reeld: AsyncParsableCommand {
         if !remotes.isEmpty && publicURL != nil && httpAddress == nil {
             fail("--public-url needs --http-listen: callbacks arrive there")
         }
-        let pipeline = Pipeline(
+        var configured = Pipeline(
             store: store, provider: videoProvider, remotes: remotes, postProcessor: postProcessor, config: pipelineConfig,
             workerID: workerID, logger: logger, estimator: estimator, publish: { hub.publish($0) })
+        (configured.scriptAgent, configured.continuityAgent) = agents
+        let pipeline = configured
         let scheduler = Scheduler(
             store: store, hub: hub,
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
