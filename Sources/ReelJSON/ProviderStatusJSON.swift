@@ -1,25 +1,27 @@
 import ReelCore
 
-/// `GET /v1/providers`: `{"providers": […]}` in order of preference.
-public struct ProvidersJSON: Codable, Sendable, Equatable {
-    public var providers: [ProviderStatusJSON]
-    public init(_ p: [ProviderStatus]) { providers = p.map(ProviderStatusJSON.init) }
+/// `GET /v1/providers`: `{"providers": […]}` in order of preference, each provider's fields
+/// in camelCase plus its `state` (`up`, `parked`, `failing` or `unhealthy`).
+public struct ProvidersJSON: Encodable, Sendable {
+    public var providers: [ProviderStatus]
+    public init(_ p: [ProviderStatus]) { providers = p }
 }
 
-public struct ProviderStatusJSON: Codable, Sendable, Equatable {
-    public var name: String
-    public var order: Int
-    /// `up`, `parked`, `failing` (circuit open) or `unhealthy` (credentials refused).
-    public var state: String
-    public var parked: Bool
-    public var parkedReason: String
-    public var circuitOpen: Bool
-    public var healthy: Bool
-    public var liveTasks: Int
-    public var concurrency: Int
+extension ProviderStatus: Encodable {
+    enum CodingKeys: String, CodingKey {
+        case name, order, state, parked, parkedReason, circuitOpen, healthy, liveTasks, concurrency
+    }
 
-    public init(_ p: ProviderStatus) {
-        name = p.name; order = p.order; state = p.state; parked = p.parked; parkedReason = p.parkedReason
-        circuitOpen = p.circuitOpen; healthy = p.healthy; liveTasks = p.liveTasks; concurrency = p.concurrency
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(order, forKey: .order)
+        try c.encode(state, forKey: .state)
+        try c.encode(parked, forKey: .parked)
+        try c.encode(parkedReason, forKey: .parkedReason)
+        try c.encode(circuitOpen, forKey: .circuitOpen)
+        try c.encode(healthy, forKey: .healthy)
+        try c.encode(liveTasks, forKey: .liveTasks)
+        try c.encode(concurrency, forKey: .concurrency)
     }
 }
