@@ -230,3 +230,20 @@ def test_dashboard_with_auth_takes_the_key_from_the_address(browser, _session_fa
     seen = watch_bar(driver, job["id"])
     assert seen[-1] == 100 and seen == sorted(seen), seen
     driver.execute_script("localStorage.clear()")
+
+
+def test_dashboard_shows_each_providers_state(browser, reeld_factory, fake_kling, tmp_path):
+    """The header's provider badges (GET /v1/providers): Kling up, then parked once its
+    resource pack runs out (a job's submission is refused with 1102), then up again."""
+    srv = ri.kling_reeld(reeld_factory, "browser-providers", fake_kling.url, tmp_path / "art", probe_ms=1000)
+    browser.get(srv.http_url + "/")
+    badge = lambda: browser.execute_script(  # noqa: E731
+        "const b = document.querySelector('#providers .provider[data-provider=\"kling\"]');"
+        "return b && !b.closest('[hidden]') ? b.className + '|' + b.textContent : '';")
+    wait_for(lambda: "up" in badge(), what="a kling badge that says up")
+    fake_kling.control(account="depleted", queued_ms=50, processing_ms=200)
+    srv.stub.CreateJob(ri.create_request(ri.unique("badge")), timeout=ri.DEFAULT_TIMEOUT)
+    wait_for(lambda: "parked" in badge(), timeout=30, what="the kling badge to say parked")
+    assert "provider parked" in badge(), badge()
+    fake_kling.control(account="ok")
+    wait_for(lambda: badge().startswith("provider up"), timeout=30, what="the kling badge to say up again")
