@@ -36,10 +36,10 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
     var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
 
-    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY). Env: REEL_PROVIDER.")
+    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY) | runway (key from RUNWAYML_API_SECRET). Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL)). Env: REEL_PROVIDER_URL.")
+    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL), runway: \(RunwayProvider.defaultURL)). Env: REEL_PROVIDER_URL.")
     var providerURLFlag: String?
     /// `--provider-url`, else the environment.
     var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
@@ -149,6 +149,9 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Days after which a terminal job's extra events, artifacts and unreferenced failed or cancelled jobs are removed (0: never). Env: REEL_RETENTION_DAYS.")
     var retentionDays: Int = Int(env("REEL_RETENTION_DAYS") ?? "") ?? 30
 
+    @Option(name: .customLong("runway-credits-per-second"), help: "MODEL=C,… : Runway's credits per second of output per model, over its published prices (gen4_turbo=5,gen4.5=12). Env: REEL_RUNWAY_CREDITS_PER_SECOND.")
+    var runwayCreditsFlag: String?
+
     @Option(name: .customLong("provider-cost-weight"), help: "NAME=W,… : a provider's charge is multiplied by W in cost_units, budgets and fair share (default 1). Env: REEL_PROVIDER_COST_WEIGHT.")
     var providerCostWeightFlag: String?
     /// `--provider-cost-weight`, else the environment.
@@ -218,8 +221,30 @@ struct Reeld: AsyncParsableCommand {
                                           client: client, logger: logger)
             pipelineConfig.pollInterval = .milliseconds(providerPollMs)
             pipelineConfig.parkWhileGenerating = true
+        case "runway":
+            guard let key = env("RUNWAYML_API_SECRET"), !key.isEmpty else {
+                fail("--provider runway needs RUNWAYML_API_SECRET in the environment")
+            }
+            guard providerConcurrency >= 1 else { fail("--provider-concurrency must be at least 1") }
+            guard providerPollMs >= 1 else { fail("--provider-poll-ms must be at least 1") }
+            if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
+                fail("--public-url must be an http(s) URL")
+            }
+            let credits: [String: Double]
+            do { credits = try RunwayProvider.parseCredits(runwayCreditsFlag ?? env("REEL_RUNWAY_CREDITS_PER_SECOND") ?? "") } catch {
+                fail("--\(error.message)")
+            }
+            let post = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
+                                     client: client, logger: logger)
+            postProcessor = post
+            // A new scene with an image-only model (gen4_turbo) starts from a title card of its first shot.
+            videoProvider = RunwayProvider(baseURL: providerURL ?? RunwayProvider.defaultURL, apiKey: key, client: client,
+                                           logger: logger, creditsPerSecond: credits,
+                                           stillMaker: { text in try await post.titleCard(text: text) })
+            pipelineConfig.pollInterval = .milliseconds(providerPollMs)
+            pipelineConfig.parkWhileGenerating = true
         default:
-            fail("unknown provider '\(provider)': use simulated or kling")
+            fail("unknown provider '\(provider)': use simulated, kling or runway")
         }
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
@@ -288,7 +313,11 @@ struct Reeld: AsyncParsableCommand {
         var createPolicy = CreatePolicy()
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
         let providerName = provider
-        createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
+        createPolicy.expectedCost = { [costModel, videoProvider] new in
+            // A provider that prices a config itself (Runway's credits per second) is expected at that price.
+            if let charge = videoProvider.charge(for: new.config) { return charge * costModel.weight(providerName) }
+            return costModel.expectedCost(provider: providerName, config: new.config)
+        }
         createPolicy.expectedRunMs = { estimator.expectedRunMs(of: $0) }
         var service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
                                  createPolicy: createPolicy, eta: eta, logger: logger)
