@@ -243,13 +243,19 @@ def test_cancelling_a_job_deletes_its_runway_task(reeld_factory, fake_runway, tm
 def test_a_lost_submit_answer_fails_in_doubt_and_is_never_paid_twice(reeld_factory, fake_runway, tmp_path):
     fr = fake_runway
     srv, _ = start(reeld_factory, fr, tmp_path, "runway-doubt")
-    fr.control(drop_response_next=1, pending_ms=20, running_ms=100)
+    fr.control(pending_ms=20, running_ms=100)
+    # A job first, so reeld has connections to Runway it could reuse (libcurl silently resends
+    # a request whose reused connection died unanswered: that would be a second, paid task).
+    wait_done(srv, create(srv, ri.unique("warm")).id, fr)
+    fr.control(drop_response_next=1)
     job = create(srv, ri.unique("doubt"))
     failed = wait_terminal(srv, job.id, fr)
     d = diag(srv, job.id, fr)
     ri.assert_dead_lettered(failed, "PROVIDER_IN_DOUBT", d)
+    assert "RetryJob" in failed.error.message, d
     time.sleep(0.3)
-    assert len(fr.stats()["tasks"]) == 1, f"resubmitted after a lost answer: paid twice\n{d}"
+    assert len(fr.stats()["tasks"]) == 2, f"resubmitted after a lost answer: paid twice\n{d}"
+    assert [c["outcome"] for c in fr.stats()["creates"]] == ["created", "created"], d
 
 
 def test_runway_without_its_key_exits_at_once_with_one_clear_line(reeld_factory, bin_dir, tmp_path):

@@ -135,8 +135,9 @@ public struct RunwayProvider: VideoProvider {
             do { png = try await stillMaker(Self.firstShot(request.prompt)) } catch {
                 throw ProviderError(.unavailable, "cannot make the title card for a new scene: \(error)")
             }
-            image = "data:image/png;base64," + Data(png).base64EncodedString()
-            ratio = "1280:720"
+            let b64 = Data(png).base64EncodedString()
+            image = "data:image/png;base64," + b64
+            ratio = Self.ratio(ofPNGBase64: b64)
         }
         guard image.utf8.count <= Self.maxDataURIBytes || !image.hasPrefix("data:") else {
             throw ProviderError(.rejected(code: "PROVIDER_BAD_REQUEST"),
@@ -205,7 +206,10 @@ public struct RunwayProvider: VideoProvider {
     func call(_ method: String, _ path: String, body: [UInt8] = [], what: String, model: String = "") async throws -> HTTPResponse {
         var headers = ["Authorization": "Bearer \(apiKey)", "X-Runway-Version": Self.apiVersion, "Accept": "application/json"]
         if !body.isEmpty { headers["Content-Type"] = "application/json" }
-        let request = HTTPRequest(method: method, url: baseURL + path, headers: headers, body: body)
+        var request = HTTPRequest(method: method, url: baseURL + path, headers: headers, body: body)
+        // A submit goes on a connection of its own: libcurl would silently resend it after a
+        // reused connection died unanswered, and Runway cannot deduplicate (see above).
+        request.freshConnection = method == "POST"
         let response: HTTPResponse
         do {
             response = try await client.send(request)
