@@ -3,7 +3,7 @@
 /// cancelled jobs that no segment refers to go altogether. Segments, a scene's content, stay.
 public struct RetentionCandidate: Sendable, Equatable {
     public var jobID: String
-    /// Terminal, and ended before the cutoff: its extra events and artifacts go.
+    /// Terminal (it ended before the cutoff): its extra events and artifacts go.
     public var eligible: Bool
     /// Failed (dead-lettered) or cancelled with no segment: the job itself goes.
     public var deletable: Bool
@@ -15,7 +15,20 @@ public struct RetentionCandidate: Sendable, Equatable {
     }
 }
 
-/// The next jobs a retention pass looks at, in creation order after the stored cursor, and
+/// What one `RetentionStore.pruneEvents` did.
+public struct EventPrune: Sendable, Equatable {
+    /// Events deleted.
+    public var events = 0
+    /// The jobs it pruned (still terminal and old enough when locked).
+    public var jobs: [String] = []
+    /// How many of them had their `last_event_seq` changed (their events renumbered).
+    public var renumbered = 0
+    public init(events: Int = 0, jobs: [String] = [], renumbered: Int = 0) {
+        self.events = events; self.jobs = jobs; self.renumbered = renumbered
+    }
+}
+
+/// The next jobs a retention pass looks at, in the order they ended after the stored cursor, and
 /// the cursor to store once they are done (nil: nothing older than the cutoff is left).
 public struct RetentionBatch: Sendable {
     public var candidates: [RetentionCandidate]
@@ -24,11 +37,13 @@ public struct RetentionBatch: Sendable {
 }
 
 public protocol RetentionStore: Sendable {
-    /// Up to `limit` jobs created before `days` ago, after the stored cursor.
+    /// Up to `limit` jobs that ended more than `days` ago, after the stored cursor.
     func retentionBatch(olderThanDays days: Int, limit: Int) async throws -> RetentionBatch
-    /// Deletes up to `limit` events of `jobIDs` that change no status (progress and messages);
-    /// answers how many. Called until it answers 0.
-    func pruneEvents(jobIDs: [String], limit: Int) async throws -> Int
+    /// In one short transaction: locks those of `jobIDs` that are still terminal and ended
+    /// more than `days` ago, deletes their events that change no status (progress and
+    /// messages), and renumbers what is left densely 1…k in order with `last_event_seq` = k
+    /// (DESIGN §2: `seq` stays dense over the events that exist).
+    func pruneEvents(jobIDs: [String], olderThanDays days: Int) async throws -> EventPrune
     /// Deletes those of `jobIDs` that are still failed (dead-lettered) or cancelled with no
     /// segment and no pending webhook delivery, with their events and deliveries.
     func deleteJobs(_ jobIDs: [String]) async throws -> (jobs: Int, events: Int, deliveries: Int)

@@ -60,13 +60,56 @@ public enum WebhookOutcome: Sendable, Equatable {
     case failed(status: Int32, error: String)
 }
 
+extension WebhookOutcome {
+    /// The text of the job event that tells this outcome of attempt `attempt` of delivery
+    /// `deliveryID` to `url` (shown without its query, fragment or credentials). For a retry,
+    /// the store adds when the next attempt is.
+    public func eventMessage(url: String, attempt: Int32, deliveryID: String) -> String {
+        let to = Self.displayURL(url)
+        let tail = "(attempt \(attempt), delivery \(deliveryID))"
+        func why(_ status: Int32, _ error: String) -> String {
+            let text = String(error.prefix(300))
+            if status != 0 && !text.contains("HTTP") { return "HTTP \(status): \(text)" }
+            return text.isEmpty ? (status != 0 ? "HTTP \(status)" : "no response") : text
+        }
+        switch self {
+        case .delivered(let status): return "webhook delivered to \(to): HTTP \(status) \(tail)"
+        case .retry(_, let status, let error): return "webhook delivery to \(to) failed: \(why(status, error)) \(tail)"
+        case .failed(let status, let error): return "webhook delivery to \(to) failed for good: \(why(status, error)) \(tail)"
+        }
+    }
+
+    /// `url` without query, fragment, user or password (a token there stays out of events).
+    static func displayURL(_ url: String) -> String {
+        var cut = url
+        if let i = cut.firstIndex(where: { $0 == "?" || $0 == "#" }) { cut = String(cut[..<i]) }
+        if let scheme = cut.range(of: "://") {
+            let rest = cut[scheme.upperBound...]
+            let hostEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+            if let at = rest[..<hostEnd].lastIndex(of: "@") {
+                cut = String(cut[..<scheme.upperBound]) + String(rest[rest.index(after: at)...])
+            }
+        }
+        return cut
+    }
+}
+
+/// What recording an attempt's outcome came to: nothing for a stale attempt (its claim lapsed
+/// and the delivery was claimed again), else the job event appended with it (nil: the job is gone).
+public struct WebhookRecord: Sendable, Equatable {
+    public var event: JobEvent?
+    public init(event: JobEvent?) { self.event = event }
+}
+
 /// The completion-webhook outbox (`webhook_deliveries`); several reeld may share it.
 public protocol WebhookOutboxStore: Sendable {
     /// Pending deliveries that are due, `limit` at most, each claimed for one attempt: no other
     /// claimer sees it again for `leaseMs` (an attempt cut short by a crash is tried again then).
     func claimWebhookDeliveries(limit: Int, leaseMs: Int64) async throws -> [WebhookAttempt]
-    /// Records the outcome of `attempt`, and the body it sent; a stale attempt changes nothing.
-    func finishWebhookDelivery(id: String, attempt: Int32, outcome: WebhookOutcome, body: String) async throws
+    /// Records the outcome of `attempt`, and the body it sent, and appends the job's next event
+    /// (`eventMessage`) in the same statement; a stale attempt changes nothing (nil).
+    func finishWebhookDelivery(id: String, attempt: Int32, outcome: WebhookOutcome, body: String,
+                               eventMessage: String) async throws -> WebhookRecord?
     /// A job's deliveries, oldest first.
     func webhookDeliveries(jobID: String) async throws -> [WebhookDelivery]
     /// Deliveries not yet delivered or given up, over every reeld on the database.

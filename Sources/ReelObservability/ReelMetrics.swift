@@ -75,6 +75,12 @@ public enum ReelMetrics {
         Gauge(label: "reel_provider_parked", dimensions: [("provider", provider)]).record(parked ? 1 : 0)
     }
 
+    /// `reel_provider_circuit_open{provider}`: 1 while routing passes the provider by after
+    /// server errors in a row (DESIGN §5 "Routing").
+    public static func providerCircuitOpen(provider: String, _ open: Bool) {
+        Gauge(label: "reel_provider_circuit_open", dimensions: [("provider", provider)]).record(open ? 1 : 0)
+    }
+
     /// `reel_provider_healthy{provider}`: 0 after the provider refused Reel's credentials.
     public static func providerHealthy(provider: String, _ healthy: Bool) {
         Gauge(label: "reel_provider_healthy", dimensions: [("provider", provider)]).record(healthy ? 1 : 0)

@@ -6,24 +6,29 @@ import ReelCore
 /// before it is followed, never paid for twice; account slots, parking and throttling cost
 /// no attempt; the worker slot is given back while the job waits.
 extension Pipeline {
-    func generateRemotely(_ run: RunState, _ remote: ProviderRuntime, _ a: inout Artifacts, context: SceneContext,
+    /// The runtime of a provider this reeld is configured with.
+    func runtime(named name: String) -> ProviderRuntime? { remotes.first { $0.provider.name == name } }
+
+    func generateRemotely(_ run: RunState, _ a: inout Artifacts, context: SceneContext,
                           slot: (any WorkerSlot)?) async throws -> ProviderTask {
         let job = run.writer.job
-        let latest = try await remote.tasks.latestProviderTask(jobID: job.id)
+        let latest = try await remotes[0].tasks.latestProviderTask(jobID: job.id)
         await slot?.park()
         do {
             let task: ProviderTask?
             let record: ProviderTaskRecord
+            let remote: ProviderRuntime
             if let r = latest, !a.providerJobID.isEmpty, r.taskID == a.providerJobID,
                r.status != "failed", r.status != "rejected", r.status != "gone" {
-                // A retried or restarted job follows the task it already paid for.
+                // A retried or restarted job follows the task it already paid for, where it is.
+                remote = try configured(r.provider, for: r)
                 record = r
                 task = nil
                 run.attempt = r
                 run.providerJobID = r.taskID
-                try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(provider.name) task \(r.taskID)")
+                try await step(run, .continuityChecked, .videoGeneration, 40, "resuming \(r.provider) task \(r.taskID)")
             } else {
-                (record, task) = try await submitRemotely(run, remote, latest, &a, context: context, slot: slot)
+                (remote, record, task) = try await submitRemotely(run, latest, &a, context: context, slot: slot)
             }
             let done = try await follow(run, remote, record, first: task)
             await slot?.unpark()
@@ -34,46 +39,67 @@ extension Pipeline {
         }
     }
 
+    /// The runtime of the provider an attempt is at: one attempt runs on one provider only.
+    private func configured(_ name: String, for r: ProviderTaskRecord) throws -> ProviderRuntime {
+        guard let rt = runtime(named: name) else {
+            throw StageFailure(code: "PROVIDER_UNAVAILABLE",
+                               message: "attempt \(r.attempt) is at \(name), which this reeld is not configured with (--provider)",
+                               retryable: true)
+        }
+        return rt
+    }
+
     /// Submits the job's attempt (a new one, or the one in flight whose answer was lost) and
-    /// saves the task id as a checkpoint. Returns the attempt and the task as last answered.
-    private func submitRemotely(_ run: RunState, _ remote: ProviderRuntime, _ latest: ProviderTaskRecord?,
-                                _ a: inout Artifacts, context: SceneContext,
-                                slot: (any WorkerSlot)?) async throws -> (ProviderTaskRecord, ProviderTask) {
+    /// saves the task id as a checkpoint. A new attempt goes to the provider `route` picks; it
+    /// moves to another only while no task of it can exist at the first (before a submit, or
+    /// after an answer that made none: parked, throttled, or a server error after which a
+    /// lookup by its external id found nothing). Returns where it went, the attempt and the
+    /// task as last answered.
+    private func submitRemotely(_ run: RunState, _ latest: ProviderTaskRecord?, _ a: inout Artifacts,
+                                context: SceneContext, slot: (any WorkerSlot)?)
+        async throws -> (ProviderRuntime, ProviderTaskRecord, ProviderTask) {
         let job = run.writer.job
-        let name = provider.name
         var image: SourceImage? = nil
         if job.type == .continuation, let previous = context.latestSegmentJobID, previous != job.id, let post = postProcessor {
             image = await post.lastFrame(ofJob: previous)
         }
+        var remote: ProviderRuntime
         var record: ProviderTaskRecord
         // An attempt still holding a slot may have made its task (an answer lost, a crash after
-        // the submit): it is looked up by its external id before anything is submitted.
+        // the submit): it is looked up by its external id, where it is, before anything is submitted.
         var inDoubt: Bool
+        var holding: Bool
+        var probe = false
         if let r = latest, r.live {
+            remote = try configured(r.provider, for: r)
             record = r
             inDoubt = true
-            if r.kind == "text2video" { image = nil }
+            holding = true
+            if r.kind != remote.provider.kind(of: Self.shape(a, job, image)) { image = nil }
         } else {
             let n = (latest?.attempt ?? 0) + 1
-            // The endpoint family follows what is sent (an image or not), before the ids exist.
-            let shape = GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: "", image: image)
-            record = ProviderTaskRecord(provider: name, jobID: job.id, attempt: n,
+            remote = remotes[0]
+            record = ProviderTaskRecord(provider: remote.provider.name, jobID: job.id, attempt: n,
                                         externalTaskID: ProviderTaskRecord.externalID(jobID: job.id, attempt: n),
-                                        kind: provider.kind(of: shape), callbackToken: ProviderCallbacks.newToken())
+                                        kind: "", callbackToken: ProviderCallbacks.newToken())
             inDoubt = false
+            holding = false
         }
-        let request = GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: record.externalTaskID,
-                                        callbackURL: remote.callbackURL(token: record.callbackToken), image: image)
-        run.attempt = record
-        let startedNote = image == nil ? "submitting to \(name)" : "submitting to \(name) from the previous segment's last frame"
-        try await step(run, .continuityChecked, .videoGeneration, 36, startedNote, provider: name)
-        // Everything up to here is committed before a task is paid for: a job cancelled meanwhile
-        // stops here instead.
-        try await run.writer.flush()
 
+        /// The attempt goes to `remote`: said (naming it as the job's provider) and committed
+        /// before anything is paid for, so a job cancelled meanwhile stops here instead.
+        func announce() async throws {
+            let name = remote.provider.name
+            let note = image == nil ? "submitting to \(name)" : "submitting to \(name) from the previous segment's last frame"
+            run.attempt = record
+            try await step(run, .continuityChecked, .videoGeneration, 36, note, provider: name)
+            try await run.writer.flush()
+        }
+        if holding { try await announce() }
         // A provider without lookup by external id (Runway) cannot tell whether a submit whose
         // answer was lost made a task: the attempt fails in doubt rather than pay twice.
         func failInDoubt(_ why: String) async throws -> Never {
+            let name = remote.provider.name
             try await remote.end(record, "in_doubt")
             throw StageFailure(code: "PROVIDER_IN_DOUBT", message: "\(why); \(name) has no lookup by an external id, so "
                                + "the task may exist (and be charged) without Reel knowing it: not submitted again. "
@@ -84,44 +110,43 @@ extension Pipeline {
         while true {
             try Task.checkCancellation()
             if inDoubt {
-                if !provider.findsByExternalID && record.taskID.isEmpty {
+                if !remote.provider.findsByExternalID && record.taskID.isEmpty {
                     try await failInDoubt("an earlier run of attempt \(record.attempt) may have submitted its task "
                                           + "(it holds a slot with no task id)")
                 }
                 if let found = try await lookUp(remote, record) {
-                    return (try await adopt(run, remote, record, found, &a,
-                                            "found \(name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
+                    return (remote, try await adopt(run, remote, record, found, &a,
+                                                    "found \(remote.provider.name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
                 }
                 inDoubt = false
             }
-            let probe = try await remote.gate.permit()
-            // In line from the first ask, so the scheduler counts it before it has to wait.
-            await slot?.waitingForProviderSlot(true)
-            do {
-                try await remote.acquireSlot(record) { live in
-                    try await step(run, .continuityChecked, .videoGeneration, 36,
-                                   "waiting for a free \(name) slot (\(live) of \(remote.settings.concurrency) in use)")
-                }
-            } catch {
-                await slot?.waitingForProviderSlot(false)
-                throw error
+            if !holding {
+                (remote, record, probe) = try await route(run, record, Self.shape(a, job, image), slot: slot)
+                holding = true
+                serverErrors = 0
+                try await announce()
             }
-            await slot?.waitingForProviderSlot(false)
+            let name = remote.provider.name
+            let request = GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: record.externalTaskID,
+                                            callbackURL: remote.callbackURL(token: record.callbackToken), image: image)
             do {
-                let t = try await provider.submit(request)
+                let t = try await remote.provider.submit(request)
                 remote.gate.submitted()
                 let rid = t.requestID.isEmpty ? "" : " (request_id \(t.requestID))"
-                return (try await adopt(run, remote, record, t, &a, "submitted to \(name): task \(t.taskID)\(rid)"), t)
+                return (remote, try await adopt(run, remote, record, t, &a, "submitted to \(name): task \(t.taskID)\(rid)"), t)
             } catch let e as ProviderError {
                 remote.gate.probeEnded(probe)
+                probe = false
                 switch e.kind {
                 case .parked:
                     try await remote.releaseSlot(record)
+                    holding = false
                     remote.gate.park(e.description)
                     try await step(run, .continuityChecked, .videoGeneration, 36,
                                    "waiting: \(name) account parked (\(e.description)); nothing is failed")
                 case .rateLimited:
                     try await remote.releaseSlot(record)
+                    holding = false
                     let wait = e.retryAfter ?? remote.gate.throttleDelay()
                     try await step(run, .continuityChecked, .videoGeneration, 36,
                                    "throttled by \(name) (\(e.description)); resubmitting in \(wait.wholeMilliseconds) ms")
@@ -134,6 +159,7 @@ extension Pipeline {
                     let hold = e.retryAfter ?? remote.gate.throttleDelay()
                     try await remote.yieldSlots(besides: record, holdFor: hold)
                     try await remote.releaseSlot(record)
+                    holding = false
                     try await step(run, .continuityChecked, .videoGeneration, 36,
                                    "throttled by \(name) (\(e.description)); waiting for one of Reel's tasks to end or \(hold.wholeMilliseconds) ms")
                 case .rejected(let code):
@@ -145,32 +171,104 @@ extension Pipeline {
                     throw StageFailure(code: "PROVIDER_AUTH", message: e.description, retryable: false)
                 case .unavailable:
                     serverErrors += 1
+                    remote.gate.serverError()
+                    if remotes.count > 1, remote.gate.isCircuitOpen {
+                        // Routing passes this provider by now. The task may exist after all: only
+                        // when its external id finds none does the attempt move on.
+                        if let found = try await lookUp(remote, record) {
+                            return (remote, try await adopt(run, remote, record, found, &a,
+                                                            "found \(name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
+                        }
+                        try await remote.releaseSlot(record)
+                        holding = false
+                        try await step(run, .continuityChecked, .videoGeneration, 36,
+                                       "\(name) is failing (\(e.description)); routing to the next provider")
+                        continue
+                    }
                     // The attempt keeps its slot: if the task was made after all, the same
                     // external id finds it (a resubmit is refused with 1201 and looked up).
                     guard serverErrors < remote.settings.serverErrorAttempts else {
                         // Without lookup, a server error's submit counts as not made (Runway
                         // answers 502/503/504 for requests to retry): the next run submits anew
                         // instead of holding the slot for a lookup it cannot do.
-                        if !provider.findsByExternalID { try await remote.end(record, "unavailable") }
+                        if !remote.provider.findsByExternalID { try await remote.end(record, "unavailable") }
                         throw StageFailure(code: "PROVIDER_UNAVAILABLE", message: e.description, retryable: true)
                     }
                     logger.notice("provider server error; resubmitting", metadata: [
                         "reel.job_id": "\(job.id)", "error": "\(e.description)", "retry.attempt": "\(serverErrors)"])
                     try await Task.sleep(for: backoff())
                 case .inDoubt:
-                    if !provider.findsByExternalID { try await failInDoubt(e.description) }
+                    if !remote.provider.findsByExternalID { try await failInDoubt(e.description) }
                     logger.notice("submit answer lost; looking the task up by its external id", metadata: [
                         "reel.job_id": "\(job.id)", "error": "\(e.description)"])
                     inDoubt = true
                 case .externalIDTaken:
                     if let found = try await lookUp(remote, record) {
-                        return (try await adopt(run, remote, record, found, &a,
-                                                "found \(name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
+                        return (remote, try await adopt(run, remote, record, found, &a,
+                                                        "found \(name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
                     }
                     try await remote.end(record, "rejected")
                     throw StageFailure(code: "PROVIDER_BAD_REQUEST", message: e.description, retryable: false)
                 }
             }
+        }
+    }
+
+    /// What is sent, before the ids exist: the endpoint family follows it (an image or not).
+    private static func shape(_ a: Artifacts, _ job: Job, _ image: SourceImage?) -> GenerationRequest {
+        GenerationRequest(prompt: a.expandedScript, config: job.config, externalTaskID: "", image: image)
+    }
+
+    /// Picks the provider for a new attempt and takes one of its account slots (DESIGN §5
+    /// "Routing"): in the order of `--provider`, the first that is not parked, whose circuit
+    /// is closed, and that has a free slot (its turn among the jobs waiting for one, in
+    /// fair-share order). When all of those are full, the job waits in each one's line and
+    /// takes the first slot it is given. When none is up, the first not parked is used anyway
+    /// (its circuit's wait lets one submission probe it), else the parked ones' gates let one
+    /// probe through per interval. Answers the runtime, the attempt's record for it, and
+    /// whether this submission is a parked provider's probe.
+    private func route(_ run: RunState, _ base: ProviderTaskRecord, _ shape: GenerationRequest,
+                       slot: (any WorkerSlot)?) async throws -> (ProviderRuntime, ProviderTaskRecord, Bool) {
+        // In line from the first ask, so the scheduler counts it before it has to wait.
+        await slot?.waitingForProviderSlot(true)
+        var asked: [ProviderRuntime] = []
+        func leaveLines(but taken: ProviderRuntime?) async {
+            for rt in asked where rt !== taken {
+                try? await rt.tasks.leaveProviderSlotQueue(provider: rt.provider.name, jobID: base.jobID)
+            }
+        }
+        var announced = false
+        do {
+            while true {
+                try Task.checkCancellation()
+                let up = remotes.filter { !$0.isParked && !$0.gate.isCircuitOpen }
+                let order = !up.isEmpty ? up : remotes.filter { !$0.isParked }.prefix(1).map { $0 } + remotes.filter(\.isParked)
+                for rt in order {
+                    guard let probe = rt.gate.tryPermit() else { continue }
+                    var r = base
+                    r.provider = rt.provider.name
+                    r.kind = rt.provider.kind(of: shape)
+                    if !asked.contains(where: { $0 === rt }) { asked.append(rt) }
+                    if try await rt.acquireSlotOnce(r) {
+                        await leaveLines(but: rt)
+                        await slot?.waitingForProviderSlot(false)
+                        return (rt, r, probe)
+                    }
+                    rt.gate.probeEnded(probe)
+                }
+                if !announced, let first = order.first {
+                    announced = true
+                    let live = try await first.tasks.liveProviderTasks(provider: first.provider.name)
+                    try await step(run, .continuityChecked, .videoGeneration, 36,
+                                   "waiting for a free \(first.provider.name) slot (\(live) of \(first.settings.concurrency) in use)")
+                }
+                // A slot freed here rings at once; one freed by another instance is seen within a second.
+                _ = await (order.first ?? remotes[0]).slots.wait(timeout: .seconds(1))
+            }
+        } catch {
+            await leaveLines(but: nil)
+            await slot?.waitingForProviderSlot(false)
+            throw error
         }
     }
 
@@ -181,10 +279,10 @@ extension Pipeline {
         while true {
             do {
                 // Without lookup by external id, a task id saved before a crash is queried itself.
-                if !provider.findsByExternalID && !record.taskID.isEmpty {
-                    return try await provider.query(taskID: record.taskID, kind: record.kind)
+                if !remote.provider.findsByExternalID && !record.taskID.isEmpty {
+                    return try await remote.provider.query(taskID: record.taskID, kind: record.kind)
                 }
-                return try await provider.find(externalTaskID: record.externalTaskID, kind: record.kind)
+                return try await remote.provider.find(externalTaskID: record.externalTaskID, kind: record.kind)
             } catch let e as ProviderError {
                 tries += 1
                 guard tries < remote.settings.serverErrorAttempts else {
@@ -216,8 +314,8 @@ extension Pipeline {
     private func follow(_ run: RunState, _ remote: ProviderRuntime, _ record: ProviderTaskRecord,
                         first: ProviderTask?) async throws -> ProviderTask {
         let job = run.writer.job
-        let name = provider.name
-        let expected = remote.times.expected(name, job.config, default: provider.expectedGenerationTime(for: job.config))
+        let name = remote.provider.name
+        let expected = remote.times.expected(name, job.config, default: remote.provider.expectedGenerationTime(for: job.config))
         let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
         let createdMs = first?.createdAtUnixMs ?? 0
         let started = ContinuousClock.now - .milliseconds(createdMs > 0 ? max(0, min(nowMs - createdMs, 86_400_000)) : 0)
@@ -235,7 +333,7 @@ extension Pipeline {
             }
             if t == nil {
                 do {
-                    t = try await provider.query(taskID: record.taskID, kind: record.kind)
+                    t = try await remote.provider.query(taskID: record.taskID, kind: record.kind)
                     queryErrors = 0
                 } catch let e as ProviderError {
                     queryErrors += 1
@@ -250,7 +348,7 @@ extension Pipeline {
             switch t.state {
             case .succeeded:
                 // A provider whose tasks report no charge (Runway) prices the config itself.
-                try await remote.end(record, "succeed", charge: t.costUnits ?? provider.charge(for: job.config))
+                try await remote.end(record, "succeed", charge: t.costUnits ?? remote.provider.charge(for: job.config))
                 remote.times.record(name, job.config, took: ContinuousClock.now - started)
                 return t
             case .failed(let why):

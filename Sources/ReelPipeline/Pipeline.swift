@@ -32,9 +32,12 @@ public struct Pipeline: Sendable {
     }
 
     let store: any JobStore
+    /// The simulated provider, or the first real one.
     let provider: any VideoProvider
-    /// Set for a real provider: account slots, parking, callbacks (DESIGN §5).
-    let remote: ProviderRuntime?
+    /// The real providers in order of preference (`--provider kling,runway`): account slots,
+    /// parking, circuits, callbacks (DESIGN §5); empty for the simulated provider.
+    let remotes: [ProviderRuntime]
+    var remote: ProviderRuntime? { remotes.first }
     let postProcessor: PostProcessing?
     let config: Config
     let workerID: String
@@ -42,12 +45,17 @@ public struct Pipeline: Sendable {
     let publish: @Sendable (JobEvent) -> Void
     /// Fed each stage's measured time (the ETA follows them); nil: nothing measured.
     let estimator: ETAEstimator?
+    /// Writes the script with an LLM (`--script-agent openai`); nil: the template writer.
+    public var scriptAgent: ScriptAgent?
+    /// Asks an LLM whether the script contradicts the bible after the rule-based check (`--continuity-agent openai`).
+    public var continuityAgent: ScriptAgent?
 
     public init(store: any JobStore, provider: any VideoProvider, remote: ProviderRuntime? = nil,
-                postProcessor: PostProcessing? = nil, config: Config,
+                remotes: [ProviderRuntime] = [], postProcessor: PostProcessing? = nil, config: Config,
                 workerID: String, logger: Logger, estimator: ETAEstimator? = nil,
                 publish: @escaping @Sendable (JobEvent) -> Void) {
-        self.store = store; self.provider = remote?.provider ?? provider; self.remote = remote
+        let all = remotes.isEmpty ? (remote.map { [$0] } ?? []) : remotes
+        self.store = store; self.provider = all.first?.provider ?? provider; self.remotes = all
         self.postProcessor = postProcessor; self.config = config
         self.workerID = workerID; self.logger = logger; self.estimator = estimator; self.publish = publish
     }
@@ -155,15 +163,17 @@ public struct Pipeline: Sendable {
         if a.expandedScript.isEmpty {
             try await step(run, .processing, .scriptExpansion, max(job.progress, 5), "expanding script")
             try await pause()
-            a.expandedScript = ScriptWriter.expand(job, context: context)
-            try await step(run, .scriptReady, .scriptExpansion, 25, "script expanded", artifacts: a)
+            let note: String
+            (a.expandedScript, note) = try await expandScript(job, context: context)
+            try await step(run, .scriptReady, .scriptExpansion, 25, note, artifacts: a)
         } else {
             try await step(run, .scriptReady, .scriptExpansion, 25, "script reused from an earlier attempt")
         }
 
         // 2. Continuity validation (→ 35 %): auto-correct what can be, else CONTINUITY_VIOLATION.
         watchdog.enter(.continuityValidation, limit: config.stageTimeout)
-        if a.validationResult.isEmpty {
+        // A result that found violations (the agent's, stored with its reasons) is checked again.
+        if a.validationResult.isEmpty || a.validationResult.contains("\"valid\":false") {
             try await step(run, .scriptReady, .continuityValidation, 30, "validating continuity")
             try await pause()
             let outcome = ContinuityChecker(bible: context.bible).check(a.expandedScript, overrides: job.config.styleOverrides)
@@ -172,7 +182,10 @@ public struct Pipeline: Sendable {
             }
             a.expandedScript = outcome.script
             a.validationResult = outcome.json(bibleVersion: job.bibleVersion)
-            let note = outcome.corrections.isEmpty ? "continuity checked" : "continuity checked; \(outcome.corrections.count) auto-corrected"
+            var note = outcome.corrections.isEmpty ? "continuity checked" : "continuity checked; \(outcome.corrections.count) auto-corrected"
+            if let agent = continuityAgent {
+                note += try await checkContinuityByAgent(agent, run, &a, context: context)
+            }
             try await step(run, .continuityChecked, .continuityValidation, 35, note, artifacts: a)
         } else {
             try await step(run, .continuityChecked, .continuityValidation, 35, "continuity result reused")
@@ -181,8 +194,8 @@ public struct Pipeline: Sendable {
         // 3. Video generation (35 → 85 %): the provider's task id is saved before it is followed.
         watchdog.enter(.videoGeneration, limit: config.videoTimeout)
         let done: ProviderTask
-        if let remote {
-            done = try await generateRemotely(run, remote, &a, context: context, slot: slot)
+        if !remotes.isEmpty {
+            done = try await generateRemotely(run, &a, context: context, slot: slot)
         } else {
             done = try await generateInProcess(run, &a, slot: slot)
         }
@@ -191,7 +204,7 @@ public struct Pipeline: Sendable {
             try await step(run, .previewReady, .videoGeneration, 85, "preview ready", artifacts: a)
         } else {
             // The provider's URL is temporary and never stored: the copy is, in the next stage.
-            try await step(run, .previewReady, .videoGeneration, 85, "video ready at \(provider.name)")
+            try await step(run, .previewReady, .videoGeneration, 85, "video ready at \(run.attempt?.provider ?? provider.name)")
         }
 
         // 4. Upload / post-processing (85 → 95 %): store the video, a thumbnail, HLS renditions.
@@ -296,7 +309,7 @@ public struct Pipeline: Sendable {
         guard let current = try? await store.job(id: run.writer.jobID), current.status == .cancelled else { return }
         // This task may itself be cancelled (that is how the cancel reached it): ask the
         // provider from a task of its own, so the request isn't aborted on the way out.
-        let provider = self.provider
+        let provider = run.attempt.flatMap { runtime(named: $0.provider)?.provider } ?? self.provider
         let kind = run.attempt?.kind ?? ""
         await Task { await provider.cancel(taskID: pid, kind: kind) }.value
         log.info("asked the provider to cancel its job", metadata: ["reel.provider_job_id": "\(pid)"])

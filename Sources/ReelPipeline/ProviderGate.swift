@@ -4,8 +4,10 @@ import Synchronization
 
 /// A provider's account state in this process (DESIGN §5): parked (out of credit, arrears,
 /// IP not allowed) — no job fails, submissions wait, and at most one probe submission goes out
-/// per `probeInterval`, the first success unparking it — and the run of throttled answers
-/// that sets how long the next wait is.
+/// per `probeInterval`, the first success unparking it — the run of throttled answers that
+/// sets how long the next wait is, and the circuit routing reads: opened by `circuitErrors`
+/// server errors in a row, then open for `probeInterval`, after which the next submission
+/// probes it (a success closes it, a server error opens it again).
 final class ProviderGate: Sendable {
     private struct State {
         var parked = false
@@ -13,9 +15,13 @@ final class ProviderGate: Sendable {
         var lastProbe: ContinuousClock.Instant?
         var probing = false
         var throttles = 0
+        var serverErrors = 0
+        var circuitOpenedAt: ContinuousClock.Instant?
+        var unhealthy = false
     }
+    /// Server errors in a row that open the circuit.
+    static let circuitErrors = 5
     private let state = Mutex(State())
-    private let bell = Doorbell()
     let provider: String
     let probeInterval: Duration
     let throttleBase: Duration
@@ -27,28 +33,57 @@ final class ProviderGate: Sendable {
         self.provider = provider; self.probeInterval = probeInterval; self.throttleBase = throttleBase
         self.throttleCap = throttleCap; self.logger = logger
         ReelMetrics.providerParked(provider: provider, false)
+        ReelMetrics.providerCircuitOpen(provider: provider, false)
     }
 
     var isParked: Bool { state.withLock { $0.parked } }
 
-    /// Returns when a submission may go out: at once while not parked (false), or when it is
-    /// this caller's turn to probe a parked account (true).
-    func permit() async throws -> Bool {
-        while true {
-            try Task.checkCancellation()
-            let (go, probe, wait) = state.withLock { s -> (Bool, Bool, Duration) in
-                guard s.parked else { return (true, false, .zero) }
-                let now = ContinuousClock.now
-                if !s.probing, s.lastProbe.map({ now - $0 >= probeInterval }) ?? true {
-                    s.probing = true
-                    s.lastProbe = now
-                    return (true, true, .zero)
-                }
-                let untilProbe = s.lastProbe.map { probeInterval - (now - $0) } ?? probeInterval
-                return (false, false, max(.milliseconds(50), min(untilProbe, .seconds(1))))
-            }
-            if go { return probe }
-            _ = await bell.wait(timeout: wait)
+    /// (parked, why, circuit open, healthy) at once.
+    var snapshot: (parked: Bool, reason: String, circuitOpen: Bool, healthy: Bool) {
+        state.withLock { s in
+            (s.parked, s.parked ? s.reason : "",
+             s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false, !s.unhealthy)
+        }
+    }
+
+    /// The provider refused Reel's credentials (until a submission goes through).
+    func markUnhealthy() {
+        state.withLock { $0.unhealthy = true }
+        ReelMetrics.providerHealthy(provider: provider, false)
+    }
+
+    /// Routing passes the provider by while its circuit is open (until `probeInterval` after it
+    /// opened: then one submission may find out whether it is back).
+    var isCircuitOpen: Bool {
+        state.withLock { s in s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false }
+    }
+
+    /// A submission or lookup got a server error (5xx, timeout, broken connection).
+    func serverError() {
+        let opened = state.withLock { s -> Bool in
+            s.serverErrors += 1
+            guard s.serverErrors >= Self.circuitErrors else { return false }
+            let was = s.circuitOpenedAt != nil
+            s.circuitOpenedAt = .now  // (again: a probe after the open time failed too)
+            return !was
+        }
+        if opened {
+            ReelMetrics.providerCircuitOpen(provider: provider, true)
+            logger.error("provider circuit open: \(Self.circuitErrors) server errors in a row; routing passes it by",
+                         metadata: ["reel.provider": "\(provider)"])
+        }
+    }
+
+    /// Whether a submission may go out now: nil while parked and it is not this caller's turn
+    /// to probe (at most one probe per `probeInterval`), else whether this submission is the probe.
+    func tryPermit() -> Bool? {
+        state.withLock { s -> Bool? in
+            guard s.parked else { return false }
+            let now = ContinuousClock.now
+            guard !s.probing, s.lastProbe.map({ now - $0 >= probeInterval }) ?? true else { return nil }
+            s.probing = true
+            s.lastProbe = now
+            return true
         }
     }
 
@@ -69,19 +104,27 @@ final class ProviderGate: Sendable {
         }
     }
 
-    /// A submission went through: a parked account is back, and throttling starts over.
+    /// A submission went through: a parked account is back, an open circuit closes, and
+    /// throttling starts over.
     func submitted() {
-        let unparked = state.withLock { s -> Bool in
-            let was = s.parked
+        let (unparked, closed, healed) = state.withLock { s -> (Bool, Bool, Bool) in
+            let was = s.parked, open = s.circuitOpenedAt != nil, sick = s.unhealthy
             s.parked = false
             s.probing = false
             s.throttles = 0
-            return was
+            s.serverErrors = 0
+            s.circuitOpenedAt = nil
+            s.unhealthy = false
+            return (was, open, sick)
+        }
+        if healed { ReelMetrics.providerHealthy(provider: provider, true) }
+        if closed {
+            ReelMetrics.providerCircuitOpen(provider: provider, false)
+            logger.notice("provider circuit closed: a submission went through", metadata: ["reel.provider": "\(provider)"])
         }
         if unparked {
             ReelMetrics.providerParked(provider: provider, false)
             logger.notice("provider unparked: a submission went through", metadata: ["reel.provider": "\(provider)"])
-            bell.ring()
         }
     }
 

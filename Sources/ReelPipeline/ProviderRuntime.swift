@@ -62,27 +62,10 @@ public final class ProviderRuntime: Sendable {
         settings.publicURL.map { $0 + ProviderCallbacks.path(provider: provider.name, token: token) }
     }
 
-    /// Takes an account slot for `record`, waiting (without a worker) until one is free;
-    /// `waiting` is called once if it has to wait.
-    /// Free slots go in fair-share order among the waiting jobs of every instance, so a waiting
-    /// job asks again at least every second (and at once when a slot is freed here).
-    func acquireSlot(_ record: ProviderTaskRecord, waiting: (Int) async throws -> Void) async throws {
-        var announced = false
-        do {
-            while true {
-                try Task.checkCancellation()
-                if try await tasks.acquireProviderSlot(record, cap: settings.concurrency) { return }
-                if !announced {
-                    announced = true
-                    try await waiting(try await tasks.liveProviderTasks(provider: provider.name))
-                }
-                _ = await slots.wait(timeout: .seconds(1))
-            }
-        } catch {
-            // Out of the line at once, not after its turn had been held for 5 s.
-            if announced { try? await tasks.leaveProviderSlotQueue(provider: provider.name, jobID: record.jobID) }
-            throw error
-        }
+    /// One ask for an account slot for `record`: true when taken (or already held), else the
+    /// job is in this provider's line for one (`acquireSlot` waits; routing asks each provider).
+    func acquireSlotOnce(_ record: ProviderTaskRecord) async throws -> Bool {
+        try await tasks.acquireProviderSlot(record, cap: settings.concurrency)
     }
 
     func releaseSlot(_ record: ProviderTaskRecord) async throws {
@@ -109,7 +92,15 @@ public final class ProviderRuntime: Sendable {
         logger.notice("the provider refused a task for the account's concurrency: Reel holds to \(live) live task(s) for \(hold)")
     }
 
-    func markUnhealthy() { ReelMetrics.providerHealthy(provider: provider.name, false) }
+    func markUnhealthy() { gate.markUnhealthy() }
+
+    /// The provider's state for `GET /v1/providers` (its live tasks read from the database).
+    public func status(order: Int) async -> ProviderStatus {
+        let g = gate.snapshot
+        let live = (try? await tasks.liveProviderTasks(provider: provider.name)) ?? 0
+        return ProviderStatus(name: provider.name, order: order, parked: g.parked, parkedReason: g.reason,
+                              circuitOpen: g.circuitOpen, healthy: g.healthy, liveTasks: live, concurrency: settings.concurrency)
+    }
 
     // MARK: - Tasks nobody follows
 

@@ -2,15 +2,18 @@ import Logging
 import ReelCore
 import ReelObservability
 
-/// One pass of retention (`--retention-days`, issue #17 item 7) over the jobs created before
-/// the cutoff, from where the last pass stopped, in small batches: every statement touches at
-/// most `batch` rows and is its own short transaction, so no pass holds a long lock.
+/// One pass of retention (`--retention-days`, issue #17 item 7) over the jobs that ended before
+/// the cutoff, in the order they ended, from where the last pass stopped, in small batches:
+/// every statement touches at most `batch` jobs' rows and is its own short transaction (the
+/// prune of a few jobs' events and their renumbering is one), so no pass holds a long lock.
 public struct RetentionSweeper: Sendable {
     public struct Report: Sendable, Equatable {
         public var jobsSeen = 0
         public var eventsPruned = 0
         public var jobsDeleted = 0
         public var deliveriesPruned = 0
+        /// Jobs whose remaining events were renumbered 1…k after a prune.
+        public var jobsRenumbered = 0
         public var artifactFiles = 0
         public var artifactBytes: Int64 = 0
         public init() {}
@@ -23,8 +26,12 @@ public struct RetentionSweeper: Sendable {
     let workingCopies: (any ArtifactStore)?
     public let days: Int
     public var batch = 500
-    /// Jobs per statement that deletes whole jobs (each brings its events along).
+    /// Jobs per statement that deletes whole jobs (each brings its events along), and per
+    /// transaction that prunes and renumbers events.
     public var jobsPerDelete = 50
+    /// Told the jobs whose events were pruned and renumbered (their `last_event_seq` changed):
+    /// reeld drops them from its in-memory job cache.
+    public var onPruned: (@Sendable ([String]) -> Void)? = nil
     let logger: Logger
 
     public init(store: any RetentionStore, artifacts: (any ArtifactStore)?, workingCopies: (any ArtifactStore)? = nil,
@@ -33,7 +40,7 @@ public struct RetentionSweeper: Sendable {
         self.logger = logger
     }
 
-    /// Runs until no job older than the cutoff is left after the cursor.
+    /// Runs until no job that ended before the cutoff is left after the cursor.
     @discardableResult
     public func sweep() async -> Report {
         var report = Report()
@@ -97,12 +104,18 @@ public struct RetentionSweeper: Sendable {
             ReelMetrics.retentionPruned(what: "webhook_deliveries", rows: deliveries)
             start += jobsPerDelete
         }
-        // Every eligible job left (a job that could not go yet keeps only its transitions too).
-        while !ids.isEmpty {
-            let n = try await store.pruneEvents(jobIDs: ids, limit: batch)
-            report.eventsPruned += n
-            ReelMetrics.retentionPruned(what: "events", rows: n)
-            if n < batch { break }
+        // Every eligible job left (a job that could not go yet keeps only its transitions too),
+        // a few jobs per transaction, their events renumbered densely in it.
+        // (Those just deleted are no longer found.)
+        start = 0
+        while start < ids.count {
+            let chunk = Array(ids[start..<min(start + jobsPerDelete, ids.count)])
+            let p = try await store.pruneEvents(jobIDs: chunk, olderThanDays: days)
+            report.eventsPruned += p.events
+            report.jobsRenumbered += p.renumbered
+            ReelMetrics.retentionPruned(what: "events", rows: p.events)
+            if p.renumbered > 0 { onPruned?(p.jobs) }
+            start += jobsPerDelete
         }
     }
 

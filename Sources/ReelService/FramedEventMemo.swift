@@ -3,9 +3,11 @@ import ReelWire
 import Synchronization
 
 /// The gRPC-framed protobuf of recent job events, made once for all of an event's watchers
-/// (10,000 watchers of one job would otherwise encode the same event 10,000 times). A job's
-/// `seq` names one event for good, so (job, seq) is the key; a watch stream's opening snapshot
-/// carries the whole job and is not kept.
+/// (10,000 watchers of one job would otherwise encode the same event 10,000 times). (job, seq)
+/// is the key, but a seq does not name one event for good: retention prunes an old job's
+/// events and renumbers the rest densely, so a seq may later name another event. A hit is used
+/// only when its event is the one asked for (a comparison, far cheaper than an encoding). A
+/// watch stream's opening snapshot carries the whole job and is not kept.
 final class FramedEventMemo: Sendable {
     private struct Key: Hashable {
         let jobID: String
@@ -14,7 +16,7 @@ final class FramedEventMemo: Sendable {
         let eta: Int64
     }
     private struct State {
-        var map: [Key: [UInt8]] = [:]
+        var map: [Key: (event: JobEvent, bytes: [UInt8])] = [:]
         var ring: [Key?]
         var next = 0
     }
@@ -27,14 +29,18 @@ final class FramedEventMemo: Sendable {
     func framed(_ event: JobEvent) -> [UInt8] {
         guard event.snapshot == nil else { return GRPCFraming.frame(ProtoCodec.encode(event)) }
         let key = Key(jobID: event.jobID, seq: event.seq, eta: event.etaUnixMs)
-        if let bytes = state.withLock({ $0.map[key] }) { return bytes }
+        if let hit = state.withLock({ $0.map[key] }), hit.event == event { return hit.bytes }
         let bytes = GRPCFraming.frame(ProtoCodec.encode(event))
         state.withLock { s in
-            guard s.map[key] == nil else { return }
+            if let had = s.map[key] {
+                // Another event under this seq (renumbered by retention): the newer one replaces it.
+                if had.event != event { s.map[key] = (event, bytes) }
+                return
+            }
             if let old = s.ring[s.next] { s.map[old] = nil }
             s.ring[s.next] = key
             s.next = (s.next + 1) % s.ring.count
-            s.map[key] = bytes
+            s.map[key] = (event, bytes)
         }
         return bytes
     }

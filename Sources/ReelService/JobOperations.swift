@@ -45,6 +45,12 @@ public struct JobOperations: Sendable {
         self.fanout = WatchFanout(store: store, hub: hub, eta: eta)
     }
 
+    /// Forgets what memory holds of these jobs (retention renumbered their events and changed
+    /// their `last_event_seq`: no read may be answered from the copy before).
+    public func forget(jobIDs: [String]) {
+        for id in jobIDs { cache.invalidate(id: id) }
+    }
+
     /// The job with its ETA (when ETAs are on).
     func withETA(_ job: Job) async -> Job { await eta?.job(job) ?? job }
 

@@ -32,9 +32,15 @@ protocol WatchSender: Sendable {
 
 /// Where a watch stands: the last seq it sent, and whether that ended it — the one place the
 /// in-order rule of a watch lives (DESIGN §2: each seq once, in order, up to the terminal event).
+/// The terminal event is the one that made the job finish: events after it (a completion
+/// webhook's deliveries, DESIGN §8) keep its status but end nothing; a replay after the terminal
+/// event sends them, then ends as the job is finished.
 struct WatchCursor: Sendable {
     private(set) var last: Int64
     private(set) var ended = false
+    /// Whether the event at `last` had the job finished (nil: not known, as after `after_seq`
+    /// before the stored event there was read).
+    private(set) var lastFinished: Bool?
 
     init(after last: Int64) { self.last = last }
 
@@ -42,6 +48,7 @@ struct WatchCursor: Sendable {
     init(snapshotOf job: Job) {
         last = job.lastEventSeq
         ended = job.isFinished
+        lastFinished = job.isFinished
     }
 
     enum Step { case old, next, gap }
@@ -52,7 +59,13 @@ struct WatchCursor: Sendable {
     /// `e` was sent.
     mutating func sent(_ e: JobEvent) {
         last = e.seq
-        if e.endsWatch { ended = true }
+        if e.endsWatch && lastFinished != true { ended = true }
+        lastFinished = e.endsWatch
+    }
+
+    /// The stored event at `last` (not sent): whether the job was finished there.
+    mutating func seed(_ e: JobEvent) {
+        if e.seq == last { lastFinished = e.endsWatch }
     }
 
     /// Nothing more will come.
@@ -225,7 +238,14 @@ final class WatchFanout: Sendable {
             if job.isFinished { finishedAt = job.lastEventSeq }
             opened = job
         }
-        var events = try await store.events(jobID: jobID, afterSeq: cursor.last)
+        // From the event at the cursor when it is not known whether the job had finished there:
+        // after its terminal event, the events that follow end nothing.
+        let seeding = cursor.lastFinished == nil && cursor.last > 0
+        var events = try await store.events(jobID: jobID, afterSeq: seeding ? cursor.last - 1 : cursor.last)
+        if seeding, let first = events.first, first.seq <= cursor.last {
+            cursor.seed(first)
+            events.removeFirst()
+        }
         if let eta, !events.isEmpty {
             // Replayed events carry the job's current ETA (0 for all once it is terminal).
             var job = opened

@@ -520,6 +520,21 @@ enum Migrations {
             PRIMARY KEY (tenant_id, user_id, claimer)
         );
         """),
+        (18, "retention walks jobs in the order they ended", """
+        -- Issue #17 item 7. Retention walked jobs in creation order and saved its cursor past jobs
+        -- still running (or ended too recently), which were then never pruned. It walks instead
+        -- the jobs that ended, by `completed_at` (set by the terminal transition, cleared by a
+        -- retry): a job that ends, or ends again after a retry, later comes after any cursor.
+        -- The column changes only at a job's end and at a retry (NULL to NULL keeps every running
+        -- step's update HOT), and the partial index leaves running and queued jobs out.
+        CREATE INDEX jobs_completed ON jobs (completed_at, id) WHERE completed_at IS NOT NULL;
+        -- A job that ended before completed_at was kept everywhere gets its last change as its end.
+        UPDATE jobs SET completed_at = updated_at
+        WHERE completed_at IS NULL AND (status IN ('final_ready', 'cancelled') OR (status = 'failed' AND dead_lettered));
+        -- The cursor is now (completed_at, job_id); the walk starts again from the oldest end.
+        DELETE FROM retention_cursor;
+        ALTER TABLE retention_cursor RENAME COLUMN created_at TO completed_at;
+        """),
         (19, "provider slots in fair-share order among the jobs waiting for one", """
         -- Issue #17 item 3: when a provider account's slots are scarce, the next free one goes to
         -- the waiting job first in fair-share order by cost (SQL.acquireProviderSlot), not to

@@ -12,10 +12,21 @@ extension PostgresJobStore: RetentionStore {
         }
     }
 
-    public func pruneEvents(jobIDs: [String], limit: Int) async throws -> Int {
-        guard !jobIDs.isEmpty else { return 0 }
+    public func pruneEvents(jobIDs: [String], olderThanDays days: Int) async throws -> EventPrune {
+        guard !jobIDs.isEmpty else { return EventPrune() }
         return try await pool.withConnection { c in
-            Int(try c.query(SQL.pruneEvents, [JobRow.textArray(jobIDs), String(limit)]).first?[0] ?? "") ?? 0
+            try c.transaction {
+                let locked = try c.query(SQL.lockPrunableJobs, [JobRow.textArray(jobIDs), String(days)]).rows.compactMap { $0[0] }
+                guard !locked.isEmpty else { return EventPrune() }
+                let ids = JobRow.textArray(locked)
+                let events = Int(try c.query(SQL.pruneEvents, [ids]).first?[0] ?? "") ?? 0
+                // Down always looks (it also closes gaps an earlier prune left); up and the
+                // jobs' last_event_seq only when an event was deleted or moved.
+                let moved = Int(try c.query(SQL.renumberEventsDown, [ids]).first?[0] ?? "") ?? 0
+                guard events > 0 || moved > 0 else { return EventPrune(jobs: locked) }
+                let changed = Int(try c.query(SQL.renumberEventsUp, [ids]).first?[0] ?? "") ?? 0
+                return EventPrune(events: events, jobs: locked, renumbered: changed)
+            }
         }
     }
 

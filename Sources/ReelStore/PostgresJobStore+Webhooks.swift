@@ -13,15 +13,20 @@ extension PostgresJobStore: WebhookOutboxStore {
         }
     }
 
-    public func finishWebhookDelivery(id: String, attempt: Int32, outcome: WebhookOutcome, body: String) async throws {
+    public func finishWebhookDelivery(id: String, attempt: Int32, outcome: WebhookOutcome, body: String,
+                                      eventMessage: String) async throws -> WebhookRecord? {
         let (state, status, error, afterMs): (String, Int32, String, Int64) = switch outcome {
         case .delivered(let s): ("delivered", s, "", 0)
         case .retry(let after, let s, let e): ("pending", s, e, after)
         case .failed(let s, let e): ("failed", s, e, 0)
         }
-        try await pool.withConnection { c in
-            _ = try c.query(SQL.finishWebhookDelivery, [id, String(attempt), state, status == 0 ? nil : String(status),
-                                                        String(error.prefix(1000)), body, String(afterMs)])
+        return try await pool.withConnection { c in
+            guard let row = try c.query(SQL.finishWebhookDelivery, [
+                id, String(attempt), state, status == 0 ? nil : String(status), String(error.prefix(1000)), body,
+                String(afterMs), String(eventMessage.prefix(2000)),
+            ]).first else { return nil }
+            // The outbox row's state, then the event (NULLs: the job is gone).
+            return WebhookRecord(event: row[1] == nil ? nil : JobRow.decodeEvent(Array(row.dropFirst())))
         }
     }
 

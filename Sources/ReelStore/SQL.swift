@@ -581,7 +581,7 @@ enum SQL {
     /// waiter. Answers whether the job holds the slot now. Waiters gone a minute are cleared.
     static let acquireProviderSlot = """
     WITH held AS (
-        SELECT 1 FROM provider_tasks WHERE job_id = $2::uuid AND attempt = $3::int AND live
+        SELECT 1 FROM provider_tasks WHERE job_id = $2::uuid AND attempt = $3::int AND live AND provider = $1
     ), room AS (
         SELECT least($7::int, COALESCE((SELECT l.cap FROM provider_limits l WHERE l.provider = $1 AND l.until > now()), $7::int))
                - (SELECT count(*) FROM provider_tasks t WHERE t.provider = $1 AND t.live) AS free
@@ -596,7 +596,10 @@ enum SQL {
         SELECT $2::uuid, $3::int, $1, $4, $5, $6, true, 'pending'
         WHERE NOT EXISTS (SELECT 1 FROM held)
           AND COALESCE((SELECT rn FROM ordered WHERE job_id = $2::uuid), 1) <= (SELECT free FROM room)
-        ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now()
+        -- An attempt that made no task yet may move to another provider (routing, DESIGN §5).
+        ON CONFLICT (job_id, attempt) DO UPDATE SET live = true, updated_at = now(),
+            provider = CASE WHEN provider_tasks.task_id = '' THEN EXCLUDED.provider ELSE provider_tasks.provider END,
+            kind = CASE WHEN provider_tasks.task_id = '' THEN EXCLUDED.kind ELSE provider_tasks.kind END
         RETURNING 1
     ), waiting AS (
         INSERT INTO provider_slot_waiters (provider, job_id, seen_at)
@@ -692,12 +695,32 @@ enum SQL {
     ) j
     """
     /// The outcome of attempt $2 of delivery $1: $3 the new state, $4 the HTTP status (NULL:
-    /// none), $5 the error, $6 the body sent, $7 ms until the next attempt (pending only).
+    /// none), $5 the error, $6 the body sent, $7 ms until the next attempt (pending only) — and,
+    /// in the same statement, the job's next event (DESIGN §2: dense seq, `last_event_seq`)
+    /// telling it: message $8, with "; next attempt at <UTC time>" for one that will be retried.
+    /// The event copies the job's status, stage and progress, so it changes no state: neither the
+    /// outbox trigger (a status change) nor the budget settlement (nothing left to settle) fires.
+    /// Answers the outbox row's state, then the event (NULLs: the job is gone); no row for a stale attempt.
     static let finishWebhookDelivery = """
-    UPDATE webhook_deliveries SET state = $3, last_status = $4::int, last_error = $5, body = COALESCE(body, $6),
-        next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $7::int8 / 1000.0) ELSE next_attempt_at END,
-        finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
-    WHERE id = $1::uuid AND attempts = $2::int AND state = 'pending'
+    WITH d AS (
+        UPDATE webhook_deliveries SET state = $3, last_status = $4::int, last_error = $5, body = COALESCE(body, $6),
+            next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + make_interval(secs => $7::int8 / 1000.0) ELSE next_attempt_at END,
+            finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
+        WHERE id = $1::uuid AND attempts = $2::int AND state = 'pending'
+        RETURNING job_id, state, next_attempt_at
+    ), u AS (
+        UPDATE jobs j SET last_event_seq = j.last_event_seq + 1, updated_at = now()
+        FROM d WHERE j.id = d.job_id
+        RETURNING j.id, j.last_event_seq, j.status, j.stage, j.progress, j.dead_lettered, j.updated_at,
+            $8::text || CASE WHEN d.state = 'pending'
+                THEN '; next attempt at ' || to_char(d.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                ELSE '' END AS message
+    ), e AS (
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered, at)
+        SELECT id, last_event_seq, status, stage, progress, message, dead_lettered, updated_at FROM u
+        RETURNING \(eventColumns)
+    )
+    SELECT d.state, e.* FROM d LEFT JOIN e ON true
     """
     static let webhookDeliveriesOfJob = """
     SELECT id::text, job_id::text, url, job_status, state, attempts, COALESCE(last_status, 0), last_error,
@@ -717,44 +740,86 @@ enum SQL {
 
     // MARK: retention (issue #17 item 7): small batches, short transactions
 
-    /// The next $2 jobs created more than $1 days ago after the cursor, oldest first: the
-    /// cursor for each (`created_at|id`), whether it is terminal and ended before the cutoff,
-    /// whether it may go (failed dead-lettered or cancelled, no segment), and its segment's URLs.
+    /// The next $2 jobs that ended (`completed_at`, set by the terminal transition and cleared
+    /// by a retry) more than $1 days ago, after the cursor, in the order they ended (the
+    /// `jobs_completed` index, migration 18): the cursor for each (`completed_at|id`), whether
+    /// it is terminal, whether it may go (failed dead-lettered or cancelled, no segment), and
+    /// its segment's URLs. A job still running at one pass has no `completed_at` yet; when it
+    /// ends (again, after a retry) it gets one later than any cursor, so a later pass sees it.
     static let retentionBatch = """
-    WITH cur AS (SELECT created_at, job_id FROM retention_cursor WHERE id = 1),
-    b AS (
-        SELECT j.id, j.created_at, j.status, j.dead_lettered, j.completed_at FROM jobs j
-        WHERE j.created_at < now() - make_interval(days => $1::int)
-          AND (NOT EXISTS (SELECT 1 FROM cur) OR (j.created_at, j.id) > (SELECT c.created_at, c.job_id FROM cur c))
-        ORDER BY j.created_at, j.id LIMIT $2::int
+    WITH cur AS (
+        SELECT COALESCE(r.completed_at, '-infinity'::timestamptz) AS completed_at,
+               COALESCE(r.job_id, '00000000-0000-0000-0000-000000000000'::uuid) AS job_id
+        FROM (SELECT 1) one LEFT JOIN retention_cursor r ON r.id = 1
+    ), b AS (
+        -- The row comparison against two scalars is an index condition: a batch starts at the
+        -- cursor, never re-reading the index entries of the jobs passes went past.
+        SELECT j.id, j.completed_at, j.status, j.dead_lettered FROM jobs j
+        WHERE j.completed_at IS NOT NULL AND j.completed_at < now() - make_interval(days => $1::int)
+          AND (j.completed_at, j.id) > ((SELECT completed_at FROM cur), (SELECT job_id FROM cur))
+        ORDER BY j.completed_at, j.id LIMIT $2::int
     )
-    SELECT b.id::text, b.created_at::text || '|' || b.id::text,
-           ((b.status IN ('final_ready', 'cancelled') OR (b.status = 'failed' AND b.dead_lettered))
-             AND COALESCE(b.completed_at, b.created_at) < now() - make_interval(days => $1::int))::text,
+    SELECT b.id::text, b.completed_at::text || '|' || b.id::text,
+           (b.status IN ('final_ready', 'cancelled') OR (b.status = 'failed' AND b.dead_lettered))::text,
            (b.status = 'cancelled' OR (b.status = 'failed' AND b.dead_lettered)) AND s.id IS NULL,
            s.video_url, s.thumbnail_url
     FROM b LEFT JOIN segments s ON s.job_id = b.id
-    ORDER BY b.created_at, b.id
+    ORDER BY b.completed_at, b.id
     """
     static let saveRetentionCursor = """
-    INSERT INTO retention_cursor (id, created_at, job_id) VALUES (1, $1::timestamptz, $2::uuid)
-    ON CONFLICT (id) DO UPDATE SET created_at = EXCLUDED.created_at, job_id = EXCLUDED.job_id
+    INSERT INTO retention_cursor (id, completed_at, job_id) VALUES (1, $1::timestamptz, $2::uuid)
+    ON CONFLICT (id) DO UPDATE SET completed_at = EXCLUDED.completed_at, job_id = EXCLUDED.job_id
     """
-    /// Up to $2 events of jobs $1 that change neither status nor dead-lettering from the event
-    /// before them (a job's first event always stays). Deleting one never makes a kept event
-    /// lose its change, so this can run again and again.
+    /// The first statement of a prune of events (one short transaction per few jobs, with
+    /// `pruneEvents`, `renumberEventsDown` and `renumberEventsUp`): locks those of jobs $1 that
+    /// are still terminal and ended more than $2 days ago (a job retried meanwhile is left alone:
+    /// its writers wait on this lock, then go on from the renumbered `last_event_seq`).
+    static let lockPrunableJobs = """
+    SELECT id::text FROM jobs
+    WHERE id = ANY($1::uuid[]) AND (status IN ('final_ready', 'cancelled') OR (status = 'failed' AND dead_lettered))
+      AND completed_at < now() - make_interval(days => $2::int)
+    ORDER BY id FOR NO KEY UPDATE
+    """
+    /// The events of jobs $1 that change neither status nor dead-lettering from the event
+    /// before them (a job's first event always stays): deleted, answering how many.
     static let pruneEvents = """
     WITH e AS (
         SELECT job_id, seq,
                lag(status) OVER w IS NULL OR status <> lag(status) OVER w OR dead_lettered <> lag(dead_lettered) OVER w AS transition
         FROM job_events WHERE job_id = ANY($1::uuid[])
         WINDOW w AS (PARTITION BY job_id ORDER BY seq)
-    ), d AS (
-        SELECT job_id, seq FROM e WHERE NOT transition LIMIT $2::int
     ), gone AS (
-        DELETE FROM job_events x USING d WHERE x.job_id = d.job_id AND x.seq = d.seq RETURNING 1
+        DELETE FROM job_events x USING e WHERE x.job_id = e.job_id AND x.seq = e.seq AND NOT e.transition RETURNING 1
     )
     SELECT count(*) FROM gone
+    """
+    /// DESIGN §2: `seq` stays dense over the events that exist. The events of jobs $1 that are
+    /// not at their rank (1, 2, 3 … in seq order) move to minus their rank (no clash with the
+    /// unique (job_id, seq) on the way), and a webhook delivery naming one of them follows it.
+    static let renumberEventsDown = """
+    WITH r AS (
+        SELECT job_id, seq, row_number() OVER (PARTITION BY job_id ORDER BY seq) AS rn
+        FROM job_events WHERE job_id = ANY($1::uuid[])
+    ), w AS (
+        UPDATE webhook_deliveries d SET event_seq = r.rn FROM r
+        WHERE d.job_id = r.job_id AND d.event_seq = r.seq AND r.seq <> r.rn
+    ), m AS (
+        UPDATE job_events e SET seq = -r.rn FROM r WHERE e.job_id = r.job_id AND e.seq = r.seq AND r.seq <> r.rn
+        RETURNING e.job_id
+    )
+    SELECT count(DISTINCT job_id) FROM m
+    """
+    /// Then back to their rank, and each job's `last_event_seq` to its number of events (the
+    /// seq of its last one). Answers how many jobs' `last_event_seq` changed.
+    static let renumberEventsUp = """
+    WITH up AS (
+        UPDATE job_events SET seq = -seq WHERE job_id = ANY($1::uuid[]) AND seq < 0 RETURNING job_id
+    ), n AS (
+        SELECT job_id, count(*) AS k FROM job_events WHERE job_id = ANY($1::uuid[]) GROUP BY job_id
+    ), j AS (
+        UPDATE jobs SET last_event_seq = n.k FROM n WHERE jobs.id = n.job_id AND jobs.last_event_seq <> n.k RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM j)
     """
     /// Jobs $1 that are (still) failed dead-lettered or cancelled, with no segment, no queue row
     /// and no pending webhook delivery, go with their events and deliveries (provider_tasks

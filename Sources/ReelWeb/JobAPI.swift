@@ -39,6 +39,8 @@ public struct JobAPI: Sendable {
     /// A job's completion-webhook deliveries (`GET /v1/jobs/{id}/webhooks`), once the caller
     /// may see the job. Nil: an empty list.
     public var webhookDeliveries: (@Sendable (_ jobID: String) async throws -> [WebhookDelivery])?
+    /// The real providers' states in order of preference (`GET /v1/providers`); nil: none.
+    public var providers: (@Sendable () async -> [ProviderStatus])?
 
     public init(operations: JobOperations, auth: Authenticator, logger: Logger) {
         self.operations = operations; self.auth = auth; self.logger = logger
@@ -53,6 +55,7 @@ public struct JobAPI: Sendable {
         router.get("/v1/jobs/{id}") { req, ctx in try await api.get(req, ctx) }
         router.get("/v1/jobs/{id}/events") { req, ctx in try await api.events(req, ctx) }
         router.get("/v1/jobs/{id}/webhooks") { req, ctx in try await api.webhooks(req, ctx) }
+        router.get("/v1/providers") { req, ctx in try await api.providerStates(req, ctx) }
         // `POST /v1/jobs/{id}:cancel`, `…:retry`: the verb rides in the last path segment.
         router.post("/v1/jobs/{id}") { req, ctx in try await api.action(req, ctx) }
         // Providers call back with the attempt's unguessable token in the path, not an API key.
@@ -174,6 +177,12 @@ public struct JobAPI: Sendable {
     }
 
     /// The job's completion-webhook deliveries and their attempts (DESIGN §8).
+    /// The real providers' states (any caller with a key when auth is on: no tenant's data).
+    func providerStates(_ req: Request, _ ctx: Context) async throws -> Response {
+        _ = try await caller(req)
+        return json(ProvidersJSON(await providers?() ?? []))
+    }
+
     func webhooks(_ req: Request, _ ctx: Context) async throws -> Response {
         let caller = try await caller(req)
         let job = try await operations.get(id: ctx.parameters.get("id") ?? "", caller: caller)

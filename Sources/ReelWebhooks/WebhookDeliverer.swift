@@ -31,9 +31,14 @@ public struct WebhookDeliverer: Service {
     let client: CurlHTTPClient
     let settings: Settings
     let logger: Logger
+    /// Hands each job event an outcome was recorded with to this process's watchers (other
+    /// reeld get it through the event trigger's NOTIFY, as every event).
+    let publish: @Sendable (JobEvent) -> Void
 
-    public init(store: any WebhookOutboxStore, client: CurlHTTPClient, settings: Settings, logger: Logger) {
+    public init(store: any WebhookOutboxStore, client: CurlHTTPClient, settings: Settings, logger: Logger,
+                publish: @escaping @Sendable (JobEvent) -> Void = { _ in }) {
         self.store = store; self.client = client; self.settings = settings; self.logger = logger
+        self.publish = publish
     }
 
     public func run() async throws {
@@ -93,7 +98,7 @@ public struct WebhookDeliverer: Service {
             if (200..<300).contains(response.status) {
                 outcome = .delivered(status: Int32(response.status))
             } else {
-                outcome = retryOrGiveUp(a, status: Int32(response.status), error: "HTTP status \(response.status)")
+                outcome = retryOrGiveUp(a, status: Int32(response.status), error: "HTTP \(response.status)")
             }
         } catch let e as HTTPClientError where e.code == .refusedAddress {
             outcome = .failed(status: 0, error: e.message)
@@ -101,9 +106,29 @@ public struct WebhookDeliverer: Service {
             outcome = .failed(status: 0, error: e.message)
         } catch is CancellationError {
             return  // shutting down: the claim lapses and the attempt is made again
+        } catch let e as HTTPClientError {
+            // Without the URL (the event shows it once, without its query).
+            outcome = retryOrGiveUp(a, status: 0, error: "\(e.code): \(e.message)")
         } catch {
             outcome = retryOrGiveUp(a, status: 0, error: "\(error)")
         }
+        let record: WebhookRecord?
+        do {
+            record = try await store.finishWebhookDelivery(
+                id: a.deliveryID, attempt: a.attempt, outcome: outcome, body: body,
+                eventMessage: outcome.eventMessage(url: a.url, attempt: a.attempt, deliveryID: a.deliveryID))
+        } catch {
+            // The claim lapses and the delivery is attempted again: at least once.
+            logger.warning("webhook outcome not recorded", metadata: meta.merging(["error": "\(error)"]) { $1 })
+            return
+        }
+        // Counted (and told) once per recorded outcome: a stale attempt, whose claim lapsed and
+        // was taken again, changed nothing and counts nothing.
+        guard let record else {
+            logger.info("webhook attempt outcome not recorded: the delivery was claimed again meanwhile", metadata: meta)
+            return
+        }
+        if let event = record.event { publish(event) }
         switch outcome {
         case .delivered: ReelMetrics.webhookAttempt(outcome: "delivered")
         case .retry(let after, _, let e):
@@ -114,12 +139,6 @@ public struct WebhookDeliverer: Service {
             ReelMetrics.webhookAttempt(outcome: "failed")
             meta["error"] = "\(e)"
             logger.warning("webhook delivery given up", metadata: meta)
-        }
-        do {
-            try await store.finishWebhookDelivery(id: a.deliveryID, attempt: a.attempt, outcome: outcome, body: body)
-        } catch {
-            // The claim lapses and the delivery is attempted again: at least once.
-            logger.warning("webhook outcome not recorded", metadata: meta.merging(["error": "\(error)"]) { $1 })
         }
     }
 

@@ -12,10 +12,25 @@ enum JobFormatting {
     static func json(_ page: JobPage) -> String { JSONCoding.encode(JobPageJSON(page)) }
     /// One watch event; `snapshot` (the whole job) only on the event that carries it.
     static func json(_ event: JobEvent) -> String { JSONCoding.encode(JobEventJSON(event)) }
+    /// A job as the HTTP API shows it, plus `webhookEvents` (its completion-webhook delivery
+    /// events, as WatchJob sends them) when it has a webhook.
+    static func json(_ job: Job, webhookEvents: [JobEvent]) -> String {
+        let body = json(job)
+        guard !job.webhookURL.isEmpty, body.hasSuffix("}") else { return body }
+        let events = webhookEvents.map { json($0) }.joined(separator: ",")
+        return String(body.dropLast()) + (body == "{}" ? "" : ",") + "\"webhookEvents\":[" + events + "]}"
+    }
+
+    /// A delivery of the job's completion webhook, told in the job's events (DESIGN §8).
+    static func isWebhookEvent(_ e: JobEvent) -> Bool {
+        e.message.hasPrefix("webhook delivered to ") || e.message.hasPrefix("webhook delivery to ")
+    }
 
     // MARK: Text
 
-    static func text(_ job: Job) -> String {
+    static func text(_ job: Job) -> String { aligned(rows(job)) }
+
+    private static func rows(_ job: Job) -> [(String, String)] {
         var rows: [(String, String)] = [
             ("id", job.id),
             ("user", job.userID),
@@ -61,6 +76,16 @@ enum JobFormatting {
             rows.append(("error", "\(e.code): \(e.message)" + (e.stage == .unspecified ? "" : " (at \(e.stage.name))")))
         }
         rows.append(("last event", "\(job.lastEventSeq)"))
+        return rows
+    }
+
+    /// `text(job)`, then its webhook and each delivery event: `#seq time message`.
+    static func text(_ job: Job, webhookEvents: [JobEvent]) -> String {
+        var rows = rows(job)
+        guard !job.webhookURL.isEmpty else { return aligned(rows) }
+        rows.append(("webhook", job.webhookURL))
+        if webhookEvents.isEmpty { rows.append(("delivery", job.isFinished ? "none yet" : "none (the job has not ended)")) }
+        for e in webhookEvents { rows.append(("delivery", "#\(e.seq) \(time(e.atUnixMs)) \(e.message)")) }
         return aligned(rows)
     }
 

@@ -54,7 +54,8 @@ struct JobWatcher {
             }
         }
 
-        var final = lastEvent.flatMap { $0.endsWatch ? $0 : nil }.map { ($0.status, $0.deadLettered, $0.message) }
+        // A webhook delivery's event (after the end, --after-seq past it) keeps the status, not the outcome's message.
+        var final = lastEvent.flatMap { $0.endsWatch && !JobFormatting.isWebhookEvent($0) ? $0 : nil }.map { ($0.status, $0.deadLettered, $0.message) }
         var job: Job?
         if final == nil || (live && final?.0 == .finalReady) {
             // No terminal event seen (e.g. --after-seq at or past the end): ask for the job itself.

@@ -36,19 +36,19 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Address for HTTP/1.1: the JSON API, live updates (SSE, WebSocket), the dashboard at / and /metrics; empty disables it. Env: REEL_HTTP_LISTEN.")
     var httpListen: String = rawEnv("REEL_HTTP_LISTEN") ?? "127.0.0.1:8080"
 
-    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY) | runway (key from RUNWAYML_API_SECRET). Env: REEL_PROVIDER.")
+    @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY) | runway (key from RUNWAYML_API_SECRET), or a list in order of preference, e.g. kling,runway (routing with fallback). Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL), runway: \(RunwayProvider.defaultURL)). Env: REEL_PROVIDER_URL.")
+    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL), runway: \(RunwayProvider.defaultURL)); with a list, NAME=URL,…. Env: REEL_PROVIDER_URL.")
     var providerURLFlag: String?
     /// `--provider-url`, else the environment.
     var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
 
-    @Option(help: "Milliseconds between polls of a provider task (the fallback for callbacks). Env: REEL_PROVIDER_POLL_MS.")
-    var providerPollMs: Int = Int(env("REEL_PROVIDER_POLL_MS") ?? "") ?? 5000
+    @Option(help: "Milliseconds between polls of a provider task (the fallback for callbacks); N for each, or NAME=N,…. Env: REEL_PROVIDER_POLL_MS.")
+    var providerPollMs: String = env("REEL_PROVIDER_POLL_MS") ?? "5000"
 
-    @Option(help: "Live provider tasks at most, for the account, across every reeld on the database. Env: REEL_PROVIDER_CONCURRENCY.")
-    var providerConcurrency: Int = Int(env("REEL_PROVIDER_CONCURRENCY") ?? "") ?? 4
+    @Option(help: "Live provider tasks at most, for the account, across every reeld on the database; N for each, or NAME=N,…. Env: REEL_PROVIDER_CONCURRENCY.")
+    var providerConcurrency: String = env("REEL_PROVIDER_CONCURRENCY") ?? "4"
 
     @Option(help: "While a provider is parked (out of credit…), milliseconds between probe submissions. Env: REEL_PROVIDER_PROBE_MS.")
     var providerProbeMs: Int = Int(env("REEL_PROVIDER_PROBE_MS") ?? "") ?? 30_000
@@ -157,6 +157,30 @@ struct Reeld: AsyncParsableCommand {
     /// `--provider-cost-weight`, else the environment.
     var providerCostWeight: String? { providerCostWeightFlag ?? env("REEL_PROVIDER_COST_WEIGHT") }
 
+    @Option(name: .customLong("script-agent"), help: "Who writes the shot script: template (offline) | openai (an OpenAI-compatible chat-completions server; key from OPENAI_API_KEY when set). Env: REEL_SCRIPT_AGENT.")
+    var scriptAgentFlag: String?
+    var scriptAgentKind: String { scriptAgentFlag ?? env("REEL_SCRIPT_AGENT") ?? "template" }
+
+    @Option(name: .customLong("script-agent-url"), help: "The agent's API base including /v1 (default \(ChatCompletionsClient.Settings.defaultURL)). Env: REEL_SCRIPT_AGENT_URL.")
+    var scriptAgentURLFlag: String?
+    var scriptAgentURL: String { scriptAgentURLFlag ?? env("REEL_SCRIPT_AGENT_URL") ?? ChatCompletionsClient.Settings.defaultURL }
+
+    @Option(name: .customLong("script-agent-model"), help: "The agent's model (default \(ChatCompletionsClient.Settings.defaultModel)). Env: REEL_SCRIPT_AGENT_MODEL.")
+    var scriptAgentModelFlag: String?
+    var scriptAgentModel: String { scriptAgentModelFlag ?? env("REEL_SCRIPT_AGENT_MODEL") ?? ChatCompletionsClient.Settings.defaultModel }
+
+    @Option(name: .customLong("script-agent-fallback"), help: "When the script agent fails: none (the attempt fails with SCRIPT_AGENT) | template (the template writes the script). Env: REEL_SCRIPT_AGENT_FALLBACK.")
+    var scriptAgentFallbackFlag: String?
+    var scriptAgentFallback: String { scriptAgentFallbackFlag ?? env("REEL_SCRIPT_AGENT_FALLBACK") ?? "none" }
+
+    @Option(name: .customLong("script-agent-timeout-ms"), help: "One agent request's time limit in milliseconds (default 60000). Env: REEL_SCRIPT_AGENT_TIMEOUT_MS.")
+    var scriptAgentTimeoutMsFlag: Int?
+    var scriptAgentTimeoutMs: Int { scriptAgentTimeoutMsFlag ?? Int(env("REEL_SCRIPT_AGENT_TIMEOUT_MS") ?? "") ?? 60_000 }
+
+    @Option(name: .customLong("continuity-agent"), help: "After the rule-based continuity check: none | openai (the script agent's server and model asked whether the script contradicts the bible). Env: REEL_CONTINUITY_AGENT.")
+    var continuityAgentFlag: String?
+    var continuityAgentKind: String { continuityAgentFlag ?? env("REEL_CONTINUITY_AGENT") ?? "none" }
+
     @Option(help: "Log format: text | json (one object per line). Env: REEL_LOG_FORMAT.")
     var logFormat: String = env("REEL_LOG_FORMAT") ?? "text"
 
@@ -181,10 +205,13 @@ struct Reeld: AsyncParsableCommand {
         guard let databaseURL, !databaseURL.isEmpty else {
             fail("no database: pass --database-url or set REEL_DATABASE_URL")
         }
-        var videoProvider: any VideoProvider = SimulatedProvider()
+        let providerNames: [String]
+        do { providerNames = try ProviderOptions.names(provider) } catch { fail("--\(error.message)") }
+        let simulated = providerNames == ["simulated"]
+        var realProviders: [any VideoProvider] = []
         var postProcessor: PostProcessor? = nil
         var pipelineConfig = Pipeline.Config(
-            stageDelay: .milliseconds(simStageMs ?? (provider == "simulated" ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
+            stageDelay: .milliseconds(simStageMs ?? (simulated ? 500 : 0)), retry: RetryPolicy(baseMs: Int64(retryBaseMs)),
             stageTimeout: .milliseconds(Int64(stageTimeoutSeconds * 1000)),
             videoTimeout: .milliseconds(Int64(videoTimeoutSeconds * 1000)))
         // Its threads start only for a provider or a bucket that needs them.
@@ -203,49 +230,58 @@ struct Reeld: AsyncParsableCommand {
                 fail("--artifacts-url: \(error)")
             }
         }
-        switch provider {
-        case "simulated":
-            break
-        case "kling":
-            guard let access = env("KLING_ACCESS_KEY"), let secret = env("KLING_SECRET_KEY") else {
-                fail("--provider kling needs KLING_ACCESS_KEY and KLING_SECRET_KEY in the environment")
+        // Per-provider settings (DESIGN §8): a bare value applies to each (a URL only to one).
+        let positive: (String) -> Int? = { Int($0.trimmingCharacters(in: .whitespaces)).flatMap { $0 >= 1 ? $0 : nil } }
+        let urls: [String: String], concurrencies: [String: Int], pollMs: [String: Int]
+        do {
+            urls = try ProviderOptions.values(providerURL, flag: "provider-url", providers: providerNames, bareAppliesToEach: false) {
+                $0.hasPrefix("http://") || $0.hasPrefix("https://") ? $0 : nil
             }
-            guard providerConcurrency >= 1 else { fail("--provider-concurrency must be at least 1") }
-            guard providerPollMs >= 1 else { fail("--provider-poll-ms must be at least 1") }
+            concurrencies = try ProviderOptions.values(providerConcurrency, flag: "provider-concurrency", providers: providerNames,
+                                                       bareAppliesToEach: true, parse: positive)
+            pollMs = try ProviderOptions.values(providerPollMs, flag: "provider-poll-ms", providers: providerNames,
+                                                bareAppliesToEach: true, parse: positive)
+        } catch {
+            fail("--\(error.message) (numbers must be at least 1, URLs http(s))")
+        }
+        if !simulated {
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
                 fail("--public-url must be an http(s) URL")
-            }
-            videoProvider = KlingProvider(baseURL: providerURL ?? KlingProvider.defaultURL, accessKey: access,
-                                          secretKey: secret, client: client, logger: logger)
-            postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
-                                          client: client, logger: logger)
-            pipelineConfig.pollInterval = .milliseconds(providerPollMs)
-            pipelineConfig.parkWhileGenerating = true
-        case "runway":
-            guard let key = env("RUNWAYML_API_SECRET"), !key.isEmpty else {
-                fail("--provider runway needs RUNWAYML_API_SECRET in the environment")
-            }
-            guard providerConcurrency >= 1 else { fail("--provider-concurrency must be at least 1") }
-            guard providerPollMs >= 1 else { fail("--provider-poll-ms must be at least 1") }
-            if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
-                fail("--public-url must be an http(s) URL")
-            }
-            let credits: [String: Double]
-            do { credits = try RunwayProvider.parseCredits(runwayCreditsFlag ?? env("REEL_RUNWAY_CREDITS_PER_SECOND") ?? "") } catch {
-                fail("--\(error.message)")
             }
             let post = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
                                      client: client, logger: logger)
+            for name in providerNames {
+                switch name {
+                case "kling":
+                    guard let access = env("KLING_ACCESS_KEY"), let secret = env("KLING_SECRET_KEY") else {
+                        fail("--provider kling needs KLING_ACCESS_KEY and KLING_SECRET_KEY in the environment")
+                    }
+                    realProviders.append(KlingProvider(baseURL: urls[name] ?? KlingProvider.defaultURL, accessKey: access,
+                                                       secretKey: secret, client: client, logger: logger))
+                case "runway":
+                    guard let key = env("RUNWAYML_API_SECRET"), !key.isEmpty else {
+                        fail("--provider runway needs RUNWAYML_API_SECRET in the environment")
+                    }
+                    let credits: [String: Double]
+                    do { credits = try RunwayProvider.parseCredits(runwayCreditsFlag ?? env("REEL_RUNWAY_CREDITS_PER_SECOND") ?? "") } catch {
+                        fail("--\(error.message)")
+                    }
+                    // A new scene with an image-only model (gen4_turbo) starts from a title card of its first shot.
+                    realProviders.append(RunwayProvider(baseURL: urls[name] ?? RunwayProvider.defaultURL, apiKey: key, client: client,
+                                                        logger: logger, creditsPerSecond: credits,
+                                                        stillMaker: { text in try await post.titleCard(text: text) }))
+                default:
+                    fail("--provider \(name) is not available in this build")
+                }
+            }
             postProcessor = post
-            // A new scene with an image-only model (gen4_turbo) starts from a title card of its first shot.
-            videoProvider = RunwayProvider(baseURL: providerURL ?? RunwayProvider.defaultURL, apiKey: key, client: client,
-                                           logger: logger, creditsPerSecond: credits,
-                                           stillMaker: { text in try await post.titleCard(text: text) })
-            pipelineConfig.pollInterval = .milliseconds(providerPollMs)
+            pipelineConfig.pollInterval = .milliseconds(Int64(pollMs[providerNames[0]] ?? 5000))
             pipelineConfig.parkWhileGenerating = true
-        default:
-            fail("unknown provider '\(provider)': use simulated, kling or runway")
         }
+        let videoProvider: any VideoProvider = realProviders.first ?? SimulatedProvider()
+        // The prompt fits every provider it may be routed to.
+        let agents = scriptAgents(client: client, promptLimit: providerNames.contains("runway") ? RunwayProvider.maxPromptCharacters
+                                  : providerNames.contains("kling") ? KlingProvider.maxPromptCharacters : 2500)
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
         let dashboard: Dashboard?
@@ -273,8 +309,10 @@ struct Reeld: AsyncParsableCommand {
                                                 generation: { [videoProvider] in videoProvider.expectedGenerationTime(for: $0) },
                                                 upload: .seconds(10))
         }
+        // A job runs on one provider at a time: the accounts' slots together bound how many run.
+        let accountSlots = realProviders.reduce(0) { $0 + (concurrencies[$1.name] ?? 4) }
         let estimator = ETAEstimator(provider: videoProvider.name, defaults: etaDefaults, slots: max(1, workers),
-                                     providerSlots: videoProvider is SimulatedProvider ? nil : providerConcurrency, times: stageTimes)
+                                     providerSlots: realProviders.isEmpty ? nil : accountSlots, times: stageTimes)
         let eta = JobETA(estimator: estimator, store: store)
         let hub = JobEventHub(annotate: { eta.event($0) })
         // Events written by any reeld on this database (this one included) reach our watchers;
@@ -284,18 +322,22 @@ struct Reeld: AsyncParsableCommand {
         var costModel = CostModel()
         do { costModel.weights = try CostModel.parseWeights(providerCostWeight ?? "") } catch { fail("--\(error.message)") }
         pipelineConfig.costModel = costModel
-        var remoteSettings = ProviderRuntime.Settings(
-            concurrency: providerConcurrency, pollInterval: .milliseconds(providerPollMs), publicURL: publicURL,
-            probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))), backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
-        remoteSettings.costWeight = costModel.weight(videoProvider.name)
-        let remote: ProviderRuntime? = videoProvider.isRemote ? ProviderRuntime(
-            provider: videoProvider, tasks: store, settings: remoteSettings, times: stageTimes, logger: logger) : nil
-        if remote != nil && publicURL != nil && httpAddress == nil {
+        let remotes: [ProviderRuntime] = realProviders.map { p in
+            var settings = ProviderRuntime.Settings(
+                concurrency: concurrencies[p.name] ?? 4, pollInterval: .milliseconds(Int64(pollMs[p.name] ?? 5000)),
+                publicURL: publicURL, probeInterval: .milliseconds(Int64(max(providerProbeMs, 1))),
+                backoffBase: .milliseconds(Int64(max(retryBaseMs, 1))))
+            settings.costWeight = costModel.weight(p.name)
+            return ProviderRuntime(provider: p, tasks: store, settings: settings, times: stageTimes, logger: logger)
+        }
+        if !remotes.isEmpty && publicURL != nil && httpAddress == nil {
             fail("--public-url needs --http-listen: callbacks arrive there")
         }
-        let pipeline = Pipeline(
-            store: store, provider: videoProvider, remote: remote, postProcessor: postProcessor, config: pipelineConfig,
+        var configured = Pipeline(
+            store: store, provider: videoProvider, remotes: remotes, postProcessor: postProcessor, config: pipelineConfig,
             workerID: workerID, logger: logger, estimator: estimator, publish: { hub.publish($0) })
+        (configured.scriptAgent, configured.continuityAgent) = agents
+        let pipeline = configured
         let scheduler = Scheduler(
             store: store, hub: hub,
             config: .init(workers: workers, workerID: workerID, leaseMs: Int64(leaseSeconds * 1000)),
@@ -312,7 +354,8 @@ struct Reeld: AsyncParsableCommand {
         let authenticator = Authenticator(keys: auth ? store : nil, defaultRateLimit: rateLimit)
         var createPolicy = CreatePolicy()
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
-        let providerName = provider
+        // Expected at the preferred provider's weight (routing may run it elsewhere).
+        let providerName = videoProvider.name
         createPolicy.expectedCost = { [costModel, videoProvider] new in
             // A provider that prices a config itself (Runway's credits per second) is expected at that price.
             if let charge = videoProvider.charge(for: new.config) { return charge * costModel.weight(providerName) }
@@ -395,21 +438,26 @@ struct Reeld: AsyncParsableCommand {
         }
         let hookClient = CurlHTTPClient(threads: 2, connectTimeout: .seconds(5), totalTimeout: hookSettings.requestTimeout,
                                         maxResponseBytes: 64 << 10)
-        services.append(.init(service: WebhookDeliverer(store: store, client: hookClient, settings: hookSettings, logger: logger),
+        services.append(.init(service: WebhookDeliverer(store: store, client: hookClient, settings: hookSettings, logger: logger,
+                                                        publish: { hub.publish($0) }),
                               serviceName: "webhook-deliverer"))
         // Retention: a pass at start, then every ten minutes, each going on from where the last got.
         guard retentionDays >= 0 else { fail("--retention-days must be 0 (never) or more") }
         if retentionDays > 0 {
             let local = LocalArtifactStore(directory: artifactsDir, publicBaseURL: artifactsBaseURL)
-            let sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
+            var sweeper = RetentionSweeper(store: store, artifacts: artifactStore ?? local,
                                            workingCopies: artifactStore == nil ? nil : local, days: retentionDays, logger: logger)
-            services.append(.init(service: Every(.seconds(600)) { _ in await sweeper.sweep() }, serviceName: "retention"))
+            // A pruned job's events are renumbered: its cached copy (old last_event_seq) goes.
+            let operations = service.operations
+            sweeper.onPruned = { operations.forget(jobIDs: $0) }
+            let pass = sweeper
+            services.append(.init(service: Every(.seconds(600)) { _ in await pass.sweep() }, serviceName: "retention"))
         }
-        if let remote {
+        for remote in remotes {
             // Tasks nobody follows any more (cancelled jobs: Kling has no cancel) keep their slot
             // until the provider ends them; this notices when it does.
             services.append(.init(service: Every(remote.sweepInterval) { _ in await remote.sweep() },
-                                  serviceName: "provider-sweeper"))
+                                  serviceName: "provider-sweeper-\(remote.provider.name)"))
         }
         if let (hhost, hport) = httpAddress {
             var api = JobAPI(operations: service.operations, auth: authenticator, logger: logger)
@@ -422,9 +470,14 @@ struct Reeld: AsyncParsableCommand {
             }
             api.webhookDeliveries = { jobID in try await store.webhookDeliveries(jobID: jobID) }
             api.sseKeepAlive = .milliseconds(Int64(max(sseKeepaliveSeconds, 0.05) * 1000))
-            if let remote {
+            if !remotes.isEmpty {
+                api.providers = {
+                    var all: [ProviderStatus] = []
+                    for (i, r) in remotes.enumerated() { all.append(await r.status(order: i)) }
+                    return all
+                }
                 api.providerCallback = { name, token, body in
-                    guard name == remote.provider.name else { return (404, "unknown provider \(name)") }
+                    guard let remote = remotes.first(where: { $0.provider.name == name }) else { return (404, "unknown provider \(name)") }
                     let answer = await remote.receiveCallback(token: token, body: body)
                     return (answer.status, answer.message)
                 }

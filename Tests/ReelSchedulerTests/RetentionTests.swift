@@ -87,9 +87,19 @@ struct RetentionTests {
         let report = await sweeper.sweep()
 
         let all = bits([1, 2, 3, 4, 5, 6, 7])
-        let transitions = bits([1, 2, 5, 7])
+        // The transitions (old seq 1, 2, 5, 7) stay, renumbered densely (DESIGN §2).
+        let transitions = bits([1, 2, 3, 4])
         #expect(try await seqs(store, final) == transitions)
         #expect(try await seqs(store, failedWithSegment) == transitions)
+        for id in [final, failedWithSegment] {
+            let job = try #require(try await store.job(id: id))
+            #expect(job.lastEventSeq == 4)
+            let events = try await store.events(jobID: id, afterSeq: 0)
+            #expect(events.map(\.seq) == [1, 2, 3, 4])
+            #expect(events.map(\.status.name) == ["queued", "processing", "script_ready", job.status.name])
+            #expect(events.last?.message == "end")
+            #expect(try await store.events(jobID: id, afterSeq: 2).map(\.seq) == [3, 4])
+        }
         #expect(try await seqs(store, recent) == all)
         #expect(try await seqs(store, recentFailed) == all)
         for gone in [failed, cancelled] {
@@ -113,10 +123,84 @@ struct RetentionTests {
         #expect(report.artifactFiles == 4)
         #expect(report.artifactBytes == 400 + 10 + 300 + 200)
         #expect(report.deliveriesPruned == 1)
+        #expect(report.jobsRenumbered == 2)
 
         // The next pass goes on from the cursor: nothing more to do.
         let again = await sweeper.sweep()
         #expect(again == RetentionSweeper.Report())
+    }
+
+    /// A job old but still running at one pass (it has no end yet) is pruned by a later pass
+    /// once it ends: the walk goes by when jobs ended, and never skips one for good.
+    @Test func aJobStillRunningAtOnePassIsPrunedByALaterOneAfterItEnds() async throws {
+        let store = try await TestDatabase.freshStore()
+        defer { store.close() }
+        let ended = try await endedJob(store, 1, end: "final_ready", ageDays: 40)
+        let input = CreateJobInput(userID: "u2", sceneID: "s", type: .sceneCreation, inputText: "still running")
+        let running = try await store.createJob(try input.validated(allowPrivateWebhooks: true)).job.id
+        _ = try await store.scalar("""
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered) VALUES
+          ('\(running)', 2, 'processing', 'script_expansion', 0, 'claimed', false),
+          ('\(running)', 3, 'processing', 'script_expansion', 10, '', false),
+          ('\(running)', 4, 'processing', 'script_expansion', 50, '', false);
+        UPDATE jobs SET status = 'processing', last_event_seq = 4, created_at = now() - interval '50 days' WHERE id = '\(running)';
+        SELECT 1
+        """)
+        var sweeper = RetentionSweeper(store: store, artifacts: nil, days: 30, logger: Logger(label: "test"))
+        sweeper.batch = 1
+        let first = await sweeper.sweep()
+        #expect(first.jobsRenumbered == 1)
+        #expect(try await seqs(store, ended) == bits([1, 2, 3, 4]))
+        #expect(try await seqs(store, running) == bits([1, 2, 3, 4]))
+        #expect(try await store.job(id: running)?.lastEventSeq == 4)
+
+        // It ends (after the job the first pass stopped at), long enough ago to go.
+        _ = try await store.scalar("""
+        INSERT INTO job_events (job_id, seq, status, stage, progress, message, dead_lettered) VALUES
+          ('\(running)', 5, 'processing', 'post_processing', 90, '', false),
+          ('\(running)', 6, 'final_ready', 'completed', 100, 'done', false);
+        UPDATE jobs SET status = 'final_ready', last_event_seq = 6, completed_at = now() - interval '35 days' WHERE id = '\(running)';
+        DELETE FROM job_queue WHERE job_id = '\(running)';
+        SELECT 1
+        """)
+        let second = await sweeper.sweep()
+        #expect(second.eventsPruned == 3)
+        #expect(second.jobsRenumbered == 1)
+        #expect(try await seqs(store, running) == bits([1, 2, 3]))
+        #expect(try await store.job(id: running)?.lastEventSeq == 3)
+        #expect(try await store.events(jobID: running, afterSeq: 0).map(\.status.name) == ["queued", "processing", "final_ready"])
+        // The job that ended first is not walked again.
+        #expect(await sweeper.sweep() == RetentionSweeper.Report())
+    }
+
+    /// A job retried between the batch that found it and the prune is left alone: its events
+    /// are neither pruned nor renumbered under its writers.
+    @Test func aJobRetriedSinceItsBatchIsNotPruned() async throws {
+        let store = try await TestDatabase.freshStore()
+        defer { store.close() }
+        let id = try await endedJob(store, 1, end: "final_ready", ageDays: 40)
+        _ = try await store.scalar("UPDATE jobs SET status = 'queued', completed_at = NULL WHERE id = '\(id)'; SELECT 1")
+        let p = try await store.pruneEvents(jobIDs: [id], olderThanDays: 30)
+        #expect(p == EventPrune())
+        #expect(try await seqs(store, id) == bits([1, 2, 3, 4, 5, 6, 7]))
+    }
+
+    /// Gaps an earlier prune left (before the renumbering existed; migration 18 restarts the
+    /// walk) are closed by the next pass, with nothing left to delete.
+    @Test func gapsFromAnEarlierPruneAreClosed() async throws {
+        let store = try await TestDatabase.freshStore()
+        defer { store.close() }
+        let id = try await endedJob(store, 1, end: "cancelled", ageDays: 40)
+        _ = try await store.scalar("""
+        DELETE FROM job_events WHERE job_id = '\(id)' AND seq IN (3, 4, 6);
+        INSERT INTO segments (job_id, tenant_id, scene_id, video_url, thumbnail_url, duration_seconds)
+        VALUES ('\(id)', '', 's', '', '', 5);
+        SELECT 1
+        """)
+        let report = await RetentionSweeper(store: store, artifacts: nil, days: 30, logger: Logger(label: "test")).sweep()
+        #expect(report.eventsPruned == 0 && report.jobsDeleted == 0 && report.jobsRenumbered == 1)
+        #expect(try await seqs(store, id) == bits([1, 2, 3, 4]))
+        #expect(try await store.job(id: id)?.lastEventSeq == 4)
     }
 
     @Test func zeroDaysKeepsEverything() async throws {

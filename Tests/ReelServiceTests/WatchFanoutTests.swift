@@ -354,4 +354,26 @@ struct WatchFanoutTests {
         c.sent(e(6, .finalReady))
         #expect(c.ended)
     }
+
+    @Test func eventsAfterTheTerminalOneEndNothingOnTheirOwn() {
+        let e = { (seq: Int64, status: JobStatus) in
+            JobEvent(jobID: "j", seq: seq, status: status, stage: .completed, progress: 100, message: "", atUnixMs: 0)
+        }
+        // A replay after the terminal event (7): the webhook events keep its status.
+        var c = WatchCursor(after: 7)
+        c.seed(e(7, .finalReady))
+        c.sent(e(8, .finalReady))
+        #expect(!c.ended, "a webhook delivery's event after the end")
+        c.sent(e(9, .finalReady))
+        #expect(!c.ended && c.last == 9)
+        // Not known what was at the cursor: a terminal event ends the watch, as ever.
+        var d = WatchCursor(after: 6)
+        d.sent(e(7, .finalReady))
+        #expect(d.ended)
+        // Seeded with a running event: the terminal one ends it.
+        var r = WatchCursor(after: 6)
+        r.seed(e(6, .processing))
+        r.sent(e(7, .cancelled))
+        #expect(r.ended)
+    }
 }

@@ -144,6 +144,24 @@ struct FairShareTests {
         #expect(try await count(store, "SELECT count(*) FROM provider_slot_waiters") == 24 - 15)
     }
 
+    /// A change holding a job's row (a CancelJob locks the job, then its queue row) makes the
+    /// claim skip that job, never wait for it while holding the queue row: the two took their
+    /// locks in opposite orders and once deadlocked (seen as UNAVAILABLE).
+    @Test func theClaimSkipsAJobWhoseRowAChangeHolds() async throws {
+        let (store, url) = try await TestDatabase.freshStoreAndURL()
+        let made = try await store.createJobs(try Self.jobs(2, tenant: "t", user: "u", cost: 1))
+        let held = try made[0].get().job.id, free = try made[1].get().job.id
+        let other = try PGConnection(url: url)
+        _ = try other.exec("BEGIN")
+        _ = try other.query("SELECT 1 FROM jobs WHERE id = $1::uuid FOR UPDATE", [held])
+        let started = ContinuousClock.now
+        let first = try await store.claim(workerID: "w", limit: 2, leaseMs: 60_000).map(\.job.id)
+        #expect(first == [free], "the held job is skipped: \(first)")
+        #expect(ContinuousClock.now - started < .seconds(5), "the claim did not wait for the held row")
+        _ = try other.exec("ROLLBACK")
+        #expect(try await store.claim(workerID: "w", limit: 2, leaseMs: 60_000).map(\.job.id) == [held])
+    }
+
     @Test func pastUsageDecaysWithTheHalfLife() async throws {
         let store = try await freshStore()
         _ = try await store.createJobs(try Self.jobs(3, tenant: "old", user: "o", cost: 1))

@@ -293,6 +293,9 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
         assert cur.retry_count == 0, f"an attempt was burned while parked\n{d()}"
     assert fake_kling.stats()["creates_ok"] == 0, d()
     assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 1, d()
+    # The dashboard's view of it (GET /v1/providers): parked, with Kling's reason.
+    p = provider_states(srv)["kling"]
+    assert p["state"] == "parked" and p["parked"] and p["parkedReason"] and p["concurrency"] == 2, p
 
     fake_kling.control(account="ok")
     for j in jobs:
@@ -302,6 +305,14 @@ def test_depleted_resource_pack_parks_kling_then_a_probe_unparks_it(reeld_factor
     assert st["creates_ok"] == 2, d()
     assert sorted(t["external_task_id"] for t in st["tasks"]) == sorted(ext(j.id, 1) for j in jobs), d()
     assert metric(ri.scrape(srv), "reel_provider_parked", provider="kling") == 0, "still parked after success"
+    p = provider_states(srv)["kling"]
+    assert (p["state"], p["parked"], p["circuitOpen"], p["healthy"], p["order"]) == ("up", False, False, True, 0), p
+
+
+def provider_states(srv) -> dict:
+    """GET /v1/providers, by provider name."""
+    with _NO_PROXY.open(srv.http_url + "/v1/providers", timeout=10) as r:
+        return {p["name"]: p for p in json.loads(r.read())["providers"]}
 
 
 def test_model_without_access_is_rejected_naming_it_and_retry_job_submits_again(reeld_factory, fake_kling,
@@ -690,3 +701,25 @@ def test_kling_without_its_keys_exits_at_once_with_one_clear_line(reeld_factory,
     assert took < 5, f"not at once: {out}"
     assert len(lines) == 1, f"want one clear line: {out}"
     assert missing[0] in lines[0], f"the line should name {missing[0]}: {out}"
+
+
+@pytest.mark.parametrize("flags,names", [
+    (("--provider", "kling,kling"), "provider"),
+    (("--provider", "simulated,kling"), "provider"),
+    (("--provider", "kling,runway", "--provider-url", "http://127.0.0.1:9"), "provider-url"),
+    (("--provider", "kling", "--provider-concurrency", "kling=0"), "provider-concurrency"),
+    (("--provider", "kling", "--provider-poll-ms", "soon"), "provider-poll-ms"),
+])
+def test_bad_provider_lists_and_per_provider_flags_exit_with_one_line(reeld_factory, bin_dir, tmp_path, flags, names):
+    """`--provider` is a list in order of preference; the per-provider flags take NAME=VALUE
+    (DESIGN §8). A list or a value it can't use: one line naming the flag, a non-zero exit."""
+    db_url = reeld_factory.new_database()
+    env = dict(os.environ, KLING_ACCESS_KEY=ri.KLING_ACCESS_KEY, KLING_SECRET_KEY=ri.KLING_SECRET_KEY,
+               RUNWAYML_API_SECRET="test-runway-key")
+    args = [str(Path(bin_dir) / "reeld"), "--listen", f"127.0.0.1:{ri.free_port()}", "--database-url", db_url,
+            "--metrics-listen", f"127.0.0.1:{ri.free_port()}", "--artifacts-dir", str(tmp_path / "art"), *flags]
+    r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=15)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    out = f"exit {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
+    assert r.returncode != 0 and len(lines) == 1, out
+    assert f"--{names}" in lines[0] or names in lines[0], out

@@ -386,9 +386,27 @@ $('#more').addEventListener('click', () => loadJobs({ more: true }));
 $('#detail-close').addEventListener('click', () => { state.selected = null; $('#detail').hidden = true; render(); });
 if (state.key) $('#key-input').placeholder = 'API key set (paste to replace)';
 
+// ---------------------------------------------------------------- providers
+// Each real provider's state (GET /v1/providers): up, parked (out of credit…), failing
+// (circuit open after server errors) or unhealthy (credentials refused), with its live tasks.
+async function loadProviders() {
+  let data;
+  try { data = await api('/v1/providers'); } catch (_) { return; }
+  const box = $('#providers');
+  const list = (data && data.providers) || [];
+  box.hidden = list.length === 0;
+  box.replaceChildren(...list.map((p) => el('span', {
+    class: 'provider ' + p.state, 'data-provider': p.name,
+    title: p.state + (p.parkedReason ? ': ' + p.parkedReason : '') + ` · ${num(p.liveTasks)} of ${num(p.concurrency)} slots in use`,
+    text: `${p.name} ${p.state} ${num(p.liveTasks)}/${num(p.concurrency)}`,
+  })));
+}
+
 setupFilters();
 live.start();
 loadJobs();
+loadProviders();
+setInterval(() => { if (!document.hidden) loadProviders(); }, 5000);
 // New jobs (made elsewhere) show up within a few seconds.
 setInterval(() => { if (!document.hidden) loadJobs(); }, 4000);
 window.reelDashboard = { state, live };
