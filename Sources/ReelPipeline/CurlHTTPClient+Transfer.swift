@@ -178,6 +178,10 @@ final class CurlHandle {
             for entry in request.resolve { resolveList = curl_slist_append(resolveList, entry) }
             _ = reel_curl_setopt_slist(h, CURLOPT_RESOLVE, resolveList)
         }
+        if request.freshConnection {
+            _ = reel_curl_setopt_long(h, CURLOPT_FRESH_CONNECT, 1)
+            _ = reel_curl_setopt_long(h, CURLOPT_FORBID_REUSE, 1)
+        }
         if let sig = request.sigV4 {
             _ = reel_curl_setopt_string(h, CURLOPT_AWS_SIGV4, sig.provider)
             _ = reel_curl_setopt_string(h, CURLOPT_USERPWD, sig.accessKey + ":" + sig.secretKey)

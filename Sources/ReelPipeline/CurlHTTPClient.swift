@@ -17,6 +17,11 @@ public struct HTTPRequest: Sendable {
     public var refusePeer: (@Sendable (String) -> Bool)?
     /// libcurl's `CURLOPT_RESOLVE` entries (`HOST:PORT:ADDRESS`): fixed answers for names.
     public var resolve: [String] = []
+    /// A new connection, closed after this request. libcurl silently resends a request whose
+    /// reused connection died before any answer byte came back; for a submit that cannot be
+    /// deduplicated (Runway has no external id) that resend could pay twice, so such a submit
+    /// never rides a reused connection and its lost answer surfaces as an error instead.
+    public var freshConnection = false
 
     public init(method: String = "GET", url: String, headers: [String: String] = [:], body: [UInt8] = [],
                 timeout: Duration? = nil) {

@@ -96,11 +96,24 @@ extension Pipeline {
             try await run.writer.flush()
         }
         if holding { try await announce() }
+        // A provider without lookup by external id (Runway) cannot tell whether a submit whose
+        // answer was lost made a task: the attempt fails in doubt rather than pay twice.
+        func failInDoubt(_ why: String) async throws -> Never {
+            let name = remote.provider.name
+            try await remote.end(record, "in_doubt")
+            throw StageFailure(code: "PROVIDER_IN_DOUBT", message: "\(why); \(name) has no lookup by an external id, so "
+                               + "the task may exist (and be charged) without Reel knowing it: not submitted again. "
+                               + "RetryJob submits a new task", retryable: false)
+        }
         var serverErrors = 0
         func backoff() -> Duration { remote.settings.backoffBase * (1 << min(serverErrors - 1, 10)) }
         while true {
             try Task.checkCancellation()
             if inDoubt {
+                if !remote.provider.findsByExternalID && record.taskID.isEmpty {
+                    try await failInDoubt("an earlier run of attempt \(record.attempt) may have submitted its task "
+                                          + "(it holds a slot with no task id)")
+                }
                 if let found = try await lookUp(remote, record) {
                     return (remote, try await adopt(run, remote, record, found, &a,
                                                     "found \(remote.provider.name) task \(found.taskID) by its external id \(record.externalTaskID)"), found)
@@ -175,12 +188,17 @@ extension Pipeline {
                     // The attempt keeps its slot: if the task was made after all, the same
                     // external id finds it (a resubmit is refused with 1201 and looked up).
                     guard serverErrors < remote.settings.serverErrorAttempts else {
+                        // Without lookup, a server error's submit counts as not made (Runway
+                        // answers 502/503/504 for requests to retry): the next run submits anew
+                        // instead of holding the slot for a lookup it cannot do.
+                        if !remote.provider.findsByExternalID { try await remote.end(record, "unavailable") }
                         throw StageFailure(code: "PROVIDER_UNAVAILABLE", message: e.description, retryable: true)
                     }
                     logger.notice("provider server error; resubmitting", metadata: [
                         "reel.job_id": "\(job.id)", "error": "\(e.description)", "retry.attempt": "\(serverErrors)"])
                     try await Task.sleep(for: backoff())
                 case .inDoubt:
+                    if !remote.provider.findsByExternalID { try await failInDoubt(e.description) }
                     logger.notice("submit answer lost; looking the task up by its external id", metadata: [
                         "reel.job_id": "\(job.id)", "error": "\(e.description)"])
                     inDoubt = true
@@ -260,6 +278,10 @@ extension Pipeline {
         var tries = 0
         while true {
             do {
+                // Without lookup by external id, a task id saved before a crash is queried itself.
+                if !remote.provider.findsByExternalID && !record.taskID.isEmpty {
+                    return try await remote.provider.query(taskID: record.taskID, kind: record.kind)
+                }
                 return try await remote.provider.find(externalTaskID: record.externalTaskID, kind: record.kind)
             } catch let e as ProviderError {
                 tries += 1
@@ -325,16 +347,25 @@ extension Pipeline {
             guard let t else { continue }
             switch t.state {
             case .succeeded:
-                try await remote.end(record, "succeed", charge: t.costUnits)
+                // A provider whose tasks report no charge (Runway) prices the config itself.
+                try await remote.end(record, "succeed", charge: t.costUnits ?? remote.provider.charge(for: job.config))
                 remote.times.record(name, job.config, took: ContinuousClock.now - started)
                 return t
             case .failed(let why):
                 // A failed task the provider charged still costs.
                 try await remote.end(record, "failed", charge: t.costUnits)
+                if let code = t.rejectionCode {
+                    // Refused for good (Runway's SAFETY.* failure codes): not retried.
+                    throw StageFailure(code: code, message: "\(name) failed task \(record.taskID): \(why)", retryable: false)
+                }
                 throw StageFailure(code: "PROVIDER_FAILED", message: "\(name) failed task \(record.taskID): \(why)",
                                    retryable: true, newTaskOnRetry: true)
             case .submitted, .processing:
-                let p = StageTimes.progress(elapsed: ContinuousClock.now - started, expected: expected)
+                var p = StageTimes.progress(elapsed: ContinuousClock.now - started, expected: expected)
+                if let reported = t.progress {
+                    // The provider's own figure (Runway's `progress` while RUNNING), on the same 40–84 scale.
+                    p = min(40 + Int32((44 * Double(min(max(reported, 0), 100)) / 100).rounded(.down)), 84)
+                }
                 if p > last {
                     last = p
                     try await step(run, .continuityChecked, .videoGeneration, p, "generating video at \(name)",

@@ -54,14 +54,17 @@ public struct ProviderTask: Sendable, Equatable {
     public var requestID: String
     /// When the provider created the task (0: unknown).
     public var createdAtUnixMs: Int64
+    /// A failed task the provider refused for good (Runway's `SAFETY.*` failure codes): the
+    /// error code the job fails with at once, not retried. Nil: an ordinary failed task.
+    public var rejectionCode: String?
 
     public init(taskID: String, externalTaskID: String = "", kind: String = "", state: State, progress: Int32? = nil,
                 videoURL: String = "", durationSeconds: Double = 0, costUnits: Double? = nil, requestID: String = "",
-                createdAtUnixMs: Int64 = 0) {
+                createdAtUnixMs: Int64 = 0, rejectionCode: String? = nil) {
         self.taskID = taskID; self.externalTaskID = externalTaskID; self.kind = kind; self.state = state
         self.progress = progress
         self.videoURL = videoURL; self.durationSeconds = durationSeconds; self.costUnits = costUnits
-        self.requestID = requestID; self.createdAtUnixMs = createdAtUnixMs
+        self.requestID = requestID; self.createdAtUnixMs = createdAtUnixMs; self.rejectionCode = rejectionCode
     }
 }
 
@@ -122,6 +125,13 @@ public protocol VideoProvider: Sendable {
     func parseCallback(_ body: [UInt8]) -> ProviderTask?
     /// How long a generation of this config is expected to take before anything is measured.
     func expectedGenerationTime(for config: JobConfig) -> Duration
+    /// Whether `find` can look a task up by the attempt's external id. Without it (Runway has
+    /// no external id) an answer lost after a submit went out cannot be resolved: the attempt
+    /// fails as in doubt instead of submitting again (a task is never paid for twice).
+    var findsByExternalID: Bool { get }
+    /// What a task of this config costs in the provider's own unit, for a provider whose tasks
+    /// do not report their charge (Runway: credits per second of output); nil when they do.
+    func charge(for config: JobConfig) -> Double?
 }
 
 /// What a provider without the capability answers: no lookup by external id, one endpoint
@@ -132,6 +142,8 @@ extension VideoProvider {
     public func cancel(taskID: String, kind: String) async {}
     public func parseCallback(_ body: [UInt8]) -> ProviderTask? { nil }
     public func expectedGenerationTime(for config: JobConfig) -> Duration { .zero }
+    public var findsByExternalID: Bool { false }
+    public func charge(for config: JobConfig) -> Double? { nil }
 }
 
 /// In-process, deterministic provider for demos and benchmarks: each generation takes

@@ -39,7 +39,7 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Video provider: simulated | kling (keys from KLING_ACCESS_KEY and KLING_SECRET_KEY) | runway (key from RUNWAYML_API_SECRET), or a list in order of preference, e.g. kling,runway (routing with fallback). Env: REEL_PROVIDER.")
     var provider: String = env("REEL_PROVIDER") ?? "simulated"
 
-    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL)); with a list, NAME=URL,…. Env: REEL_PROVIDER_URL.")
+    @Option(name: .customLong("provider-url"), help: "Provider API base URL (kling: \(KlingProvider.defaultURL), runway: \(RunwayProvider.defaultURL)); with a list, NAME=URL,…. Env: REEL_PROVIDER_URL.")
     var providerURLFlag: String?
     /// `--provider-url`, else the environment.
     var providerURL: String? { providerURLFlag ?? env("REEL_PROVIDER_URL") }
@@ -149,6 +149,9 @@ struct Reeld: AsyncParsableCommand {
     @Option(help: "Days after which a terminal job's extra events, artifacts and unreferenced failed or cancelled jobs are removed (0: never). Env: REEL_RETENTION_DAYS.")
     var retentionDays: Int = Int(env("REEL_RETENTION_DAYS") ?? "") ?? 30
 
+    @Option(name: .customLong("runway-credits-per-second"), help: "MODEL=C,… : Runway's credits per second of output per model, over its published prices (gen4_turbo=5,gen4.5=12). Env: REEL_RUNWAY_CREDITS_PER_SECOND.")
+    var runwayCreditsFlag: String?
+
     @Option(name: .customLong("provider-cost-weight"), help: "NAME=W,… : a provider's charge is multiplied by W in cost_units, budgets and fair share (default 1). Env: REEL_PROVIDER_COST_WEIGHT.")
     var providerCostWeightFlag: String?
     /// `--provider-cost-weight`, else the environment.
@@ -245,6 +248,8 @@ struct Reeld: AsyncParsableCommand {
             if let publicURL, !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
                 fail("--public-url must be an http(s) URL")
             }
+            let post = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
+                                     client: client, logger: logger)
             for name in providerNames {
                 switch name {
                 case "kling":
@@ -253,18 +258,30 @@ struct Reeld: AsyncParsableCommand {
                     }
                     realProviders.append(KlingProvider(baseURL: urls[name] ?? KlingProvider.defaultURL, accessKey: access,
                                                        secretKey: secret, client: client, logger: logger))
+                case "runway":
+                    guard let key = env("RUNWAYML_API_SECRET"), !key.isEmpty else {
+                        fail("--provider runway needs RUNWAYML_API_SECRET in the environment")
+                    }
+                    let credits: [String: Double]
+                    do { credits = try RunwayProvider.parseCredits(runwayCreditsFlag ?? env("REEL_RUNWAY_CREDITS_PER_SECOND") ?? "") } catch {
+                        fail("--\(error.message)")
+                    }
+                    // A new scene with an image-only model (gen4_turbo) starts from a title card of its first shot.
+                    realProviders.append(RunwayProvider(baseURL: urls[name] ?? RunwayProvider.defaultURL, apiKey: key, client: client,
+                                                        logger: logger, creditsPerSecond: credits,
+                                                        stillMaker: { text in try await post.titleCard(text: text) }))
                 default:
                     fail("--provider \(name) is not available in this build")
                 }
             }
-            postProcessor = PostProcessor(artifactsDir: artifactsDir, publicBaseURL: artifactsBaseURL, store: artifactStore,
-                                          client: client, logger: logger)
+            postProcessor = post
             pipelineConfig.pollInterval = .milliseconds(Int64(pollMs[providerNames[0]] ?? 5000))
             pipelineConfig.parkWhileGenerating = true
         }
         let videoProvider: any VideoProvider = realProviders.first ?? SimulatedProvider()
         // The prompt fits every provider it may be routed to.
-        let agents = scriptAgents(client: client, promptLimit: providerNames.contains("kling") ? KlingProvider.maxPromptCharacters : 2500)
+        let agents = scriptAgents(client: client, promptLimit: providerNames.contains("runway") ? RunwayProvider.maxPromptCharacters
+                                  : providerNames.contains("kling") ? KlingProvider.maxPromptCharacters : 2500)
         let (host, port) = try parseAddress(listen)
         let httpAddress: (String, Int)? = httpListen.isEmpty ? nil : try parseAddress(httpListen)
         let dashboard: Dashboard?
@@ -339,7 +356,11 @@ struct Reeld: AsyncParsableCommand {
         createPolicy.allowPrivateWebhooks = webhookAllowPrivate
         // Expected at the preferred provider's weight (routing may run it elsewhere).
         let providerName = videoProvider.name
-        createPolicy.expectedCost = { [costModel] new in costModel.expectedCost(provider: providerName, config: new.config) }
+        createPolicy.expectedCost = { [costModel, videoProvider] new in
+            // A provider that prices a config itself (Runway's credits per second) is expected at that price.
+            if let charge = videoProvider.charge(for: new.config) { return charge * costModel.weight(providerName) }
+            return costModel.expectedCost(provider: providerName, config: new.config)
+        }
         createPolicy.expectedRunMs = { estimator.expectedRunMs(of: $0) }
         var service = JobService(store: store, hub: hub, scheduler: scheduler, failures: failures, auth: authenticator,
                                  createPolicy: createPolicy, eta: eta, logger: logger)

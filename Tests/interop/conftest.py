@@ -200,6 +200,21 @@ def fake_kling(_fake_kling_server):
     yield _fake_kling_server
 
 
+@pytest.fixture(scope="session")
+def _fake_runway_server():
+    fr = ri.fake_runway_class()(port=0, api_key=ri.RUNWAY_API_KEY).start()
+    yield fr
+    fr.stop()
+
+
+@pytest.fixture
+def fake_runway(_fake_runway_server):
+    """The strict fake of Runway's task API (Tests/fake_runway), shared by the session, with
+    knobs, tasks and stats reset for this test. Use with ri.runway_reeld."""
+    _fake_runway_server.reset()
+    yield _fake_runway_server
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault tests' outcomes (acknowledged / completed / lost / duplicated jobs) in one table."""
     lines = ri.fault_table()

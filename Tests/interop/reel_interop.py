@@ -495,6 +495,44 @@ def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, workers: i
     return srv
 
 
+FAKE_RUNWAY_DIR = REPO_ROOT / "Tests" / "fake_runway"
+RUNWAY_API_KEY = "test-runway-key"
+
+
+def fake_runway_class():
+    """fake_runway.FakeRunway (Tests/fake_runway is put on sys.path)."""
+    if str(FAKE_RUNWAY_DIR) not in sys.path:
+        sys.path.insert(0, str(FAKE_RUNWAY_DIR))
+    from fake_runway import FakeRunway
+    return FakeRunway
+
+
+def runway_reeld(factory, name: str, runway_url: str, artifacts_dir, *, workers: int = 2,
+                 sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
+                 retry_base_ms: int = 50, concurrency: int = 2, probe_ms: int | None = None,
+                 extra_args=(), env: dict | None = None, start: bool = True) -> ReelServer:
+    """A private reeld (from `reeld_factory`) with `--provider runway --provider-url URL` and
+    the fake's key in RUNWAYML_API_SECRET (Runway sends no callbacks: polling only). `env`
+    adds or replaces variables (a key of None removes it)."""
+    http_port = free_port()
+    args = ["--provider", "runway", "--provider-url", runway_url,
+            "--provider-concurrency", str(concurrency), "--provider-poll-ms", str(poll_ms),
+            "--http-listen", f"127.0.0.1:{http_port}", "--artifacts-dir", str(artifacts_dir),
+            "--retry-base-ms", str(retry_base_ms)]
+    if probe_ms is not None:
+        args += ["--provider-probe-ms", str(probe_ms)]
+    srv = factory(name, workers=workers, sim_stage_ms=sim_stage_ms, lease_seconds=lease_seconds,
+                  start=False, extra_args=(*args, *extra_args))
+    srv.http_port = http_port
+    srv.http_url = f"http://127.0.0.1:{http_port}"
+    keys = {"RUNWAYML_API_SECRET": RUNWAY_API_KEY}
+    keys.update(env or {})
+    set_env(srv, {k: v for k, v in keys.items() if v is not None})
+    if start:
+        srv.start()
+    return srv
+
+
 def set_env(srv: ReelServer, env: dict | None):
     """Sets (replaces) the extra environment reeld is started with (see kling_reeld)."""
     args = list(srv.args)

@@ -15,6 +15,8 @@ public struct KlingProvider: VideoProvider {
 
     public let name = "kling"
     public let isRemote = true
+    /// `GET /v1/videos/{kind}/{external_task_id}` finds the task an attempt made.
+    public let findsByExternalID = true
     public let baseURL: String
     let jwt: KlingJWT
     let client: CurlHTTPClient
