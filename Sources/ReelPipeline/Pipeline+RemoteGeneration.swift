@@ -220,13 +220,13 @@ extension Pipeline {
     }
 
     /// Picks the provider for a new attempt and takes one of its account slots (DESIGN §5
-    /// "Routing"): in the order of `--provider`, the first that is not parked, whose circuit
-    /// is closed, and that has a free slot (its turn among the jobs waiting for one, in
-    /// fair-share order). When all of those are full, the job waits in each one's line and
-    /// takes the first slot it is given. When none is up, the first not parked is used anyway
-    /// (its circuit's wait lets one submission probe it), else the parked ones' gates let one
-    /// probe through per interval. Answers the runtime, the attempt's record for it, and
-    /// whether this submission is a parked provider's probe.
+    /// "Routing"): in the order of `--provider`, the first that is not parked (or whose probe
+    /// is due), whose circuit is closed, and that has a free slot (its turn among the jobs
+    /// waiting for one, in fair-share order). When all of those are full, the job waits in
+    /// each one's line and takes the first slot it is given. When none is up, the first not
+    /// parked is used anyway, else the parked ones' gates let one probe through per interval.
+    /// Answers the runtime, the attempt's record for it, and whether this submission is a
+    /// parked provider's probe.
     private func route(_ run: RunState, _ base: ProviderTaskRecord, _ shape: GenerationRequest,
                        slot: (any WorkerSlot)?) async throws -> (ProviderRuntime, ProviderTaskRecord, Bool) {
         // In line from the first ask, so the scheduler counts it before it has to wait.
@@ -241,8 +241,13 @@ extension Pipeline {
         do {
             while true {
                 try Task.checkCancellation()
-                let up = remotes.filter { !$0.isParked && !$0.gate.isCircuitOpen }
-                let order = !up.isEmpty ? up : remotes.filter { !$0.isParked }.prefix(1).map { $0 } + remotes.filter(\.isParked)
+                // In order of preference, those whose circuit is closed: a parked one among them
+                // lets one probe through per interval (so a preferred provider that is back
+                // takes work again), and is passed by otherwise. With every circuit open (or
+                // every closed one parked), the first not parked is used anyway.
+                let closed = remotes.filter { !$0.gate.isCircuitOpen }
+                let order = closed.contains(where: { !$0.isParked }) ? closed
+                    : remotes.filter { !$0.isParked }.prefix(1).map { $0 } + remotes.filter(\.isParked)
                 for rt in order {
                     guard let probe = rt.gate.tryPermit() else { continue }
                     var r = base
