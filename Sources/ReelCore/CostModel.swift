@@ -27,13 +27,20 @@ public struct CostModel: Sendable, Equatable {
 
     /// `--provider-cost-weight`: `NAME=W,…` with W > 0. Throws a readable message.
     public static func parseWeights(_ text: String) throws(ReelError) -> [String: Double] {
-        var out: [String: Double] = [:]
+        try namedNumbers(text, flag: "provider-cost-weight", shape: "NAME=W with W > 0") { $0 > 0 }
+    }
+
+    /// A flag's `NAME=NUMBER,…` list (finite numbers that `accept` takes), over `defaults`.
+    /// Throws a readable message naming the flag and the `shape` it wants.
+    public static func namedNumbers(_ text: String, flag: String, shape: String, defaults: [String: Double] = [:],
+                                    accept: (Double) -> Bool) throws(ReelError) -> [String: Double] {
+        var out = defaults
         for item in text.split(separator: ",") where !item.trimmingCharacters(in: .whitespaces).isEmpty {
             let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, !parts[0].isEmpty, let w = Double(parts[1]), w > 0, w.isFinite else {
-                throw .invalid("provider-cost-weight", "expected NAME=W with W > 0, got '\(item)'")
+            guard parts.count == 2, !parts[0].isEmpty, let v = Double(parts[1]), v.isFinite, accept(v) else {
+                throw .invalid(flag, "expected \(shape), got '\(item)'")
             }
-            out[parts[0]] = w
+            out[parts[0]] = v
         }
         return out
     }

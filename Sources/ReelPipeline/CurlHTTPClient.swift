@@ -53,6 +53,29 @@ public struct HTTPResponse: Sendable {
     }
 
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
+
+    /// How long the server asks to wait before the next try: `retry-after-ms` (OpenAI's), else
+    /// `Retry-After` in seconds or as an HTTP date; nil when it says nothing usable. At most `cap`.
+    public func retryAfter(cap: Duration = .seconds(300)) -> Duration? {
+        if let ms = header("retry-after-ms").flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), ms >= 0, ms.isFinite {
+            return min(.milliseconds(Int64(min(ms, 1e12))), cap)
+        }
+        guard let v = header("retry-after")?.trimmingCharacters(in: .whitespaces) else { return nil }
+        if let s = Double(v), s >= 0, s.isFinite { return min(.milliseconds(Int64(min(s, 1e9) * 1000)), cap) }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        guard let d = f.date(from: v) else { return nil }
+        return min(.milliseconds(Int64(min(max(0, d.timeIntervalSinceNow), 1e9) * 1000)), cap)
+    }
+
+    /// `id` as one path segment of a URL (a provider's task id).
+    public static func pathSegment(_ id: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/?#")
+        return id.addingPercentEncoding(withAllowedCharacters: allowed) ?? id
+    }
 }
 
 /// A transport failure: the request got no complete HTTP response (or, for a download,

@@ -88,7 +88,16 @@ import ReelCore
         #expect(err(500, nil).retryable)
         #expect(err(401, "invalid_api_key").kind == .unauthorized && !err(401, "invalid_api_key").retryable)
         #expect(err(400, nil).kind == .rejected)
-        #expect(ChatCompletionsClient.retryAfter(HTTPResponse(status: 429, headers: ["retry-after-ms": "250"])) == .milliseconds(250))
+        #expect(HTTPResponse(status: 429, headers: ["retry-after-ms": "250"]).retryAfter() == .milliseconds(250))
+        #expect(HTTPResponse(status: 429, headers: ["retry-after": "2"]).retryAfter() == .seconds(2))
+        #expect(HTTPResponse(status: 429, headers: ["retry-after": "9999"]).retryAfter() == .seconds(300), "capped")
+        #expect(HTTPResponse(status: 429, headers: ["retry-after": "soon"]).retryAfter() == nil)
+        let inTenSeconds = Date().addingTimeInterval(10)
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        let wait = HTTPResponse(status: 503, headers: ["retry-after": f.string(from: inTenSeconds)]).retryAfter()
+        #expect(wait.map { $0 > .seconds(8) && $0 <= .seconds(10) } == true, "an HTTP date: \(String(describing: wait))")
     }
 
     @Test func theRequestAsksForStrictStructuredOutput() throws {

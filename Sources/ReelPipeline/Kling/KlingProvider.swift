@@ -71,7 +71,7 @@ public struct KlingProvider: VideoProvider {
     }
 
     public func query(taskID: String, kind: String) async throws -> ProviderTask {
-        let (env, status) = try await call("GET", "/v1/videos/\(kind)/\(Self.escape(taskID))", what: "query")
+        let (env, status) = try await call("GET", "/v1/videos/\(kind)/\(HTTPResponse.pathSegment(taskID))", what: "query")
         guard let data = env.data else {
             throw ProviderError(.unavailable, "query answered without a task (HTTP \(status))", requestID: env.requestId ?? "")
         }
@@ -140,7 +140,7 @@ public struct KlingProvider: VideoProvider {
             if envelope.code == 0 { return (envelope, response.status) }
             let error = Self.classify(code: envelope.code, message: envelope.message ?? "", status: response.status,
                                       requestID: envelope.requestId ?? "", what: what, isSubmit: method == "POST",
-                                      model: model, retryAfter: Self.retryAfter(response))
+                                      model: model, retryAfter: response.retryAfter())
             if error.kind == .auth && !renewed {
                 renewed = true
                 jwt.invalidate()
@@ -211,15 +211,4 @@ public struct KlingProvider: VideoProvider {
                             requestID: requestID, createdAtUnixMs: t.createdAt ?? 0)
     }
 
-    static func retryAfter(_ response: HTTPResponse) -> Duration? {
-        guard let raw = response.header("retry-after"), let s = Double(raw.trimmingCharacters(in: .whitespaces)),
-              s.isFinite, s >= 0 else { return nil }
-        return .milliseconds(Int64(min(s, 300) * 1000))
-    }
-
-    static func escape(_ id: String) -> String {
-        var allowed = CharacterSet.urlPathAllowed
-        allowed.remove(charactersIn: "/?#")
-        return id.addingPercentEncoding(withAllowedCharacters: allowed) ?? id
-    }
 }

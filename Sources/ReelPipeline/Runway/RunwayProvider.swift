@@ -165,7 +165,7 @@ public struct RunwayProvider: VideoProvider {
     public func query(taskID: String, kind: String) async throws -> ProviderTask {
         let response: HTTPResponse
         do {
-            response = try await call("GET", "/v1/tasks/\(Self.escape(taskID))", what: "query")
+            response = try await call("GET", "/v1/tasks/\(HTTPResponse.pathSegment(taskID))", what: "query")
         } catch let e as ProviderError where e.providerCode == 404 {
             // Runway deleted it (outputs expire; a DELETE removes a finished task): it will not end well.
             return ProviderTask(taskID: taskID, kind: kind, state: .failed("Runway has no task \(taskID) (deleted or expired)"))
@@ -181,7 +181,7 @@ public struct RunwayProvider: VideoProvider {
     /// `DELETE /v1/tasks/{id}`: cancels a running task (and deletes a finished one). Best effort.
     public func cancel(taskID: String, kind: String) async {
         do {
-            _ = try await call("DELETE", "/v1/tasks/\(Self.escape(taskID))", what: "cancel")
+            _ = try await call("DELETE", "/v1/tasks/\(HTTPResponse.pathSegment(taskID))", what: "cancel")
             logger.info("cancelled the task at Runway", metadata: ["reel.provider_job_id": "\(taskID)"])
         } catch {
             logger.notice("Runway did not cancel the task", metadata: ["reel.provider_job_id": "\(taskID)", "error": "\(error)"])
@@ -225,7 +225,7 @@ public struct RunwayProvider: VideoProvider {
         let said = (try? RunwayWire.decode(RunwayWire.ErrorBody.self, from: response.body))?.error
             ?? String(decoding: response.body.prefix(200), as: UTF8.self)
         throw Self.classify(status: response.status, message: said, what: what, model: model,
-                            requestID: response.header("x-request-id") ?? "", retryAfter: Self.retryAfter(response))
+                            requestID: response.header("x-request-id") ?? "", retryAfter: response.retryAfter())
     }
 
     /// DESIGN §5's rules for Runway's answers: an answer about missing credits parks the
@@ -281,28 +281,10 @@ public struct RunwayProvider: VideoProvider {
                             requestID: requestID, createdAtUnixMs: RunwayWire.unixMs(t.createdAt), rejectionCode: rejection)
     }
 
-    static func retryAfter(_ response: HTTPResponse) -> Duration? {
-        guard let raw = response.header("retry-after"), let s = Double(raw.trimmingCharacters(in: .whitespaces)),
-              s.isFinite, s >= 0 else { return nil }
-        return .milliseconds(Int64(min(s, 300) * 1000))
-    }
-
-    static func escape(_ id: String) -> String {
-        var allowed = CharacterSet.urlPathAllowed
-        allowed.remove(charactersIn: "/?#")
-        return id.addingPercentEncoding(withAllowedCharacters: allowed) ?? id
-    }
 
     /// `--runway-credits-per-second MODEL=C,…` over Runway's published table. Throws a readable message.
     public static func parseCredits(_ text: String) throws(ReelError) -> [String: Double] {
-        var out = defaultCreditsPerSecond
-        for item in text.split(separator: ",") where !item.trimmingCharacters(in: .whitespaces).isEmpty {
-            let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, !parts[0].isEmpty, let c = Double(parts[1]), c >= 0, c.isFinite else {
-                throw .invalid("runway-credits-per-second", "expected MODEL=CREDITS with CREDITS >= 0, got '\(item)'")
-            }
-            out[parts[0]] = c
-        }
-        return out
+        try CostModel.namedNumbers(text, flag: "runway-credits-per-second", shape: "MODEL=CREDITS with CREDITS >= 0",
+                                   defaults: defaultCreditsPerSecond) { $0 >= 0 }
     }
 }

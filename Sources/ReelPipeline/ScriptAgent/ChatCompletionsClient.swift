@@ -233,22 +233,7 @@ public struct ChatCompletionsClient: Sendable {
         case 408, 500...599: e = ScriptAgentError(kind: .serverError, message: detail)
         default: e = ScriptAgentError(kind: .rejected, message: detail)
         }
-        e.retryAfter = retryAfter(headers)
+        e.retryAfter = headers.retryAfter(cap: .seconds(3600))
         return e
-    }
-
-    /// `retry-after-ms` (OpenAI's), else `Retry-After` in seconds or as an HTTP date.
-    static func retryAfter(_ r: HTTPResponse) -> Duration? {
-        if let ms = r.header("retry-after-ms").flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), ms >= 0 {
-            return .milliseconds(Int64(ms))
-        }
-        guard let v = r.header("retry-after")?.trimmingCharacters(in: .whitespaces) else { return nil }
-        if let s = Double(v), s >= 0 { return .milliseconds(Int64(s * 1000)) }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        if let d = f.date(from: v) { return .milliseconds(Int64(max(0, d.timeIntervalSinceNow) * 1000)) }
-        return nil
     }
 }
