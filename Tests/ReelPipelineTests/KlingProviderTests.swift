@@ -15,46 +15,11 @@ final class FakeKlingProcess: Sendable {
     private let process: ChildProcess
     let client = CurlHTTPClient(threads: 1)
 
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("fake_kling/fake_kling.py").path
-
     private init(url: String, process: ChildProcess) { self.url = url; self.process = process }
 
     static func start() async throws -> FakeKlingProcess {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, "--port", "0", "--access-key", accessKey, "--secret-key", secretKey]
-        let out = Pipe()
-        let errPath = NSTemporaryDirectory() + "fake-kling-\(UUID().uuidString).err"
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: errPath) }
-        p.standardOutput = out
-        p.standardError = FileHandle(forWritingAtPath: errPath)
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let child = ChildProcess(p)
-        child.startWatchdog(after: .seconds(30))
-        let reader = out.fileHandleForReading
-        // Blocking reads belong on a thread of their own; the reader then keeps draining stdout.
-        let line: String = try await onOwnThread {
-            var buffer = [UInt8]()
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                buffer += chunk
-                if buffer.contains(UInt8(ascii: "\n")) { break }
-            }
-            Thread { while !reader.availableData.isEmpty {} }.start()
-            return String(decoding: buffer, as: UTF8.self)
-        }
-        child.stopWatchdog()
-        let prefix = "fake-kling listening on "
-        guard let start = line.range(of: prefix) else {
-            child.kill()
-            let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-            throw FakeKlingFailed(message: "fake Kling did not start: \(line) \(err)")
-        }
-        let url = line[start.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
+        let (url, child) = try await startFakeServer("fake_kling", name: "fake-kling",
+                                                     arguments: ["--access-key", accessKey, "--secret-key", secretKey])
         return FakeKlingProcess(url: url, process: child)
     }
 

@@ -11,41 +11,11 @@ final class FakeRunwayProcess: Sendable {
     private let process: ChildProcess
     let client = CurlHTTPClient(threads: 1)
 
-    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("fake_runway/fake_runway.py").path
-
     private init(url: String, process: ChildProcess) { self.url = url; self.process = process }
 
     static func start() async throws -> FakeRunwayProcess {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, "--port", "0", "--api-key", apiKey]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let child = ChildProcess(p)
-        child.startWatchdog(after: .seconds(30))
-        let reader = out.fileHandleForReading
-        let line: String = try await onOwnThread {
-            var buffer = [UInt8]()
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                buffer += chunk
-                if buffer.contains(UInt8(ascii: "\n")) { break }
-            }
-            Thread { while !reader.availableData.isEmpty {} }.start()
-            return String(decoding: buffer, as: UTF8.self)
-        }
-        child.stopWatchdog()
-        let prefix = "fake-runway listening on "
-        guard let start = line.range(of: prefix) else {
-            child.kill()
-            throw FakeKlingFailed(message: "fake Runway did not start: \(line)")
-        }
-        return FakeRunwayProcess(url: line[start.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines), process: child)
+        let (url, child) = try await startFakeServer("fake_runway", name: "fake-runway", arguments: ["--api-key", apiKey])
+        return FakeRunwayProcess(url: url, process: child)
     }
 
     func stop() {
