@@ -1,4 +1,5 @@
 import ReelCore
+import ReelObservability
 import Synchronization
 
 /// One attempt's request to a video provider (DESIGN §5).
@@ -189,4 +190,15 @@ public final class SimulatedProvider: VideoProvider {
 
     /// Polls seen for `taskID` so far (tests).
     func pollCount(_ taskID: String) -> Int { polls.withLock { $0[taskID] ?? 0 } }
+}
+
+extension ProviderError {
+    /// A call to `provider` (shown as `display`) that got no answer: a submit (a POST) that may
+    /// have reached it is in doubt; one that was never sent, and any other call, is
+    /// unavailable. Counted as a `transport` outcome.
+    static func noAnswer(_ e: HTTPClientError, method: String, what: String, provider: String, display: String) -> ProviderError {
+        ReelMetrics.providerCall(provider: provider, call: what, outcome: "transport")
+        let neverSent = e.code == .couldNotConnect || e.code == .couldNotResolve || e.code == .unsupportedURL
+        return ProviderError(method == "POST" && !neverSent ? .inDoubt : .unavailable, "\(what): no answer from \(display): \(e.message)")
+    }
 }

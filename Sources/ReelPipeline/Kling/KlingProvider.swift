@@ -120,11 +120,8 @@ public struct KlingProvider: VideoProvider {
             do {
                 response = try await client.send(request)
             } catch let e as HTTPClientError {
-                ReelMetrics.providerCall(provider: name, call: what, outcome: "transport")
                 // A submit that may have reached Kling is in doubt: look it up by its external id.
-                let neverSent = e.code == .couldNotConnect || e.code == .couldNotResolve || e.code == .unsupportedURL
-                throw ProviderError(method == "POST" && !neverSent ? .inDoubt : .unavailable,
-                                    "\(what): no answer from Kling: \(e.message)")
+                throw ProviderError.noAnswer(e, method: method, what: what, provider: name, display: "Kling")
             }
             let envelope: KlingWire.Envelope<KlingWire.Task>
             do {

@@ -214,11 +214,8 @@ public struct RunwayProvider: VideoProvider {
         do {
             response = try await client.send(request)
         } catch let e as HTTPClientError {
-            ReelMetrics.providerCall(provider: name, call: what, outcome: "transport")
             // A submit that may have reached Runway is in doubt (there is no lookup: see above).
-            let neverSent = e.code == .couldNotConnect || e.code == .couldNotResolve || e.code == .unsupportedURL
-            throw ProviderError(method == "POST" && !neverSent ? .inDoubt : .unavailable,
-                                "\(what): no answer from Runway: \(e.message)")
+            throw ProviderError.noAnswer(e, method: method, what: what, provider: name, display: "Runway")
         }
         ReelMetrics.providerCall(provider: name, call: what, outcome: String(response.status))
         if (200..<300).contains(response.status) { return response }
