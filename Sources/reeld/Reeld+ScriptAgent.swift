@@ -22,6 +22,8 @@ extension Reeld {
         var settings = ChatCompletionsClient.Settings(baseURL: url, model: scriptAgentModel,
                                                       apiKey: ProcessInfo.processInfo.environment["OPENAI_API_KEY"])
         settings.requestTimeout = .milliseconds(Int64(scriptAgentTimeoutMs))
+        // The stage's limit (--stage-timeout-seconds) less a margin for writing the outcome.
+        settings.callBudget = .milliseconds(Int64(max(stageTimeoutSeconds * 1000 * 0.9, 1000)))
         settings.backoffBase = .milliseconds(Int64(min(max(retryBaseMs, 1), 1000)))
         var agent = ScriptAgent(chat: ChatCompletionsClient(settings: settings, client: client()))
         agent.fallbackToTemplate = scriptAgentFallback == "template"

@@ -234,6 +234,20 @@ def test_a_request_past_its_time_limit_is_retried(fallback_srv, fo):
     assert any("after 2 requests" in e.message for e in events_of(srv, job.id))
 
 
+def test_an_agent_that_never_answers_fails_as_script_agent_within_the_stage(reeld_factory, fo):
+    """Every request outlasts its 1.5 s limit; the stage allows 4 s. The retries stop when no
+    time is left for another, so the job fails with SCRIPT_AGENT naming that, not with the
+    stage's own timeout."""
+    srv = agent_reeld(reeld_factory, fo, "agent-budget", "--script-agent-timeout-ms", "1500",
+                      "--stage-timeout-seconds", "4")
+    fo.control(always={"delay": 10})
+    job = create(srv, scene(srv), "Mara waits for an answer", max_retries=1)
+    failed = wait_dead(srv, job.id, timeout=30)
+    assert failed.error.code == "SCRIPT_AGENT", ri.describe_job(failed)
+    assert "no time left" in failed.error.message, failed.error.message
+    fo.control(always=None)
+
+
 def test_bad_agent_flags_end_reeld_with_one_line(reeld_factory, fo):
     srv = reeld_factory("agent-bad-flag", start=False, extra_args=("--script-agent", "gpt"))
     import subprocess

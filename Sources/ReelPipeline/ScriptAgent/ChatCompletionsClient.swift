@@ -90,6 +90,10 @@ public struct ChatCompletionsClient: Sendable {
         public var maxWait: Duration = .seconds(30)
         /// One request's time limit.
         public var requestTimeout: Duration = .seconds(60)
+        /// All the requests of one call, retries and waits included, end within this (the
+        /// stage's own limit less a margin, so the call fails as `SCRIPT_AGENT`, not as a
+        /// stage timeout); nil: no limit besides the attempts.
+        public var callBudget: Duration?
         public init(baseURL: String, model: String, apiKey: String? = nil) {
             self.baseURL = baseURL; self.model = model; self.apiKey = apiKey
         }
@@ -130,11 +134,14 @@ public struct ChatCompletionsClient: Sendable {
         let payload = body(messages: messages, schemaName: schemaName, schema: schema)
         var usage = TokenUsage()
         var attempt = 0
+        let started = ContinuousClock.now
+        func left() -> Duration? { settings.callBudget.map { $0 - (ContinuousClock.now - started) } }
         while true {
             attempt += 1
             try Task.checkCancellation()
             do {
-                let (json, model) = try await once(payload, schema: schema, usage: &usage)
+                let timeout = min(settings.requestTimeout, left() ?? settings.requestTimeout)
+                let (json, model) = try await once(payload, schema: schema, usage: &usage, timeout: timeout)
                 let value = try decode(json)
                 ReelMetrics.scriptAgentRequest(purpose: purpose, outcome: "ok")
                 ReelMetrics.scriptAgentQuotaExhausted(false)
@@ -149,22 +156,28 @@ public struct ChatCompletionsClient: Sendable {
                 }
                 let backoff = settings.backoffBase * (1 << min(attempt - 1, 10))
                 let jittered = backoff * Double.random(in: 0.8...1.2)
-                try await Task.sleep(for: min(e.retryAfter ?? jittered, settings.maxWait))
+                let wait = min(e.retryAfter ?? jittered, settings.maxWait)
+                // No time left in the call for the wait and a useful request: fail now, clearly.
+                if let rest = left(), rest - wait < .seconds(1) {
+                    e.message = "after \(attempt) requests, with no time left for another: \(e.message)"
+                    throw e
+                }
+                try await Task.sleep(for: wait)
             }
         }
     }
 
     /// One request: the answer's JSON (checked against `schema`), or a classified error.
-    private func once(_ payload: [UInt8], schema: JSONSchema, usage: inout TokenUsage)
+    private func once(_ payload: [UInt8], schema: JSONSchema, usage: inout TokenUsage, timeout: Duration)
         async throws -> (JSONValue, String) {
         var headers = ["Content-Type": "application/json", "Accept": "application/json"]
         if let key = settings.apiKey, !key.isEmpty { headers["Authorization"] = "Bearer \(key)" }
         let response: HTTPResponse
         do {
             response = try await client.send(HTTPRequest(method: "POST", url: endpoint, headers: headers, body: payload,
-                                                         timeout: settings.requestTimeout))
+                                                         timeout: max(timeout, .seconds(1))))
         } catch let e as HTTPClientError {
-            let what = e.code == .timedOut ? "no answer within \(settings.requestTimeout)" : "\(e.code): \(e.message)"
+            let what = e.code == .timedOut ? "no answer within \(max(timeout, .seconds(1)))" : "\(e.code): \(e.message)"
             throw ScriptAgentError(kind: .unreachable, message: "\(endpoint): \(what)")
         }
         let text = String(decoding: response.body, as: UTF8.self)
