@@ -266,3 +266,31 @@ def test_runway_without_its_key_exits_at_once_with_one_clear_line(reeld_factory,
     r = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=15)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode != 0 and len(lines) == 1 and "RUNWAYML_API_SECRET" in lines[0], (r.returncode, lines)
+
+
+def test_sigkill_after_the_submit_resumes_the_saved_runway_task(reeld_factory, fake_runway, tmp_path):
+    """Runway has no external id, so the task id saved before the task is followed is all a
+    restart has: killed while Runway renders, the restarted reeld follows that same task and
+    Runway is paid once."""
+    fake_runway.control(pending_ms=300, running_ms=1500)
+    srv, art = start(reeld_factory, fake_runway, tmp_path, "runway-crash", lease_seconds=2)
+    job = create(srv, ri.unique("runway-crash"))
+    seen = []
+    call = srv.stub.WatchJob(pb.WatchJobRequest(id=job.id, after_seq=0), timeout=60)
+    for ev in call:
+        seen.append(ev)
+        assert not ri.is_terminal(ev), diag(srv, job.id, fake_runway)
+        if ev.message.startswith("submitted to runway: task "):
+            break
+    srv.proc.kill()
+    srv.proc.wait(10)
+    call.cancel()
+    assert len(fake_runway.stats()["creates"]) == 1, diag(srv, job.id, fake_runway)
+    srv.start()  # same ports, database and artifacts
+    done = wait_done(srv, job.id, fake_runway, timeout=60)
+    d = diag(srv, job.id, fake_runway)
+    assert done.status == S.JOB_STATUS_FINAL_READY and done.provider == "runway", d
+    assert len(fake_runway.stats()["creates"]) == 1, f"Runway was paid twice\n{d}"
+    (task,) = fake_runway.stats()["tasks"]
+    assert done.artifacts.provider_job_id == task["id"] and task["status"] == "SUCCEEDED", d
+    assert any(e.message == f"resuming runway task {task['id']}" for e in history(srv, job.id)), d
