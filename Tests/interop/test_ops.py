@@ -33,7 +33,7 @@ REEL_METRICS = {
     "reel_queue_oldest_job_age_seconds", "reel_grpc_server_handled_total",
     "reel_grpc_server_in_flight", "reel_grpc_server_handling_seconds",
     "reel_provider_calls_total", "reel_provider_live_tasks", "reel_provider_task_cap", "reel_provider_parked",
-    "reel_provider_healthy",
+    "reel_provider_healthy", "reel_provider_circuit_open", "reel_script_agent_quota_exhausted",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
