@@ -64,27 +64,27 @@ import os
 import queue
 import random
 import re
-import shutil
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+_COMMON = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_common"))
+if _COMMON not in sys.path:
+    sys.path.insert(0, _COMMON)
+import fake_http  # noqa: E402  (the scaffolding the fakes share: server, lifecycle, CLI)
+from fake_http import FakeError, FakeHandler, FakeServer, FakeService  # noqa: E402
 
 __all__ = ["FakeKling", "FakeKlingError", "make_test_mp4", "make_jwt", "DEFAULT_KNOBS",
            "HTTP_STATUS", "MESSAGES", "MODELS"]
 
 
-class FakeKlingError(RuntimeError):
+class FakeKlingError(FakeError):
     """Raised when the fake cannot start (e.g. ffmpeg missing, bad --mp4)."""
 
 
@@ -338,23 +338,7 @@ def image_size(data: bytes) -> tuple[str, int, int]:
 
 def make_test_mp4(out_path: str) -> None:
     """Writes a 2 s 640x360 test-pattern MP4 with a sine tone (H.264/AAC, yuv420p)."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise FakeKlingError(
-            "ffmpeg not found on PATH: the fake Kling needs it to make its test MP4 "
-            "(install it with `apt-get install -y ffmpeg`, or pass --mp4 PATH)")
-    errors = []
-    for vcodec in ("libx264", "mpeg4"):
-        cmd = [ffmpeg, "-v", "error", "-y",
-               "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25",
-               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-               "-t", "2", "-pix_fmt", "yuv420p", "-c:v", vcodec, "-c:a", "aac",
-               "-movflags", "+faststart", "-shortest", out_path]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if proc.returncode == 0 and os.path.exists(out_path) and os.path.getsize(out_path) > 0:
-            return
-        errors.append(f"{vcodec}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    raise FakeKlingError("ffmpeg could not make the test MP4:\n  " + "\n  ".join(errors))
+    fake_http.make_test_mp4(out_path, FakeKlingError, "the fake Kling")
 
 
 # ---------------------------------------------------------------------------------------
@@ -858,112 +842,20 @@ _RE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY = 64 * 1024 * 1024
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    state: _State
-    access_key: str
-    secret_key: str
-    mp4: bytes
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if os.environ.get("FAKE_KLING_DEBUG"):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "fake-kling/1.0"
-    sys_version = ""
-    timeout = 120
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if os.environ.get("FAKE_KLING_DEBUG"):
-            super().log_message(format, *args)
-
-    # --- plumbing ---
-
-    def _read_body(self) -> bytes | None:
-        """The whole request body (keeps keep-alive in sync); None if malformed."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
-            while True:
-                line = self.rfile.readline(65537)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self.close_connection = True
-                    return None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_BODY:
-                    self.close_connection = True
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return b""
-        try:
-            n = int(length)
-            if n < 0 or n > MAX_BODY:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            return None
-        return self.rfile.read(n) if n else b""
-
-    def _send(self, status: int, body: bytes, content_type: str,
-              extra: dict[str, str] | None = None, head_only: bool = False) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if not head_only and body:
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
+    max_body = MAX_BODY
+    debug_env = "FAKE_KLING_DEBUG"
 
     def _kling(self, code: int, data: Any = None, message: str | None = None) -> None:
         """A Kling envelope: code 0 -> 200 SUCCEED, else the published status."""
         status = 200 if code == 0 else HTTP_STATUS[code]
         msg = "SUCCEED" if code == 0 else (message or MESSAGES[code])
-        self._json(status, {"code": code, "message": msg, "request_id": str(uuid.uuid4()),
-                            "data": data})
+        self.send_json(status, {"code": code, "message": msg, "request_id": str(uuid.uuid4()),
+                                "data": data})
 
-    # --- methods ---
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def _dispatch(self, method: str) -> None:
-        body = self._read_body()
+    def dispatch(self, method: str) -> None:
+        body = self.read_body()
         split = urllib.parse.urlsplit(self.path)
         path = split.path
         if body is None:
@@ -973,31 +865,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._v1(method, path, split.query, body)
         elif path.startswith("/results/"):
             self._result(method, path)
-        elif path == "/_control":
-            self._control(method, body)
-        elif path == "/_stats" and method == "GET":
-            self._json(200, self.server.state.stats())
-        elif path == "/_reset" and method == "POST":
-            self.server.state.reset()
-            self._json(200, {"ok": True, "knobs": self.server.state.get_knobs()})
-        else:
-            self._json(404, {"error": f"no route for {method} {path}"})
-
-    def _control(self, method: str, body: bytes) -> None:
-        state = self.server.state
-        if method == "GET":
-            self._json(200, state.get_knobs())
-            return
-        if method != "POST":
-            self._json(405, {"error": "use GET or POST"})
-            return
-        try:
-            updates = json.loads(body) if body.strip() else {}
-            if not isinstance(updates, dict):
-                raise ValueError("body must be a JSON object")
-            self._json(200, state.control(updates))
-        except (ValueError, UnicodeDecodeError) as e:
-            self._json(400, {"error": f"bad /_control request: {e}"})
+        elif not self.control_routes(method, path, body):
+            self.send_json(404, {"error": f"no route for {method} {path}"})
 
     def _result(self, method: str, path: str) -> None:
         m = _RE_RESULT.match(path)
@@ -1006,7 +875,7 @@ class _Handler(BaseHTTPRequestHandler):
                 m.group(1), count=not head):
             if m is None and not head:
                 self.server.state.result_available("", count=True)  # counts the 404
-            self._send(404, b"not found\n", "text/plain", head_only=head)
+            self.send_bytes(404, b"not found\n", "text/plain", head_only=head)
             return
         data = self.server.mp4
         total = len(data)
@@ -1020,14 +889,14 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     start, end = max(0, total - int(r.group(2))), total - 1
                 if start >= total or start > end:
-                    self._send(416, b"", "video/mp4", {"Content-Range": f"bytes */{total}"},
-                               head_only=head)
+                    self.send_bytes(416, b"", "video/mp4", {"Content-Range": f"bytes */{total}"},
+                                    head_only=head)
                     return
-                self._send(206, data[start:end + 1], "video/mp4",
-                           {"Content-Range": f"bytes {start}-{end}/{total}",
-                            "Accept-Ranges": "bytes"}, head_only=head)
+                self.send_bytes(206, data[start:end + 1], "video/mp4",
+                                {"Content-Range": f"bytes {start}-{end}/{total}",
+                                 "Accept-Ranges": "bytes"}, head_only=head)
                 return
-        self._send(200, data, "video/mp4", {"Accept-Ranges": "bytes"}, head_only=head)
+        self.send_bytes(200, data, "video/mp4", {"Accept-Ranges": "bytes"}, head_only=head)
 
     def _v1(self, method: str, path: str, query: str, body: bytes) -> None:
         srv = self.server
@@ -1053,11 +922,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _Refusal(1202)
                 data, drop = state.create(m.group(1), self.headers.get("Content-Type", ""), body)
                 if drop:
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    self.drop_connection()
                     return
                 self._kling(0, data)
                 return
@@ -1076,112 +941,31 @@ class _Handler(BaseHTTPRequestHandler):
 # Public API
 
 
-class FakeKling:
+class FakeKling(FakeService):
     """The fake Kling API, in process: start() serves on background threads."""
+
+    name = "fake-kling"
+    error = FakeKlingError
+    handler = _Handler
+    serves_mp4 = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, access_key: str = "test-access-key",
                  secret_key: str = "test-secret-key", mp4_path: str | None = None) -> None:
-        self.host = host
-        self.port = port
         self.access_key = access_key
         self.secret_key = secret_key
-        self.mp4_path = mp4_path
         self._state = _State()
-        self._server: _Server | None = None
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._tmpdir: str | None = None
+        super().__init__(host, port, mp4_path)
 
-    # --- lifecycle ---
-
-    def start(self) -> "FakeKling":
-        if self._server is not None:
-            raise FakeKlingError("already started")
-        path = self.mp4_path
-        try:
-            if path is None:
-                self._tmpdir = tempfile.mkdtemp(prefix="fake-kling-")
-                path = os.path.join(self._tmpdir, "video.mp4")
-                make_test_mp4(path)
-            try:
-                with open(path, "rb") as f:
-                    mp4 = f.read()
-            except OSError as e:
-                raise FakeKlingError(f"cannot read MP4 {path}: {e}") from e
-            if not mp4:
-                raise FakeKlingError(f"MP4 {path} is empty")
-            server = _Server((self.host, self.port), _Handler)
-        except BaseException:
-            self._cleanup_tmp()
-            raise
-        server.state = self._state
+    def _configure(self, server: FakeServer) -> None:
         server.access_key = self.access_key
         server.secret_key = self.secret_key
-        server.mp4 = mp4
-        self.port = server.server_address[1]
-        self._state.base_url = self.url
-        self._server = server
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             name="fake-kling-http", daemon=True),
-            threading.Thread(target=_ticker, args=(self._state, self._stop),
-                             name="fake-kling-ticker", daemon=True),
-            threading.Thread(target=_callback_sender, args=(self._state,),
-                             name="fake-kling-callbacks", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        return self
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        self._stop.set()
+    def _workers(self) -> list:
+        return [("ticker", _ticker, (self._state, self._stop)),
+                ("callbacks", _callback_sender, (self._state,))]
+
+    def _wake_workers(self) -> None:
         self._state.callback_queue.put(None)
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads = []
-        self._cleanup_tmp()
-
-    def _cleanup_tmp(self) -> None:
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    def __enter__(self) -> "FakeKling":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    # --- info and steering (direct, no HTTP round trip) ---
-
-    @property
-    def url(self) -> str:
-        host = self.host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    def control(self, **knobs: Any) -> dict[str, Any]:
-        """Sets any subset of the knobs; returns the whole knob set. ValueError on bad input."""
-        return self._state.control(knobs)
-
-    def knobs(self) -> dict[str, Any]:
-        return self._state.get_knobs()
-
-    def stats(self) -> dict[str, Any]:
-        return self._state.stats()
-
-    def reset(self) -> None:
-        self._state.reset()
 
     def finish_all(self) -> None:
         """Ends every live task now (succeed, or failed when chosen to fail), with callbacks."""
@@ -1219,46 +1003,13 @@ class FakeKling:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Strict fake of Kling's video API for Reel's tests.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    fake_http.add_common_args(ap, mp4=True)
     ap.add_argument("--access-key", default="test-access-key")
     ap.add_argument("--secret-key", default="test-secret-key")
-    ap.add_argument("--mp4", default=None, help="serve this MP4 instead of making one with ffmpeg")
-    ap.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false",
-                    help="keep serving if the parent process dies (default: exit when orphaned)")
     args = ap.parse_args(argv)
-    parent = os.getppid()
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    fk = FakeKling(args.host, args.port, access_key=args.access_key, secret_key=args.secret_key,
-                   mp4_path=args.mp4)
-    try:
-        fk.start()
-    except FakeKlingError as e:
-        print(f"fake-kling: {e}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as e:
-        print(f"fake-kling: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        try:
-            print(f"fake-kling listening on {fk.url}", flush=True)
-        except BrokenPipeError:
-            pass
-        # Stop when orphaned too: a crashed test runner must not leave the fake holding a port.
-        while not stop.wait(0.2):
-            if args.exit_with_parent and os.getppid() != parent:
-                break
-    finally:
-        fk.stop()
-    return 0
+    return fake_http.serve_until_stopped(
+        FakeKling(args.host, args.port, access_key=args.access_key, secret_key=args.secret_key,
+                  mp4_path=args.mp4), args)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,8 @@ def mp4_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def _shared(mp4_path: str):
-    fk = FakeKling(mp4_path=mp4_path).start()
-    yield fk
-    fk.stop()
+    with FakeKling(mp4_path=mp4_path) as fk:
+        yield fk
 
 
 @pytest.fixture()

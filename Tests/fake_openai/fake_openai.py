@@ -58,13 +58,17 @@ import copy
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+_COMMON = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_common"))
+if _COMMON not in sys.path:
+    sys.path.insert(0, _COMMON)
+import fake_http  # noqa: E402  (the scaffolding the fakes share: server, lifecycle, CLI)
+from fake_http import FakeHandler, FakeServer, FakeService  # noqa: E402
 
 ROLES = {"system", "user", "assistant", "developer"}
 KNOWN_ARGS = {"model", "messages", "response_format", "temperature", "top_p", "max_tokens",
@@ -269,62 +273,33 @@ class _State:
             return copy.deepcopy(action), copy.deepcopy(self.knobs["answers"]), float(self.knobs["delay"])
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    state: _State
-    api_key: str | None
+class _Handler(FakeHandler):
+    server_version = "fake-openai/1.0"
+    max_body = 64 * 1024 * 1024
+    debug_env = "FAKE_OPENAI_LOG"
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up mid-answer (a timeout test) is no error of the fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if os.environ.get("FAKE_OPENAI_LOG"):
-            sys.stderr.write("fake-openai: " + (format % args) + "\n")
-
-    def _body(self) -> bytes:
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+    def extra_headers(self) -> dict[str, str]:
+        return {"x-request-id": "req_" + uuid.uuid4().hex}
 
     def _send(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", "req_" + uuid.uuid4().hex)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, obj, headers)
 
     def _error(self, status: int, message: str, type_: str, param: str | None, code: str | None,
                headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": type_, "param": param, "code": code}}, headers)
 
-    def do_GET(self) -> None:
-        if self.path == "/_stats":
-            return self._send(200, self.server.state.stats())
-        if self.path == "/_control":
-            return self._send(200, self.server.state.get_knobs())
-        self._error(404, f"Invalid URL (GET {self.path})", "invalid_request_error", None, None)
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if self.path == "/_control":
-            try:
-                return self._send(200, self.server.state.control(json.loads(body or b"{}")))
-            except (ValueError, json.JSONDecodeError) as e:
-                return self._send(400, {"error": str(e)})
-        if self.path == "/_reset":
-            self.server.state.reset()
-            return self._send(200, {})
-        if self.path != "/v1/chat/completions":
-            return self._error(404, f"Invalid URL (POST {self.path})", "invalid_request_error", None, None)
+    def dispatch(self, method: str) -> None:
+        if method not in ("GET", "POST"):
+            self.send_error(501, f"Unsupported method ({method!r})")
+            return
+        body = self.read_body()
+        if body is None:
+            return self._error(400, "We could not parse the body of your request: malformed framing.",
+                               "invalid_request_error", None, None)
+        if self.control_routes(method, self.path, body):
+            return
+        if method != "POST" or self.path != "/v1/chat/completions":
+            return self._error(404, f"Invalid URL ({method} {self.path})", "invalid_request_error", None, None)
         self._completion(body)
 
     def _completion(self, raw: bytes) -> None:
@@ -412,84 +387,32 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeService):
     """The fake, in process: start() serves on a background thread."""
 
+    name = "fake-openai"
+    handler = _Handler
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> None:
-        self.host, self.port, self.api_key = host, port, api_key
+        self.api_key = api_key
         self._state = _State()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
 
-    def start(self) -> "FakeOpenAI":
-        server = _Server((self.host, self.port), _Handler)
-        server.state = self._state
+    def _configure(self, server: FakeServer) -> None:
         server.api_key = self.api_key
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-openai-http", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "FakeOpenAI":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
         """The API base as OpenAI's SDKs and Reel take it (with /v1)."""
         return self.url + "/v1"
 
-    def control(self, **knobs: Any) -> dict[str, Any]:
-        return self._state.control(knobs)
-
-    def stats(self) -> dict[str, Any]:
-        return self._state.stats()
-
-    def reset(self) -> None:
-        self._state.reset()
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Strict fake of OpenAI's Chat Completions API for Reel's tests.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    fake_http.add_common_args(ap)
     ap.add_argument("--api-key", default=None, help="require this Bearer key (default: none checked)")
-    ap.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
     args = ap.parse_args(argv)
-    parent = os.getppid()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        fo = FakeOpenAI(args.host, args.port, api_key=args.api_key).start()
-    except OSError as e:
-        print(f"fake-openai: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        print(f"fake-openai listening on {fo.url}", flush=True)
-        while not stop.wait(0.2):
-            if args.exit_with_parent and os.getppid() != parent:
-                break
-    finally:
-        fo.stop()
-    return 0
+    return fake_http.serve_until_stopped(FakeOpenAI(args.host, args.port, api_key=args.api_key), args)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,8 @@ def post(fo, payload, key=KEY, path="/v1/chat/completions", ctype="application/j
 
 @pytest.fixture(scope="module")
 def server():
-    fo = FakeOpenAI(api_key=KEY).start()
-    yield fo
-    fo.stop()
+    with FakeOpenAI(api_key=KEY) as fo:
+        yield fo
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A strict fake of Runway's published task API (API version 2024-11-06), for Reel's tests.
 
-Standalone, standard library only (Python 3.11+; the test MP4 comes from the Kling fake's
-maker, Tests/fake_kling/fake_kling.py, next door). It follows DESIGN.md §5 "Providers /
+Standalone, standard library only (Python 3.11+; the scaffolding and the test MP4 come from
+Tests/fake_common/fake_http.py, which the fakes share). It follows DESIGN.md §5 "Providers /
 Runway" and refuses what Runway refuses, so a client that passes against it speaks Runway.
 Tests steer it through POST /_control and read what it saw through GET /_stats.
 
@@ -55,21 +55,19 @@ import binascii
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_kling"))
-from fake_kling import make_test_mp4  # noqa: E402  (the same 2 s 640x360 H.264/AAC test video)
+_COMMON = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_common"))
+if _COMMON not in sys.path:
+    sys.path.insert(0, _COMMON)
+import fake_http  # noqa: E402  (the scaffolding the fakes share: server, lifecycle, CLI)
+from fake_http import FakeError, FakeHandler, FakeServer, FakeService  # noqa: E402
 
 __all__ = ["FakeRunway", "FakeRunwayError", "DEFAULT_KNOBS", "API_VERSION", "MODELS", "RATIOS",
            "TEXT_RATIOS", "NO_CREDITS_MESSAGE"]
@@ -87,7 +85,7 @@ SAFETY_MESSAGE = "The input did not pass moderation."
 MAX_BODY = 16 * 1024 * 1024
 
 
-class FakeRunwayError(RuntimeError):
+class FakeRunwayError(FakeError):
     """Raised when the fake cannot start (e.g. ffmpeg missing, bad --mp4)."""
 
 
@@ -423,98 +421,19 @@ _RE_TASK = re.compile(r"^/v1/tasks/([^/]+)$")
 _RE_OUTPUT = re.compile(r"^/outputs/([0-9a-f-]+)\.mp4$")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    state: _State
-    api_key: str
-    mp4: bytes
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if os.environ.get("FAKE_RUNWAY_DEBUG"):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "fake-runway/1.0"
-    sys_version = ""
-    timeout = 120
-    server: _Server
+    max_body = MAX_BODY
+    debug_env = "FAKE_RUNWAY_DEBUG"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        if os.environ.get("FAKE_RUNWAY_DEBUG"):
-            super().log_message(format, *args)
-
-    def _read_body(self) -> bytes | None:
-        length = self.headers.get("Content-Length")
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                try:
-                    size = int(self.rfile.readline(65537).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    self.close_connection = True
-                    return None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        if length is None:
-            return b""
-        try:
-            n = int(length)
-            if n < 0 or n > MAX_BODY:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            return None
-        return self.rfile.read(n) if n else b""
-
-    def _send(self, status: int, body: bytes, content_type: str | None = "application/json",
-              extra: dict[str, str] | None = None, head_only: bool = False) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Request-Id", str(uuid.uuid4()))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if not head_only and body:
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode())
+    def extra_headers(self) -> dict[str, str]:
+        return {"X-Request-Id": str(uuid.uuid4())}
 
     def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
+        self.send_json(status, {"error": message})
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def _dispatch(self, method: str) -> None:
-        body = self._read_body()
+    def dispatch(self, method: str) -> None:
+        body = self.read_body()
         path = urllib.parse.urlsplit(self.path).path
         state = self.server.state
         if body is None:
@@ -526,26 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
             m = _RE_OUTPUT.match(path)
             head = method == "HEAD"
             if method not in ("GET", "HEAD") or m is None or not state.output_available(m.group(1), count=not head):
-                self._send(404, b"not found\n", "text/plain", head_only=head)
+                self.send_bytes(404, b"not found\n", "text/plain", head_only=head)
                 return
-            self._send(200, self.server.mp4, "video/mp4", {"Accept-Ranges": "bytes"}, head_only=head)
-        elif path == "/_control":
-            if method == "GET":
-                self._json(200, state.get_knobs())
-                return
-            try:
-                updates = json.loads(body) if body.strip() else {}
-                if not isinstance(updates, dict):
-                    raise ValueError("body must be a JSON object")
-                self._json(200, state.control(updates))
-            except (ValueError, UnicodeDecodeError) as e:
-                self._json(400, {"error": f"bad /_control request: {e}"})
-        elif path == "/_stats" and method == "GET":
-            self._json(200, state.stats())
-        elif path == "/_reset" and method == "POST":
-            state.reset()
-            self._json(200, {"ok": True, "knobs": state.get_knobs()})
-        else:
+            self.send_bytes(200, self.server.mp4, "video/mp4", {"Accept-Ranges": "bytes"}, head_only=head)
+        elif not self.control_routes(method, path, body):
             self._error(404, f"no route for {method} {path}")
 
     def _v1(self, method: str, path: str, body: bytes) -> None:
@@ -565,9 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
             if message is not None:
                 self._error(status, message)
             elif obj is None:
-                self._send(status, b"", None)
+                self.send_bytes(status, b"", None)
             else:
-                self._json(status, obj)
+                self.send_json(status, obj)
 
         if not entry["auth_ok"]:
             answer(401, message="Invalid API key" if auth else "No API key provided")
@@ -587,11 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
                 data, drop = state.create(m.group(1), body)
                 if drop:
                     entry["status"] = "dropped"
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    self.drop_connection()
                     return
                 answer(200, data)
                 return
@@ -611,105 +510,25 @@ class _Handler(BaseHTTPRequestHandler):
             answer(r.status, message=r.message)
 
 
-class FakeRunway:
+class FakeRunway(FakeService):
     """The fake Runway API, in process: start() serves on background threads."""
+
+    name = "fake-runway"
+    error = FakeRunwayError
+    handler = _Handler
+    serves_mp4 = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-runway-key",
                  mp4_path: str | None = None) -> None:
-        self.host = host
-        self.port = port
         self.api_key = api_key
-        self.mp4_path = mp4_path
         self._state = _State()
-        self._server: _Server | None = None
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._tmpdir: str | None = None
+        super().__init__(host, port, mp4_path)
 
-    def start(self) -> "FakeRunway":
-        if self._server is not None:
-            raise FakeRunwayError("already started")
-        path = self.mp4_path
-        try:
-            if path is None:
-                self._tmpdir = tempfile.mkdtemp(prefix="fake-runway-")
-                path = os.path.join(self._tmpdir, "video.mp4")
-                try:
-                    make_test_mp4(path)
-                except RuntimeError as e:
-                    raise FakeRunwayError(str(e)) from e
-            try:
-                with open(path, "rb") as f:
-                    mp4 = f.read()
-            except OSError as e:
-                raise FakeRunwayError(f"cannot read MP4 {path}: {e}") from e
-            if not mp4:
-                raise FakeRunwayError(f"MP4 {path} is empty")
-            server = _Server((self.host, self.port), _Handler)
-        except BaseException:
-            self._cleanup_tmp()
-            raise
-        server.state = self._state
+    def _configure(self, server: FakeServer) -> None:
         server.api_key = self.api_key
-        server.mp4 = mp4
-        self.port = server.server_address[1]
-        self._state.base_url = self.url
-        self._server = server
-        self._stop.clear()
-        self._threads = [
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                             name="fake-runway-http", daemon=True),
-            threading.Thread(target=_ticker, args=(self._state, self._stop), name="fake-runway-ticker", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        return self
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads = []
-        self._cleanup_tmp()
-
-    def _cleanup_tmp(self) -> None:
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    def __enter__(self) -> "FakeRunway":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host = self.host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    def control(self, **knobs: Any) -> dict[str, Any]:
-        """Sets any subset of the knobs; returns the whole knob set. ValueError on bad input."""
-        return self._state.control(knobs)
-
-    def knobs(self) -> dict[str, Any]:
-        return self._state.get_knobs()
-
-    def stats(self) -> dict[str, Any]:
-        return self._state.stats()
-
-    def reset(self) -> None:
-        self._state.reset()
+    def _workers(self) -> list:
+        return [("ticker", _ticker, (self._state, self._stop))]
 
     def finish_all(self) -> None:
         """Ends every live task now (SUCCEEDED, or FAILED when chosen to fail)."""
@@ -718,36 +537,11 @@ class FakeRunway:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Strict fake of Runway's task API for Reel's tests.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    fake_http.add_common_args(ap, mp4=True)
     ap.add_argument("--api-key", default="test-runway-key")
-    ap.add_argument("--mp4", default=None, help="serve this MP4 instead of making one with ffmpeg")
-    ap.add_argument("--no-exit-with-parent", dest="exit_with_parent", action="store_false")
     args = ap.parse_args(argv)
-    parent = os.getppid()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda s, f: stop.set())
-    signal.signal(signal.SIGINT, lambda s, f: stop.set())
-    fr = FakeRunway(args.host, args.port, api_key=args.api_key, mp4_path=args.mp4)
-    try:
-        fr.start()
-    except FakeRunwayError as e:
-        print(f"fake-runway: {e}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as e:
-        print(f"fake-runway: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        try:
-            print(f"fake-runway listening on {fr.url}", flush=True)
-        except BrokenPipeError:
-            pass
-        while not stop.wait(0.2):
-            if args.exit_with_parent and os.getppid() != parent:
-                break
-    finally:
-        fr.stop()
-    return 0
+    return fake_http.serve_until_stopped(
+        FakeRunway(args.host, args.port, api_key=args.api_key, mp4_path=args.mp4), args)
 
 
 if __name__ == "__main__":

@@ -42,9 +42,8 @@ def data_uri(data: bytes | None = None, mime: str = "png") -> str:
 
 @pytest.fixture(scope="module")
 def server():
-    fr = FakeRunway(api_key=KEY).start()
-    yield fr
-    fr.stop()
+    with FakeRunway(api_key=KEY) as fr:
+        yield fr
 
 
 @pytest.fixture

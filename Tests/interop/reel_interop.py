@@ -9,6 +9,8 @@ belongs to grpcio itself; the wire names (grpc.health.v1.Health) are unchanged.
 from __future__ import annotations
 
 import atexit
+import importlib
+import json
 import os
 import shutil
 import signal
@@ -172,6 +174,50 @@ def wait_for_job(stub, job_id: str, want=(pb.JOB_STATUS_FINAL_READY,), timeout: 
                 f"job not in {[status_name(w) for w in want]} after {timeout}s: "
                 f"{describe_job(job)}")
         time.sleep(poll)
+
+
+def job_diag(srv, job_id: str, *extra: str) -> str:
+    """For failure messages: the job as GetJob has it (or why GetJob failed), its events
+    straight from Postgres, then the `extra` lines (what a fake saw, say)."""
+    parts = []
+    try:
+        parts.append(describe_job(srv.stub.GetJob(pb.GetJobRequest(id=job_id), timeout=DEFAULT_TIMEOUT)))
+    except Exception as e:  # diagnostics only
+        parts.append(f"(GetJob failed: {e})")
+    parts.append(stored_history(srv.db_url, job_id))
+    return "\n".join([*parts, *extra])
+
+
+def fake_stats_text(fake, label: str, last: tuple[str, int], limit: int) -> str:
+    """A fake's stats for a failure message: prompts cut to 60 characters, the list named by
+    `last` to its last N entries, the JSON to `limit` characters."""
+    st = fake.stats()
+    for t in st["tasks"]:
+        t["prompt"] = (t["prompt"] or "")[:60]
+    key, n = last
+    st[key] = st[key][-n:]
+    return f"{label} stats: {json.dumps(st)[:limit]}"
+
+
+def wait_job_explained(srv, job_id: str, explain, want=(pb.JOB_STATUS_FINAL_READY,),
+                       timeout: float = 30.0):
+    """wait_for_job on a ReelServer, with `explain()` (diagnostics) added to a failure."""
+    try:
+        return wait_for_job(srv.stub, job_id, want=want, timeout=timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{explain()}") from None
+
+
+def wait_terminal_explained(srv, job_id: str, explain, timeout: float = 30.0):
+    """Polls GetJob until the job is terminal (any end); fails after `timeout` s with
+    `explain()` (diagnostics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        j = srv.stub.GetJob(pb.GetJobRequest(id=job_id), timeout=DEFAULT_TIMEOUT)
+        if is_terminal(j):
+            return j
+        assert time.monotonic() < deadline, f"not terminal after {timeout}s:\n{explain()}"
+        time.sleep(0.05)
 
 
 def wait_for(what: str, predicate, timeout: float = 30.0, poll: float = 0.05):
@@ -452,30 +498,48 @@ atexit.register(kill_all_servers)
 # Tests/fake_kling (JWT checked on every call, string durations, account concurrency, callbacks).
 
 FAKE_KLING_DIR = REPO_ROOT / "Tests" / "fake_kling"
+FAKE_RUNWAY_DIR = REPO_ROOT / "Tests" / "fake_runway"
+FAKE_OPENAI_DIR = REPO_ROOT / "Tests" / "fake_openai"
 KLING_ACCESS_KEY = "test-access-key"
 KLING_SECRET_KEY = "test-secret-key"
+RUNWAY_API_KEY = "test-runway-key"
+
+
+def _fake_class(fake_dir: Path, class_name: str):
+    """The class `class_name` of the fake `fake_dir`/`fake_dir.name`.py (`fake_dir` is put on
+    sys.path; the fake puts Tests/fake_common, which it shares, there itself)."""
+    if str(fake_dir) not in sys.path:
+        sys.path.insert(0, str(fake_dir))
+    return getattr(importlib.import_module(fake_dir.name), class_name)
 
 
 def fake_kling_class():
     """fake_kling.FakeKling (Tests/fake_kling is put on sys.path)."""
-    if str(FAKE_KLING_DIR) not in sys.path:
-        sys.path.insert(0, str(FAKE_KLING_DIR))
-    from fake_kling import FakeKling
-    return FakeKling
+    return _fake_class(FAKE_KLING_DIR, "FakeKling")
 
 
-def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, workers: int = 2,
-                sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
-                retry_base_ms: int = 50, concurrency: int = 2, callbacks: bool = True,
-                probe_ms: int | None = None, extra_args=(), env: dict | None = None,
-                start: bool = True) -> ReelServer:
-    """A private reeld (from `reeld_factory`) with `--provider kling --provider-url URL`, the
-    fake's keys in its environment, an HTTP listener and, with `callbacks`, `--public-url`
-    pointing at it (so the fake POSTs status changes there). Later flags win, so these replace
+def fake_runway_class():
+    """fake_runway.FakeRunway (Tests/fake_runway is put on sys.path)."""
+    return _fake_class(FAKE_RUNWAY_DIR, "FakeRunway")
+
+
+def fake_openai_class():
+    """fake_openai.FakeOpenAI (Tests/fake_openai is put on sys.path)."""
+    return _fake_class(FAKE_OPENAI_DIR, "FakeOpenAI")
+
+
+def provider_reeld(factory, provider: str, name: str, provider_url: str, artifacts_dir,
+                   keys: dict, *, workers: int = 2, sim_stage_ms: int = 0, lease_seconds: int = 3,
+                   poll_ms: int = 100, retry_base_ms: int = 50, concurrency: int = 2,
+                   callbacks: bool = False, probe_ms: int | None = None, extra_args=(),
+                   env: dict | None = None, start: bool = True) -> ReelServer:
+    """A private reeld (from `reeld_factory`) with `--provider PROVIDER --provider-url URL`,
+    `keys` in its environment, an HTTP listener and, with `callbacks`, `--public-url` pointing
+    at it (so the provider POSTs status changes there). Later flags win, so these replace
     ReelServer's `--provider simulated`. `env` adds or replaces variables (a key of None
     removes it); the command runs through env(1), which execs reeld (SIGKILL still hits it)."""
     http_port = free_port()
-    args = ["--provider", "kling", "--provider-url", kling_url,
+    args = ["--provider", provider, "--provider-url", provider_url,
             "--provider-concurrency", str(concurrency), "--provider-poll-ms", str(poll_ms),
             "--http-listen", f"127.0.0.1:{http_port}", "--artifacts-dir", str(artifacts_dir),
             "--retry-base-ms", str(retry_base_ms)]
@@ -487,7 +551,7 @@ def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, workers: i
                   start=False, extra_args=(*args, *extra_args))
     srv.http_port = http_port
     srv.http_url = f"http://127.0.0.1:{http_port}"
-    keys = {"KLING_ACCESS_KEY": KLING_ACCESS_KEY, "KLING_SECRET_KEY": KLING_SECRET_KEY}
+    keys = dict(keys)
     keys.update(env or {})
     set_env(srv, {k: v for k, v in keys.items() if v is not None})
     if start:
@@ -495,42 +559,22 @@ def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, workers: i
     return srv
 
 
-FAKE_RUNWAY_DIR = REPO_ROOT / "Tests" / "fake_runway"
-RUNWAY_API_KEY = "test-runway-key"
+def kling_reeld(factory, name: str, kling_url: str, artifacts_dir, *, callbacks: bool = True,
+                **kw) -> ReelServer:
+    """provider_reeld with `--provider kling`, the fake's keys in KLING_ACCESS_KEY and
+    KLING_SECRET_KEY and, by default, callbacks (`--public-url`). The same keywords as
+    provider_reeld (workers, sim_stage_ms, lease_seconds, poll_ms, retry_base_ms, concurrency,
+    probe_ms, extra_args, env, start)."""
+    return provider_reeld(factory, "kling", name, kling_url, artifacts_dir,
+                          {"KLING_ACCESS_KEY": KLING_ACCESS_KEY, "KLING_SECRET_KEY": KLING_SECRET_KEY},
+                          callbacks=callbacks, **kw)
 
 
-def fake_runway_class():
-    """fake_runway.FakeRunway (Tests/fake_runway is put on sys.path)."""
-    if str(FAKE_RUNWAY_DIR) not in sys.path:
-        sys.path.insert(0, str(FAKE_RUNWAY_DIR))
-    from fake_runway import FakeRunway
-    return FakeRunway
-
-
-def runway_reeld(factory, name: str, runway_url: str, artifacts_dir, *, workers: int = 2,
-                 sim_stage_ms: int = 0, lease_seconds: int = 3, poll_ms: int = 100,
-                 retry_base_ms: int = 50, concurrency: int = 2, probe_ms: int | None = None,
-                 extra_args=(), env: dict | None = None, start: bool = True) -> ReelServer:
-    """A private reeld (from `reeld_factory`) with `--provider runway --provider-url URL` and
-    the fake's key in RUNWAYML_API_SECRET (Runway sends no callbacks: polling only). `env`
-    adds or replaces variables (a key of None removes it)."""
-    http_port = free_port()
-    args = ["--provider", "runway", "--provider-url", runway_url,
-            "--provider-concurrency", str(concurrency), "--provider-poll-ms", str(poll_ms),
-            "--http-listen", f"127.0.0.1:{http_port}", "--artifacts-dir", str(artifacts_dir),
-            "--retry-base-ms", str(retry_base_ms)]
-    if probe_ms is not None:
-        args += ["--provider-probe-ms", str(probe_ms)]
-    srv = factory(name, workers=workers, sim_stage_ms=sim_stage_ms, lease_seconds=lease_seconds,
-                  start=False, extra_args=(*args, *extra_args))
-    srv.http_port = http_port
-    srv.http_url = f"http://127.0.0.1:{http_port}"
-    keys = {"RUNWAYML_API_SECRET": RUNWAY_API_KEY}
-    keys.update(env or {})
-    set_env(srv, {k: v for k, v in keys.items() if v is not None})
-    if start:
-        srv.start()
-    return srv
+def runway_reeld(factory, name: str, runway_url: str, artifacts_dir, **kw) -> ReelServer:
+    """provider_reeld with `--provider runway` and the fake's key in RUNWAYML_API_SECRET
+    (Runway sends no callbacks: polling only). The same keywords as provider_reeld."""
+    return provider_reeld(factory, "runway", name, runway_url, artifacts_dir,
+                          {"RUNWAYML_API_SECRET": RUNWAY_API_KEY}, **kw)
 
 
 def set_env(srv: ReelServer, env: dict | None):

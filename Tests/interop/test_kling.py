@@ -81,36 +81,16 @@ def tasks_of(fk, job_id, stats=None):
 
 
 def diag(srv, job_id, fk=None) -> str:
-    parts = []
-    try:
-        parts.append(ri.describe_job(get(srv, job_id)))
-    except Exception as e:  # diagnostics only
-        parts.append(f"(GetJob failed: {e})")
-    parts.append(ri.stored_history(srv.db_url, job_id))
-    if fk is not None:
-        st = fk.stats()
-        for t in st["tasks"]:
-            t["prompt"] = (t["prompt"] or "")[:60]
-        st["callbacks"] = st["callbacks"][-12:]
-        parts.append(f"fake Kling stats: {json.dumps(st, indent=None)[:6000]}")
-    return "\n".join(parts)
+    extra = [ri.fake_stats_text(fk, "fake Kling", last=("callbacks", 12), limit=6000)] if fk is not None else []
+    return ri.job_diag(srv, job_id, *extra)
 
 
 def wait_done(srv, job_id, fk, timeout=30.0, want=(S.JOB_STATUS_FINAL_READY,)):
-    try:
-        return ri.wait_for_job(srv.stub, job_id, want=want, timeout=timeout)
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{diag(srv, job_id, fk)}") from None
+    return ri.wait_job_explained(srv, job_id, lambda: diag(srv, job_id, fk), want=want, timeout=timeout)
 
 
 def wait_terminal(srv, job_id, fk, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        j = get(srv, job_id)
-        if ri.is_terminal(j):
-            return j
-        assert time.monotonic() < deadline, f"not terminal after {timeout}s:\n{diag(srv, job_id, fk)}"
-        time.sleep(0.05)
+    return ri.wait_terminal_explained(srv, job_id, lambda: diag(srv, job_id, fk), timeout=timeout)
 
 
 def metric(samples, name, **labels):

@@ -64,15 +64,7 @@ def server_errors(stats: dict) -> int:
 
 def diag(srv, job_id, fake=None) -> str:
     """What went on: the job, its stored events, and what the fake Kling saw."""
-    parts = []
-    try:
-        parts.append(ri.describe_job(get(srv, job_id)))
-    except Exception as e:
-        parts.append(f"(GetJob failed: {e})")
-    parts.append(ri.stored_history(srv.db_url, job_id))
-    if fake is not None:
-        parts.append(f"fake Kling stats: {ri.kling_stats(fake)}")
-    return "\n".join(parts)
+    return ri.job_diag(srv, job_id, *([f"fake Kling stats: {ri.kling_stats(fake)}"] if fake is not None else []))
 
 
 # --------------------------------------------------------------------------- tests

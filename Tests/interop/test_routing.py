@@ -32,13 +32,7 @@ def create(srv, n, prefix):
 
 
 def done(srv, jobs, fk, fr, timeout=60):
-    out = []
-    for j in jobs:
-        try:
-            out.append(ri.wait_for_job(srv.stub, j.id, timeout=timeout))
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{diag(srv, j.id, fk, fr)}") from None
-    return out
+    return [ri.wait_job_explained(srv, j.id, lambda j=j: diag(srv, j.id, fk, fr), timeout=timeout) for j in jobs]
 
 
 def diag(srv, job_id, fk, fr) -> str:

@@ -10,7 +10,6 @@ fake's stats.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -41,36 +40,16 @@ def history(srv, job_id):
 
 
 def diag(srv, job_id, fr=None) -> str:
-    parts = []
-    try:
-        parts.append(ri.describe_job(get(srv, job_id)))
-    except Exception as e:  # diagnostics only
-        parts.append(f"(GetJob failed: {e})")
-    parts.append(ri.stored_history(srv.db_url, job_id))
-    if fr is not None:
-        st = fr.stats()
-        for t in st["tasks"]:
-            t["prompt"] = (t["prompt"] or "")[:60]
-        st["requests"] = st["requests"][-15:]
-        parts.append(f"fake Runway stats: {json.dumps(st)[:5000]}")
-    return "\n".join(parts)
+    extra = [ri.fake_stats_text(fr, "fake Runway", last=("requests", 15), limit=5000)] if fr is not None else []
+    return ri.job_diag(srv, job_id, *extra)
 
 
 def wait_done(srv, job_id, fr, timeout=30.0):
-    try:
-        return ri.wait_for_job(srv.stub, job_id, timeout=timeout)
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{diag(srv, job_id, fr)}") from None
+    return ri.wait_job_explained(srv, job_id, lambda: diag(srv, job_id, fr), timeout=timeout)
 
 
 def wait_terminal(srv, job_id, fr, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        j = get(srv, job_id)
-        if ri.is_terminal(j):
-            return j
-        assert time.monotonic() < deadline, f"not terminal after {timeout}s:\n{diag(srv, job_id, fr)}"
-        time.sleep(0.05)
+    return ri.wait_terminal_explained(srv, job_id, lambda: diag(srv, job_id, fr), timeout=timeout)
 
 
 def task_of(fr, job):

@@ -10,15 +10,13 @@ malformed answers; its stats say what Reel sent (the bible, the previous segment
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 import reel_interop as ri
 from reel_interop import pb
 
-sys.path.insert(0, str(ri.Path(__file__).resolve().parent.parent / "fake_openai"))
-from fake_openai import FakeOpenAI  # noqa: E402
+FakeOpenAI = ri.fake_openai_class()
 
 KEY = "sk-reel-test"
 MODEL = "gpt-fake-mini"
@@ -44,9 +42,8 @@ CONSISTENT = {"consistent": True, "violations": [], "reasons": "Mara and North L
 
 @pytest.fixture(scope="module")
 def fake_openai():
-    fo = FakeOpenAI(api_key=KEY).start()
-    yield fo
-    fo.stop()
+    with FakeOpenAI(api_key=KEY) as fo:
+        yield fo
 
 
 @pytest.fixture
