@@ -37,7 +37,6 @@ public struct Pipeline: Sendable {
     /// The real providers in order of preference (`--provider kling,runway`): account slots,
     /// parking, circuits, callbacks (DESIGN §5); empty for the simulated provider.
     let remotes: [ProviderRuntime]
-    var remote: ProviderRuntime? { remotes.first }
     let postProcessor: PostProcessing?
     let config: Config
     let workerID: String
@@ -50,12 +49,11 @@ public struct Pipeline: Sendable {
     /// Asks an LLM whether the script contradicts the bible after the rule-based check (`--continuity-agent openai`).
     public var continuityAgent: ScriptAgent?
 
-    public init(store: any JobStore, provider: any VideoProvider, remote: ProviderRuntime? = nil,
+    public init(store: any JobStore, provider: any VideoProvider,
                 remotes: [ProviderRuntime] = [], postProcessor: PostProcessing? = nil, config: Config,
                 workerID: String, logger: Logger, estimator: ETAEstimator? = nil,
                 publish: @escaping @Sendable (JobEvent) -> Void) {
-        let all = remotes.isEmpty ? (remote.map { [$0] } ?? []) : remotes
-        self.store = store; self.provider = all.first?.provider ?? provider; self.remotes = all
+        self.store = store; self.provider = remotes.first?.provider ?? provider; self.remotes = remotes
         self.postProcessor = postProcessor; self.config = config
         self.workerID = workerID; self.logger = logger; self.estimator = estimator; self.publish = publish
     }
@@ -83,7 +81,7 @@ public struct Pipeline: Sendable {
         // A real provider's generation time is measured by `follow` (the task alone, not the
         // wait for an account slot); every other stage here, as the run leaves it.
         let measure: (@Sendable (Stage, Duration) -> Void)? = estimator.map { est in
-            let config = claimed.config, remote = self.remote != nil
+            let config = claimed.config, remote = !remotes.isEmpty
             return { stage, took in
                 if !(remote && stage == .videoGeneration) { est.record(config, stage, took: took) }
             }
