@@ -42,7 +42,7 @@ final class ProviderGate: Sendable {
     var snapshot: (parked: Bool, reason: String, circuitOpen: Bool, healthy: Bool) {
         state.withLock { s in
             (s.parked, s.parked ? s.reason : "",
-             s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false, !s.unhealthy)
+             circuitOpen(s), !s.unhealthy)
         }
     }
 
@@ -55,7 +55,12 @@ final class ProviderGate: Sendable {
     /// Routing passes the provider by while its circuit is open (until `probeInterval` after it
     /// opened: then one submission may find out whether it is back).
     var isCircuitOpen: Bool {
-        state.withLock { s in s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false }
+        state.withLock { circuitOpen($0) }
+    }
+
+    /// Open from `circuitErrors` server errors in a row until `probeInterval` after that.
+    private func circuitOpen(_ s: State) -> Bool {
+        s.circuitOpenedAt.map { ContinuousClock.now - $0 < probeInterval } ?? false
     }
 
     /// A submission or lookup got a server error (5xx, timeout, broken connection).
